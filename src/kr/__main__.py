@@ -1,0 +1,3 @@
+from kr.cli import main
+
+main()

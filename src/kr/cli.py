@@ -1,0 +1,161 @@
+"""The `kr` command line: a thin layer that resolves options and calls the library."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from kr.config import PRESETS, load_config
+from kr.errors import KRError
+
+log = logging.getLogger("kr")
+
+
+def _run_options(f):
+    options = [
+        click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+                     help="Folder holding MedMNIST .npz files (else $KR_DATA_DIR, the cache, or download)."),
+        click.option("--preset", type=click.Choice(list(PRESETS)), default="cpu", show_default=True,
+                     help="tiny: seconds, for tests; cpu: minutes on a laptop; paper: paper scale, for GPUs."),
+        click.option("--out", type=click.Path(file_okay=False), default=None,
+                     help="Run directory [default: runs/<dataset>-<preset>-s<seed>]; rerun to resume."),
+        click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+                     help="YAML file of config overrides (e.g. a previous run's config.yaml)."),
+        click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                     help="Override one config value, e.g. --set teacher.train.epochs=10 (repeatable)."),
+        click.option("--seed", type=int, default=None, help="Root seed (default 0)."),
+        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+                     show_default=True, help="auto picks CUDA when PyTorch sees a GPU."),
+        click.option("--dry-run", is_flag=True, help="Print the resolved config and exit."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@click.version_option(package_name="knowledge-recycling")
+def cli(verbose: bool) -> None:
+    """Knowledge Recycling: classifiers trained on synthetic data, with a privacy audit."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+def _execute(dataset, data_dir, preset, out, config_file, overrides, seed, device, dry_run, stages):
+    from kr import pipeline
+    from kr.report import summary_table
+
+    config = load_config(preset, config_file, overrides, seed=seed,
+                         data={"dataset": dataset} if dataset else None)
+    if dry_run:
+        click.echo(config.to_yaml(), nl=False)
+        return
+    results = pipeline.run(config, out=out, data_dir=data_dir, device=device, stages=stages)
+    click.echo(summary_table(results))
+
+
+@cli.command()
+@click.option("--dataset", default=None, help="Dataset name or .npz path [default: digits, offline].")
+@_run_options
+def run(**kw):
+    """Run the Knowledge Recycling pipeline (stages so far: teacher)."""
+    _execute(**kw, stages=("teacher",))
+
+
+@cli.command()
+@click.option("--dataset", required=True, help="Dataset name (see `kr data list`) or .npz path.")
+@_run_options
+def teacher(**kw):
+    """Train the teacher: a classifier on the real train split, selected on validation."""
+    _execute(**kw, stages=("teacher",))
+
+
+@cli.group()
+def data() -> None:
+    """List, inspect and fetch datasets."""
+
+
+@data.command("list")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None)
+def data_list(data_dir):
+    """Every known dataset, its task and size, and whether a local copy exists."""
+    from kr.data import MEDMNIST
+    from kr.data.download import locate
+
+    rows = [("digits", "multi-class", "10", "1", "1257/180/360", "28", "built in")]
+    for info in MEDMNIST.values():
+        n = info.n_samples
+        path = locate(info, 28, data_dir)
+        rows.append((info.name, info.task, str(info.n_classes), str(info.channels),
+                     f"{n['train']}/{n['val']}/{n['test']}", ",".join(map(str, info.sizes)),
+                     str(path) if path else "-"))
+    header = ("name", "task", "classes", "channels", "train/val/test", "sizes", "local 28px file")
+    click.echo(_table([header, *rows]))
+
+
+@data.command("info")
+@click.argument("name")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None)
+@click.option("--size", type=int, default=28, show_default=True)
+def data_info(name, data_dir, size):
+    """Splits, class counts, channels and file location of one dataset (name or .npz path)."""
+    from kr.data import load_dataset
+
+    d = load_dataset(name, data_dir=data_dir, size=size)
+    click.echo(f"dataset   {d.name}\ntask      {d.task}\nsource    {d.source}\n"
+               f"images    {d.channels}×{d.size}×{d.size} ({'RGB' if d.channels == 3 else 'grayscale'})\n"
+               f"hflip     {'allowed' if d.hflip else 'not used'} in augmentation")
+    rows = [("split", "images", *d.label_names)]
+    rows += [(s, str(len(d.split(s))), *map(str, d.class_counts(s))) for s in ("train", "val", "test")]
+    click.echo(_table(rows))
+
+
+@data.command("fetch")
+@click.argument("name")
+@click.option("--size", type=int, default=28, show_default=True)
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              help="Download into this folder instead of the user cache.")
+def data_fetch(name, size, data_dir):
+    """Download a MedMNIST file (MD5-checked) unless a verified local copy exists."""
+    from pathlib import Path
+
+    from kr.data import get_info
+    from kr.data.download import cache_dir, check_md5, fetch, locate
+
+    info = get_info(name)
+    path = locate(info, size, data_dir)
+    if path is None:
+        target = Path(data_dir) if data_dir else cache_dir()
+        path = fetch(info.file(size), target, data_dir)
+    check_md5(path, info.file(size).md5)
+    click.echo(str(path))
+
+
+def _table(rows) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+def main() -> None:
+    """Entry point: user errors become one line on stderr and a non-zero exit, never a traceback."""
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        click.echo("kr: aborted", err=True)
+        sys.exit(130)
+    except KRError as exc:
+        click.echo(f"kr: error: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("kr: interrupted; rerun the same command to resume", err=True)
+        sys.exit(130)

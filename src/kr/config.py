@@ -1,0 +1,208 @@
+"""Typed, validated configuration: dataclasses are the schema, presets are named overrides.
+
+Resolution order (later wins): dataclass defaults → preset → YAML file → `--set a.b=value`.
+Unknown keys, wrong types and out-of-range values are errors at load time, before any work.
+Where a run happens (device, data folder) is not configuration: it does not change results
+and stays out of the cache keys.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kr.errors import ConfigError
+
+
+def _check(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"config {key}: {message}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "digits"   # registry name or path to a MedMNIST-style .npz
+    size: int = 28            # image side; MedMNIST+ also offers 64, 128, 224
+
+    def __post_init__(self):
+        _check(self.size in (28, 64, 128, 224), "data.size", f"{self.size} is not one of 28, 64, 128, 224")
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    arch: str = "resnet20"
+    width: int = 16           # channels of the first stage; stages use w, 2w, 4w
+    norm: str = "batch"       # "group" for DP-SGD, which cannot use BatchNorm
+    dropout: float = 0.0
+
+    def __post_init__(self):
+        from kr.models import ARCHS
+
+        _check(self.arch in ARCHS, "arch", f"{self.arch!r} unknown; choose one of {', '.join(ARCHS)}")
+        _check(self.width >= 1, "width", "must be ≥ 1")
+        _check(self.norm in ("batch", "group"), "norm", "must be 'batch' or 'group'")
+        _check(0 <= self.dropout < 1, "dropout", "must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 40
+    batch_size: int = 128
+    optimizer: str = "sgd"        # sgd (Nesterov momentum) or adam
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_epochs: int = 1        # linear warm-up, then cosine decay to zero
+    label_smoothing: float = 0.0
+    crop_padding: int = 4         # random crop after reflect-padding; 0 disables
+    hflip: str = "auto"           # auto: flip only where the dataset allows it
+    select_metric: str = "acc"    # best epoch on the validation split, ties broken by the other
+
+    def __post_init__(self):
+        _check(self.epochs >= 1, "epochs", "must be ≥ 1")
+        _check(self.batch_size >= 1, "batch_size", "must be ≥ 1")
+        _check(self.optimizer in ("sgd", "adam"), "optimizer", "must be 'sgd' or 'adam'")
+        _check(self.lr > 0, "lr", "must be > 0")
+        _check(0 <= self.momentum < 1, "momentum", "must be in [0, 1)")
+        _check(self.weight_decay >= 0, "weight_decay", "must be ≥ 0")
+        _check(0 <= self.warmup_epochs < self.epochs or self.warmup_epochs == 0, "warmup_epochs",
+               "must be smaller than epochs")
+        _check(0 <= self.label_smoothing < 1, "label_smoothing", "must be in [0, 1)")
+        _check(self.crop_padding >= 0, "crop_padding", "must be ≥ 0")
+        _check(self.hflip in ("auto", "on", "off"), "hflip", "must be auto, on or off")
+        _check(self.select_metric in ("acc", "auc"), "select_metric", "must be acc or auc")
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    """Step 1 of KR: a classifier trained on the real train split."""
+
+    model: ClassifierConfig = field(default_factory=ClassifierConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass(frozen=True)
+class Config:
+    preset: str = "cpu"
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+
+    def __post_init__(self):
+        _check(self.preset in PRESETS or self.preset == "custom", "preset",
+               f"{self.preset!r} unknown; choose one of {', '.join(PRESETS)}")
+        _check(0 <= self.seed < 2**63, "seed", "must be a non-negative integer")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# Presets override the defaults (which are the `cpu` preset).  `tiny` runs in seconds for
+# tests; `paper` runs paper-scale epochs and widths and wants a GPU.
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {"teacher": {"model": {"arch": "resnet8", "width": 8},
+                         "train": {"epochs": 2, "batch_size": 64, "warmup_epochs": 0}}},
+    "cpu": {},
+    "paper": {"teacher": {"model": {"arch": "resnet20", "width": 64},
+                          "train": {"epochs": 100, "warmup_epochs": 5}}},
+}
+
+
+def load_config(preset: str = "cpu", file: str | Path | None = None,
+                overrides: typing.Sequence[str] = (), **top: Any) -> Config:
+    """Defaults → preset → YAML file → dotted overrides → keyword overrides (e.g. dataset=…)."""
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    tree = Config(preset=preset).to_dict()
+    _merge(tree, copy.deepcopy(PRESETS[preset]), "")
+    if file is not None:
+        _merge(tree, _read_yaml(Path(file)), "")
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"bad override {item!r}; write it as --set section.key=value")
+        _merge(tree, _nest(key.strip(), yaml.safe_load(raw) if raw.strip() else ""), "")
+    for key, value in top.items():
+        if value is not None:
+            _merge(tree, _nest(key, value), "")
+    return from_dict(Config, tree)
+
+
+def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
+    """Build a (nested) config dataclass, rejecting unknown keys and wrong types."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {prefix or 'root'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in names:
+            raise ConfigError(f"unknown config key {prefix + str(key)!r}; "
+                              f"valid keys here: {', '.join(sorted(names))}")
+    kwargs = {k: _coerce(hints[k], v, prefix + k) for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:  # range checks know only their own key: add the section path
+        raise ConfigError(str(exc).replace("config ", f"config {prefix}", 1)) from None
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, key + ".")
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        tp = next(a for a in args if a is not type(None))
+    if tp is bool and isinstance(value, bool):
+        return value
+    if tp is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise ConfigError(f"config {key}: expected {getattr(tp, '__name__', tp)}, got {value!r}")
+
+
+def _merge(tree: dict, update: dict, prefix: str) -> None:
+    for key, value in update.items():
+        if key not in tree:
+            raise ConfigError(f"unknown config key {prefix + str(key)!r}; "
+                              f"valid keys here: {', '.join(sorted(tree))}")
+        if isinstance(tree[key], dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"config {prefix + key} is a section; set one of its keys "
+                                  f"({', '.join(tree[key])}) as {prefix + key}.KEY=VALUE")
+            _merge(tree[key], value, prefix + key + ".")
+        else:
+            tree[key] = value
+
+
+def _nest(dotted: str, value: Any) -> dict:
+    out: Any = value
+    for part in reversed(dotted.split(".")):
+        out = {part: out}
+    return out
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"no such config file: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"cannot parse {path} as YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of config sections")
+    data.pop("preset", None)  # a saved config.yaml can be reused under any preset
+    return data

@@ -1,0 +1,9 @@
+"""Data layer: the MedMNIST registry, file resolution and download, loading and validation."""
+
+from kr.data.dataset import ImageDataset, Split, load_dataset
+from kr.data.registry import MEDMNIST, DatasetInfo, get_info
+
+DATASETS = ("digits", *MEDMNIST)
+
+__all__ = ["DATASETS", "MEDMNIST", "DatasetInfo", "ImageDataset", "Split", "get_info",
+           "load_dataset"]

@@ -1,0 +1,13 @@
+"""User-facing errors: the CLI prints their message as one line and exits non-zero."""
+
+
+class KRError(Exception):
+    """An error caused by the user's input or environment, with a message saying how to fix it."""
+
+
+class ConfigError(KRError):
+    """A bad config key, value, preset or override."""
+
+
+class DataError(KRError):
+    """A dataset that cannot be found, downloaded, verified or validated."""

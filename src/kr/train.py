@@ -1,0 +1,156 @@
+"""Supervised classifier training with best-epoch selection on the validation split.
+
+Used for the teacher (step 1 of KR) and for every classifier trained on real images.  The
+test split never enters here: model selection sees only the validation split.  Each epoch's
+randomness (shuffle, augmentation, dropout) is reseeded from (seed, epoch), and the full
+training state is saved atomically after every epoch, so rerunning resumes exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from kr.artifacts import atomic_path
+from kr.augment import augment
+from kr.config import TrainConfig
+from kr.data import Split
+from kr.metrics import evaluate
+from kr.seeding import derive_seed, make_generator
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    best_epoch: int
+    best_val: dict[str, float]
+    history: list[dict] = field(default_factory=list)
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        from kr.errors import KRError
+
+        raise KRError("--device cuda was asked for but PyTorch sees no CUDA GPU; use --device cpu")
+    return torch.device(device)
+
+
+@torch.no_grad()
+def predict_proba(model: nn.Module, images: torch.Tensor, multi_label: bool,
+                  batch_size: int = 512) -> np.ndarray:
+    """Class probabilities in eval mode (softmax, or per-label sigmoid for multi-label)."""
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    for i in range(0, len(images), batch_size):
+        logits = model(images[i:i + batch_size].to(device))
+        out.append((torch.sigmoid(logits) if multi_label else F.softmax(logits, 1)).cpu())
+    return torch.cat(out).double().numpy()
+
+
+def score(model: nn.Module, split: Split, task: str) -> dict[str, float]:
+    probs = predict_proba(model, split.images, task.startswith("multi-label"))
+    return evaluate(task, split.labels.numpy(), probs)
+
+
+def _better(a: dict[str, float], b: dict[str, float] | None, metric: str) -> bool:
+    if b is None:
+        return True
+    other = "auc" if metric == "acc" else "acc"
+    key = lambda m: (m[metric], -math.inf if math.isnan(m[other]) else m[other])  # noqa: E731
+    return key(a) > key(b)
+
+
+def _lr_at(step: int, total: int, warmup: int, base: float) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return base * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def fit_classifier(model: nn.Module, train: Split, val: Split, task: str, cfg: TrainConfig,
+                   seed: int, hflip: bool, state_path: Path | None = None,
+                   on_epoch: Callable[[dict], None] | None = None,
+                   desc: str = "train") -> TrainResult:
+    """Train `model` in place; on return it holds the weights of the best validation epoch."""
+    device = next(model.parameters()).device
+    multi_label = task.startswith("multi-label")
+    x, y = train.images.to(device), train.labels.to(device)
+    if multi_label:
+        loss_fn = nn.BCEWithLogitsLoss()
+        y = y.float()
+    else:
+        loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    if cfg.optimizer == "sgd":
+        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                              nesterov=cfg.momentum > 0, weight_decay=cfg.weight_decay)
+    else:
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    flip = {"auto": hflip, "on": True, "off": False}[cfg.hflip]
+    steps_per_epoch = math.ceil(len(x) / cfg.batch_size)
+    total, warmup = cfg.epochs * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch
+
+    start, best_val, best_state, result = 0, None, None, TrainResult(-1, {})
+    if state_path is not None and state_path.is_file():
+        state = torch.load(state_path, map_location=device, weights_only=True)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        start, best_state = state["epoch"] + 1, state["best_model"]
+        result = TrainResult(state["best_epoch"], dict(state["best_val"]), list(state["history"]))
+        best_val = result.best_val
+        log.info("%s: resuming after epoch %d", desc, state["epoch"])
+
+    bar = tqdm(range(start, cfg.epochs), desc=desc, unit="epoch", disable=None, leave=False)
+    for epoch in bar:
+        model.train()
+        torch.manual_seed(derive_seed(seed, "epoch", epoch, "global"))  # dropout, if any
+        g = make_generator(derive_seed(seed, "epoch", epoch), device=device)
+        order = torch.randperm(len(x), generator=g, device=device)
+        total_loss = 0.0
+        for b in range(steps_per_epoch):
+            idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+            for group in opt.param_groups:
+                group["lr"] = _lr_at(epoch * steps_per_epoch + b, total, warmup, cfg.lr)
+            xb = augment(x[idx], g, cfg.crop_padding, flip)
+            loss = loss_fn(model(xb), y[idx])
+            if not torch.isfinite(loss):
+                from kr.errors import KRError
+
+                raise KRError(f"{desc}: loss became {loss.item()} at epoch {epoch}; "
+                              f"lower the learning rate (--set …lr=…)")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total_loss += loss.item() * len(idx)
+        val_metrics = score(model, val, task)
+        record = {"epoch": epoch, "loss": total_loss / len(x),
+                  **{f"val_{k}": v for k, v in val_metrics.items()}}
+        if _better(val_metrics, best_val, cfg.select_metric):
+            best_val, result.best_epoch = val_metrics, epoch
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        result.best_val = best_val
+        result.history.append(record)
+        bar.set_postfix(loss=f"{record['loss']:.3f}", val_acc=f"{val_metrics['acc']:.3f}")
+        if on_epoch is not None:
+            on_epoch(record)
+        if state_path is not None:
+            with atomic_path(state_path) as tmp:
+                torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                            "epoch": epoch, "best_model": best_state,
+                            "best_epoch": result.best_epoch, "best_val": best_val,
+                            "history": result.history}, tmp)
+    model.load_state_dict(best_state)
+    model.eval()
+    return result

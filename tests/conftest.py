@@ -1,0 +1,41 @@
+"""Shared fixtures: real MedMNIST files via $KR_DATA_DIR, and small hand-made .npz files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture
+def medmnist_dir() -> Path:
+    """The folder of real MedMNIST files; tests that need it skip, saying why, without it."""
+    env = os.environ.get("KR_DATA_DIR")
+    if not env or not (Path(env) / "breastmnist.npz").is_file():
+        pytest.skip("real MedMNIST files not found: set KR_DATA_DIR to a folder holding "
+                    "breastmnist.npz and pneumoniamnist.npz (CI uses ../shared/data/medmnist)")
+    return Path(env)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Never read or write the user's real cache from tests."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+
+
+def make_arrays(n=(12, 6, 6), size=28, channels=1, classes=2, seed=0) -> dict[str, np.ndarray]:
+    """A MedMNIST-layout dict: uint8 images (N×H×W or N×H×W×C), (N, 1) labels covering every class."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for split, count in zip(("train", "val", "test"), n):
+        shape = (count, size, size) if channels == 1 else (count, size, size, channels)
+        out[f"{split}_images"] = rng.integers(0, 256, shape, dtype=np.uint8)
+        out[f"{split}_labels"] = (np.arange(count) % classes).astype(np.uint8)[:, None]
+    return out
+
+
+def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> Path:
+    np.savez(path, **arrays)
+    return path

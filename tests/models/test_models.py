@@ -1,0 +1,49 @@
+import pytest
+import torch
+
+from kr.errors import ConfigError
+from kr.models import ARCHS, build_model, load_classifier, save_classifier
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+@pytest.mark.parametrize("channels, size", [(1, 28), (3, 28), (1, 64), (3, 64)])
+def test_shapes_for_any_channels_and_size(arch, channels, size):
+    model = build_model(arch, channels, 7, width=4).eval()
+    x = torch.randn(2, channels, size, size)
+    assert model(x).shape == (2, 7)
+    assert model.features(x).shape == (2, model.feature_dim)
+
+
+def test_depth_and_width_set_the_size():
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(build_model("resnet8", 1, 2)) < count(build_model("resnet20", 1, 2))
+    assert count(build_model("resnet20", 1, 2, width=8)) < count(build_model("resnet20", 1, 2))
+    # 6n+2 blocks: resnet20 has 3 stages of 3 blocks
+    assert len(build_model("resnet20", 1, 2).blocks) == 9
+
+
+def test_group_norm_has_no_batch_statistics():
+    model = build_model("resnet8", 1, 2, width=8, norm="group")
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    model.train()
+    a = model(torch.randn(4, 1, 28, 28))
+    assert a.shape == (4, 2)
+
+
+def test_unknown_arch():
+    with pytest.raises(ConfigError, match="unknown classifier arch 'vgg'"):
+        build_model("vgg", 1, 2)
+
+
+def test_save_load_gives_identical_outputs(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("resnet14", 3, 5, width=8, dropout=0.1)
+    model.train()
+    model(torch.randn(16, 3, 28, 28))  # move BatchNorm running statistics off their init
+    model.eval()
+    save_classifier(model, tmp_path, "resnet14", 3, 5, width=8, dropout=0.1)
+    assert (tmp_path / "model.safetensors").is_file() and (tmp_path / "config.json").is_file()
+    loaded = load_classifier(tmp_path)
+    x = torch.randn(4, 3, 28, 28)
+    assert not loaded.training
+    assert torch.equal(model(x), loaded(x))

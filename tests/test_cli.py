@@ -1,0 +1,138 @@
+"""The command line end to end, as a user runs it: a subprocess, its exit code and its files."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from safetensors.torch import load_file
+
+from tests.conftest import make_arrays, write_npz
+
+
+def kr(*args, cwd=None, env=None):
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "kr", *args], capture_output=True, text=True,
+                          cwd=cwd, env=full_env, timeout=600)
+
+
+def _one_clean_error(proc):
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+def test_tiny_teacher_run_writes_every_artifact(tmp_path):
+    out = tmp_path / "run"
+    proc = kr("teacher", "--dataset", "digits", "--preset", "tiny", "--out", str(out),
+              "--set", "teacher.train.epochs=2", "--device", "cpu")
+    assert proc.returncode == 0, proc.stderr
+    assert "real" in proc.stdout and "test acc" in proc.stdout
+    for name in ("config.yaml", "manifest.json", "log.txt", "metrics.jsonl", "results.json",
+                 "teacher/model.safetensors", "teacher/config.json", "teacher/metrics.json",
+                 "teacher/stage.json"):
+        assert (out / name).is_file(), name
+    assert not (out / "teacher/state.pt").exists()
+    assert not list(out.rglob("*.tmp"))
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["preset"] == "tiny" and config["teacher"]["train"]["epochs"] == 2
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["dataset"]["name"] == "digits" and "torch" in manifest["versions"]
+    assert manifest["stages"]["teacher"]["key"]
+    epochs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [e["epoch"] for e in epochs if "epoch" in e] == [0, 1]
+    results = json.loads((out / "results.json").read_text())
+    real = results["methods"]["real"]
+    assert set(real["test"]) == {"acc", "auc"} and 0 <= real["test"]["acc"] <= 1
+    assert results["timings_s"]["teacher"] > 0
+    weights = load_file(str(out / "teacher/model.safetensors"))
+    assert all(t.dtype.is_floating_point or t.dtype.__str__().startswith("torch.int") for t in weights.values())
+    model_cfg = json.loads((out / "teacher/config.json").read_text())
+    assert model_cfg["arch"] == "resnet8" and model_cfg["num_classes"] == 10
+
+    # Rerunning the same command reuses the finished stage and gives the same numbers.
+    again = kr("teacher", "--dataset", "digits", "--preset", "tiny", "--out", str(out),
+               "--set", "teacher.train.epochs=2", "--device", "cpu")
+    assert again.returncode == 0 and "teacher: cached" in again.stderr
+    assert json.loads((out / "results.json").read_text())["methods"] == results["methods"]
+
+
+def test_dry_run_prints_resolved_config_and_writes_nothing(tmp_path):
+    proc = kr("run", "--preset", "tiny", "--set", "teacher.train.lr=0.3", "--dry-run", cwd=tmp_path)
+    assert proc.returncode == 0
+    assert yaml.safe_load(proc.stdout)["teacher"]["train"]["lr"] == 0.3
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("make, args, message", [
+    (lambda d: write_npz(d / "bad.npz", {k: v for k, v in make_arrays().items() if k != "val_labels"}),
+     [], "lacks the keys val_labels"),
+    (lambda d: (d / "trunc.npz").write_bytes(b"PK\x03\x04broken") and d / "trunc.npz", [],
+     "truncated or corrupt"),
+    (lambda d: d / "missing.npz", [], "no such file"),
+    (lambda d: "cifar10", [], "unknown dataset 'cifar10'"),
+    (lambda d: "digits", ["--set", "teacher.train.epochs=-1"], "teacher.train.epochs: must be ≥ 1"),
+    (lambda d: "digits", ["--set", "teacher.train.nope=1"], "unknown config key"),
+])
+def test_bad_input_is_one_line_nonzero_and_leaves_no_run(tmp_path, make, args, message):
+    dataset = make(tmp_path)
+    out = tmp_path / "run"
+    proc = kr("teacher", "--dataset", str(dataset), "--preset", "tiny", "--out", str(out), *args)
+    line = _one_clean_error(proc)
+    assert message in line and line.startswith("kr: error:")
+    assert not out.exists()
+
+
+def test_offline_missing_medmnist_file_says_where_to_put_it(tmp_path):
+    # A dead proxy makes the download fail fast whether or not this machine is online.
+    proc = kr("data", "info", "bloodmnist", "--data-dir", str(tmp_path),
+              env={"XDG_CACHE_HOME": str(tmp_path / "cache"),
+                   "https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"})
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert lines[0].startswith("downloading ") and len(lines) == 2
+    line = lines[1]
+    assert "bloodmnist.npz not found: put it" in line and str(tmp_path) in line
+    assert not (tmp_path / "cache" / "kr" / "medmnist" / "bloodmnist.npz").exists()
+
+
+def test_md5_mismatch_from_cli(tmp_path):
+    write_npz(tmp_path / "breastmnist.npz", make_arrays())
+    line = _one_clean_error(kr("data", "info", "breastmnist", "--data-dir", str(tmp_path)))
+    assert "MD5 mismatch" in line
+
+
+def test_data_list_names_every_dataset():
+    proc = kr("data", "list")
+    assert proc.returncode == 0
+    for name in ("digits", "breastmnist", "chestmnist", "organsmnist", "multi-label"):
+        assert name in proc.stdout
+
+
+def test_data_info_user_npz_rgb(tmp_path):
+    path = write_npz(tmp_path / "rgb.npz", make_arrays(channels=3, classes=3))
+    proc = kr("data", "info", str(path))
+    assert proc.returncode == 0, proc.stderr
+    assert "3×28×28 (RGB)" in proc.stdout
+
+
+@pytest.mark.parametrize("name, counts", [
+    ("breastmnist", ["546", "147", "399", "78", "21", "57", "156", "42", "114"]),
+    ("pneumoniamnist", ["4708", "1214", "3494", "524", "135", "389", "624", "234", "390"]),
+])
+def test_data_info_real_files(medmnist_dir, name, counts):
+    proc = kr("data", "info", name, "--data-dir", str(medmnist_dir))
+    assert proc.returncode == 0, proc.stderr
+    numbers = [tok for line in proc.stdout.splitlines()[-3:] for tok in line.split()[1:]]
+    assert numbers == counts
+    assert str(Path(medmnist_dir) / f"{name}.npz") in proc.stdout
+
+
+def test_data_fetch_finds_local_verified_copy(medmnist_dir):
+    proc = kr("data", "fetch", "breastmnist", "--data-dir", str(medmnist_dir))
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("breastmnist.npz")

@@ -1,0 +1,74 @@
+import pytest
+
+from kr.config import PRESETS, Config, load_config
+from kr.errors import ConfigError
+
+
+def test_defaults_are_the_cpu_preset():
+    assert load_config("cpu") == Config(preset="cpu")
+
+
+@pytest.mark.parametrize("preset", list(PRESETS))
+def test_every_preset_resolves(preset):
+    assert load_config(preset).preset == preset
+
+
+def test_tiny_is_smaller_than_cpu_and_paper_is_larger():
+    tiny, cpu, paper = (load_config(p).teacher for p in ("tiny", "cpu", "paper"))
+    assert tiny.train.epochs < cpu.train.epochs < paper.train.epochs
+    assert tiny.model.width <= cpu.model.width <= paper.model.width
+
+
+def test_overrides_parse_yaml_scalars_and_nest():
+    c = load_config("tiny", overrides=["teacher.train.lr=0.2", "teacher.model.arch=resnet14",
+                                       "seed=7", "teacher.train.epochs=3"])
+    assert c.teacher.train.lr == 0.2 and c.teacher.model.arch == "resnet14"
+    assert c.seed == 7 and c.teacher.train.epochs == 3
+    assert c.teacher.model.width == 8  # untouched preset value survives
+
+
+def test_int_is_accepted_for_float_but_not_the_reverse():
+    assert load_config("cpu", overrides=["teacher.train.lr=1"]).teacher.train.lr == 1.0
+    with pytest.raises(ConfigError, match="teacher.train.epochs: expected int"):
+        load_config("cpu", overrides=["teacher.train.epochs=2.5"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("teacher.train.epoch=3", "unknown config key 'teacher.train.epoch'"),
+    ("teacher.train.epochs=0", "teacher.train.epochs: must be ≥ 1"),
+    ("teacher.model.arch=vgg", "teacher.model.arch: 'vgg' unknown"),
+    ("teacher.train.hflip=maybe", "teacher.train.hflip"),
+    ("teacher=3", "teacher is a section"),
+    ("data.size=32", "data.size: 32 is not one of"),
+    ("seed=true", "seed: expected int"),
+    ("nonsense", "write it as --set section.key=value"),
+])
+def test_bad_values_are_clear_errors(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config("cpu", overrides=[override])
+
+
+def test_unknown_preset():
+    with pytest.raises(ConfigError, match="unknown preset 'huge'"):
+        load_config("huge")
+
+
+def test_yaml_file_roundtrip(tmp_path):
+    c = load_config("tiny", overrides=["teacher.train.epochs=5", "seed=3"])
+    path = tmp_path / "config.yaml"
+    path.write_text(c.to_yaml())
+    again = load_config("tiny", file=path)
+    assert again == c
+
+
+def test_yaml_file_errors(tmp_path):
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config("cpu", file=tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("teacher: [unclosed")
+    with pytest.raises(ConfigError, match="cannot parse"):
+        load_config("cpu", file=bad)
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("teacher:\n  trian: {}\n")
+    with pytest.raises(ConfigError, match="unknown config key 'teacher.trian'"):
+        load_config("cpu", file=unknown)
