@@ -136,3 +136,44 @@ def test_data_info_real_files(medmnist_dir, name, counts):
 def test_data_fetch_finds_local_verified_copy(medmnist_dir):
     proc = kr("data", "fetch", "breastmnist", "--data-dir", str(medmnist_dir))
     assert proc.returncode == 0 and proc.stdout.strip().endswith("breastmnist.npz")
+
+
+@pytest.mark.parametrize("kind", ["gan", "diffusion"])
+def test_generator_then_sample(tmp_path, kind):
+    out = tmp_path / "run"
+    proc = kr("generator", "--dataset", "digits", "--kind", kind, "--preset", "tiny",
+              "--out", str(out), "--device", "cpu")
+    assert proc.returncode == 0, proc.stderr
+    assert f"{kind} generator checkpoints" in proc.stdout
+    stage = json.loads((out / "generator/stage.json").read_text())["outputs"]
+    assert stage["kind"] == kind and len(stage["checkpoints"]) == 2
+    for c in stage["checkpoints"]:
+        folder = out / "generator/checkpoints" / c["name"]
+        for name in ("ema.safetensors", "model.safetensors", "config.json", "grid.png",
+                     "info.json", "quality.json"):
+            assert (folder / name).is_file(), name
+    quality = json.loads((out / "results.json").read_text())["generator"]["quality"]
+    assert quality["split"] == "val" and 0 <= quality["checkpoints"][0]["teacher_agreement"] <= 1
+
+    grid = tmp_path / "grid.png"
+    proc = kr("sample", str(out), "--n", "20", "--seed", "0", "--out", str(grid))
+    assert proc.returncode == 0, proc.stderr
+    import matplotlib.image as mpimg
+
+    assert mpimg.imread(grid).shape[:2] == (10 * 28, 2 * 28)  # one row per class
+    arrays = tmp_path / "s.npz"
+    assert kr("sample", str(out), "--n", "6", "--class", "3", "--out", str(arrays)).returncode == 0
+    import numpy as np
+
+    saved = np.load(arrays)
+    assert saved["images"].shape == (6, 28, 28) and saved["images"].dtype == np.uint8
+    assert (saved["labels"] == 3).all()
+
+    assert "classes 0–9" in _one_clean_error(kr("sample", str(out), "--class", "12", "--out", str(grid)))
+    assert "has no knob" in _one_clean_error(
+        kr("sample", str(out), "--steps" if kind == "gan" else "--sigma", "3", "--out", str(grid)))
+
+
+def test_sample_without_generator_is_a_clear_error(tmp_path):
+    line = _one_clean_error(kr("sample", str(tmp_path), "--out", str(tmp_path / "g.png")))
+    assert "holds no trained generator" in line

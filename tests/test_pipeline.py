@@ -17,11 +17,13 @@ def test_rerun_reuses_and_config_change_reruns(tmp_path, caplog):
     out = tmp_path / "run"
     config = load_config("tiny", overrides=["teacher.train.epochs=1"])
     first = pipeline.run(config, out=out, device="cpu")
+    gen_key = json.loads((out / "generator/stage.json").read_text())["key"]
     key = json.loads((out / "teacher/stage.json").read_text())["key"]
 
     caplog.clear()
     second = pipeline.run(config, out=out, device="cpu")
-    assert "teacher: cached" in caplog.text
+    for stage in ("teacher", "generator", "quality"):
+        assert f"{stage}: cached" in caplog.text
     assert second["methods"] == first["methods"]
 
     caplog.clear()
@@ -29,6 +31,9 @@ def test_rerun_reuses_and_config_change_reruns(tmp_path, caplog):
     third = pipeline.run(changed, out=out, device="cpu")
     assert "teacher: cached" not in caplog.text
     assert json.loads((out / "teacher/stage.json").read_text())["key"] != key
+    # the generator does not depend on the teacher: kept; its quality, judged by the teacher, is redone
+    assert "generator: cached" in caplog.text and "quality: cached" not in caplog.text
+    assert json.loads((out / "generator/stage.json").read_text())["key"] == gen_key
     assert third["methods"]["real"]["best_epoch"] in (0, 1)
     history = json.loads((out / "teacher/metrics.json").read_text())["history"]
     assert len(history) == 2
@@ -39,6 +44,10 @@ def test_same_seed_twice_gives_identical_metrics(tmp_path):
     a = pipeline.run(config, out=tmp_path / "a", device="cpu")
     b = pipeline.run(config, out=tmp_path / "b", device="cpu")
     assert a["methods"] == b["methods"]
+    assert a["generator"]["quality"] == b["generator"]["quality"]
+    last = a["generator"]["checkpoints"][-1]["name"]
+    ema = f"generator/checkpoints/{last}/ema.safetensors"
+    assert (tmp_path / "a" / ema).read_bytes() == (tmp_path / "b" / ema).read_bytes()
 
 
 def test_default_run_name_is_deterministic():
@@ -58,9 +67,13 @@ def test_multilabel_warning(tmp_path, caplog):
     path = write_npz(tmp_path / "ml.npz", arrays)
     caplog.set_level("WARNING", logger="kr")
     config = load_config("tiny", overrides=["teacher.train.epochs=1"], data={"dataset": str(path)})
-    results = pipeline.run(config, out=tmp_path / "run", device="cpu")
+    results = pipeline.run(config, out=tmp_path / "run", device="cpu", stages=("teacher",))
     assert "multi-label" in caplog.text and "do not yet" in caplog.text
     assert 0 <= results["methods"]["real"]["test"]["auc"] <= 1
+    from kr.errors import KRError
+
+    with pytest.raises(KRError, match="multi-label datasets are not supported yet"):
+        pipeline.run(config, out=tmp_path / "run", device="cpu")
 
 
 @pytest.mark.parametrize("device", ["cuda"])

@@ -46,12 +46,14 @@ def cli(verbose: bool) -> None:
     log.setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
-def _execute(dataset, data_dir, preset, out, config_file, overrides, seed, device, dry_run, stages):
+def _execute(dataset, data_dir, preset, out, config_file, overrides, seed, device, dry_run, stages,
+             kind=None):
     from kr import pipeline
     from kr.report import summary_table
 
     config = load_config(preset, config_file, overrides, seed=seed,
-                         data={"dataset": dataset} if dataset else None)
+                         data={"dataset": dataset} if dataset else None,
+                         generator={"kind": kind} if kind else None)
     if dry_run:
         click.echo(config.to_yaml(), nl=False)
         return
@@ -63,8 +65,10 @@ def _execute(dataset, data_dir, preset, out, config_file, overrides, seed, devic
 @click.option("--dataset", default=None, help="Dataset name or .npz path [default: digits, offline].")
 @_run_options
 def run(**kw):
-    """Run the Knowledge Recycling pipeline (stages so far: teacher)."""
-    _execute(**kw, stages=("teacher",))
+    """Run the Knowledge Recycling pipeline (stages so far: teacher, generator, quality)."""
+    from kr.pipeline import STAGES
+
+    _execute(**kw, stages=STAGES)
 
 
 @cli.command()
@@ -73,6 +77,66 @@ def run(**kw):
 def teacher(**kw):
     """Train the teacher: a classifier on the real train split, selected on validation."""
     _execute(**kw, stages=("teacher",))
+
+
+@cli.command()
+@click.option("--dataset", required=True, help="Dataset name (see `kr data list`) or .npz path.")
+@click.option("--kind", type=click.Choice(["gan", "diffusion"]), default=None,
+              help="Generator backend [default: the config's generator.kind, diffusion].")
+@_run_options
+def generator(**kw):
+    """Train a class-conditional generator (and the teacher that judges its checkpoints)."""
+    _execute(**kw, stages=("teacher", "generator", "quality"))
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--n", "n", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Number of images (split evenly over classes unless --class is given).")
+@click.option("--class", "cls", type=int, default=None, help="Only this class.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--checkpoint", default=None, help="Checkpoint name [default: selected, else last].")
+@click.option("--sigma", type=float, default=None, help="GAN latent std (expansion trick, ≥ 1).")
+@click.option("--guidance", type=float, default=None, help="Diffusion guidance scale.")
+@click.option("--steps", type=int, default=None, help="Diffusion sampler steps.")
+@click.option("--out", type=click.Path(dir_okay=False), required=True,
+              help="Output: .png for a grid (one row per class), .npz for images and labels.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
+def sample(run_dir, n, cls, seed, checkpoint, sigma, guidance, steps, out, device):
+    """Sample images from a trained generator (a run directory or a checkpoint folder)."""
+    from pathlib import Path
+
+    import numpy as np
+    import torch
+
+    from kr.artifacts import atomic_path
+    from kr.generation import checkpoint_folder
+    from kr.generators import load_generator
+    from kr.generators.quality import save_grid
+    from kr.train import resolve_device
+
+    if not out.endswith((".png", ".npz")):
+        raise KRError(f"--out {out}: use a .png (grid) or .npz (arrays) file name")
+    gen = load_generator(checkpoint_folder(run_dir, checkpoint)).to(resolve_device(device))
+    knobs = {k: v for k, v in {"sigma": sigma, "guidance": guidance, "steps": steps}.items()
+             if v is not None}
+    if cls is not None:
+        if not 0 <= cls < gen.n_classes:
+            raise KRError(f"--class {cls}: this generator has classes 0–{gen.n_classes - 1}")
+        labels, rows = torch.full((n,), cls), 1
+    else:
+        per = max(1, n // gen.n_classes)
+        labels, rows = torch.arange(gen.n_classes).repeat_interleave(per), gen.n_classes
+    images = gen.sample(labels, seed, **knobs)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    if out.endswith(".png"):
+        save_grid(images, rows, out)
+    else:
+        u8 = ((images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        with atomic_path(out) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, images=u8.squeeze(-1) if u8.shape[-1] == 1 else u8, labels=labels.numpy())
+    click.echo(f"{len(images)} images from {gen.kind} generator at {gen.kimg:g} kimg → {out}")
 
 
 @cli.group()

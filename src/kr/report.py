@@ -14,6 +14,13 @@ def summary_table(results: dict) -> str:
     for name, m in results["methods"].items():
         lines.append(f"{name:<12}{_fmt(m['val']['acc']):>9}{_fmt(m['val']['auc']):>9}"
                      f"{_fmt(m['test']['acc']):>10}{_fmt(m['test']['auc']):>10}")
+    quality = results.get("generator", {}).get("quality")
+    if quality:
+        lines.append(f"{results['generator']['kind']} generator checkpoints (judged on {quality['split']}):")
+        lines.append(f"  {'checkpoint':<18}{'kimg':>8}{'agree':>8}{'FD':>9}{'prec':>7}{'recall':>8}")
+        for c in quality["checkpoints"]:
+            lines.append(f"  {c['name']:<18}{c['kimg']:>8.1f}{c['teacher_agreement']:>8.3f}"
+                         f"{c['fd']:>9.2f}{c['precision']:>7.3f}{c['recall']:>8.3f}")
     timings = ", ".join(f"{k} {v:.1f}s" for k, v in results.get("timings_s", {}).items())
     lines.append(f"time: {timings}")
     lines.append(f"run directory: {results['run_dir']}")

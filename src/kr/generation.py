@@ -1,0 +1,87 @@
+"""Step 2 of Knowledge Recycling as pipeline stages: train the generator, then judge each
+checkpoint with the teacher.
+
+Training does not depend on the teacher, so the two are separate stages: a new teacher
+recomputes the quality signals without retraining the generator.  Quality is measured
+against the real validation split; the test split is never used to judge a checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from kr.artifacts import read_json, write_json
+from kr.config import Config
+from kr.data import ImageDataset
+from kr.errors import KRError
+from kr.generators import ConditionalGenerator, build_generator, load_generator
+from kr.generators.quality import quality, save_grid
+from kr.models import load_classifier
+from kr.seeding import derive_seed
+
+log = logging.getLogger(__name__)
+
+
+def grid_labels(n_classes: int, per_class: int) -> torch.Tensor:
+    """Class-major labels: row c of a grid holds `per_class` samples of class c."""
+    return torch.arange(n_classes).repeat_interleave(per_class)
+
+
+def train_generator(data: ImageDataset, config: Config, folder: Path, device: torch.device,
+                    on_log: Callable[[dict], None] | None = None) -> dict:
+    if data.multi_label:
+        raise KRError(f"{data.name} is multi-label: the class-conditional generator needs one "
+                      f"class per image, so multi-label datasets are not supported yet")
+    cfg = config.generator
+    seed = derive_seed(config.seed, "generator")
+    gen = build_generator(cfg, data.channels, data.size, data.n_classes, seed).to(device)
+    labels = grid_labels(data.n_classes, cfg.grid_per_class)
+
+    def on_checkpoint(ckpt: Path, g: ConditionalGenerator) -> dict:
+        save_grid(g.sample(labels, derive_seed(seed, "grid")), data.n_classes, ckpt / "grid.png")
+        return {}
+
+    checkpoints = gen.fit(data.train, data.hflip, folder, seed, on_checkpoint, on_log)
+    (folder / "state.pt").unlink(missing_ok=True)
+    return {"kind": cfg.kind, "checkpoints": checkpoints, "last": checkpoints[-1]["name"]}
+
+
+def judge_checkpoints(data: ImageDataset, config: Config, generator_dir: Path, teacher_dir: Path,
+                      device: torch.device) -> dict:
+    """Teacher agreement, per-class Fréchet distance and precision/recall of every checkpoint."""
+    teacher = load_classifier(teacher_dir).to(device)
+    checkpoints = read_json(generator_dir / "stage.json")["outputs"]["checkpoints"]
+    labels = grid_labels(data.n_classes, config.generator.eval_per_class)
+    seed = derive_seed(config.seed, "quality")
+    rows = []
+    for info in checkpoints:
+        folder = generator_dir / "checkpoints" / info["name"]
+        gen = load_generator(folder).to(device)
+        q = quality(teacher, data.val, gen.sample(labels, seed), labels, data.n_classes)
+        write_json(folder / "quality.json", q)
+        rows.append({"name": info["name"], "kimg": info["kimg"],
+                     **{k: q[k] for k in ("teacher_agreement", "fd", "precision", "recall")}})
+        log.info("quality %s: agreement %.3f, FD %.2f, precision %.3f, recall %.3f", info["name"],
+                 q["teacher_agreement"], q["fd"], q["precision"], q["recall"])
+    return {"split": "val", "checkpoints": rows}
+
+
+def checkpoint_folder(run_or_checkpoint: str | Path, name: str | None = None) -> Path:
+    """A checkpoint folder from a run directory (its last checkpoint, or `name`) or the folder itself."""
+    path = Path(run_or_checkpoint)
+    if (path / "ema.safetensors").is_file():
+        return path
+    stage = path / "generator" / "stage.json"
+    if not stage.is_file():
+        raise KRError(f"{path} holds no trained generator; run `kr generator` (or `kr run`) "
+                      f"with --out {path} first, or pass a checkpoint folder")
+    outputs = read_json(stage)["outputs"]
+    names = [c["name"] for c in outputs["checkpoints"]]
+    chosen = name or outputs.get("selected") or outputs["last"]
+    if chosen not in names:
+        raise KRError(f"no checkpoint {chosen!r} in {path}; it has {', '.join(names)}")
+    return path / "generator" / "checkpoints" / chosen

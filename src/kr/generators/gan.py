@@ -1,0 +1,176 @@
+"""BigGAN-style class-conditional GAN, sized for 28–64 px images and CPU training.
+
+Generator: latent z and a shared class embedding drive conditional BatchNorm in residual
+up-sampling blocks (Brock et al. 2019, §3 and appendix B).  Discriminator: residual
+down-sampling blocks with spectral normalisation and a projection head (Miyato & Koyama
+2018), trained with the hinge loss and several D steps per G step.  DiffAugment is applied
+to real and fake images alike.  Sampling uses the EMA generator in eval mode, with
+BatchNorm "standing statistics" recomputed before each checkpoint, so a sample depends only
+on its own z and label, never on the rest of its batch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.nn.utils.parametrizations import spectral_norm
+
+from kr.generators.base import ConditionalGenerator
+from kr.generators.diffaugment import diff_augment
+from kr.seeding import make_generator
+
+
+def _levels(size: int) -> tuple[int, int]:
+    """Base resolution (7 for 28·2^k, else 4) and the number of 2× up-samplings to `size`."""
+    base = 7 if size % 7 == 0 else 4
+    ups = int(round(math.log2(size / base)))
+    if base * 2 ** ups != size:
+        raise ValueError(f"GAN image size must be 7·2^k or 4·2^k, got {size}")
+    return base, ups
+
+
+class CondBatchNorm(nn.Module):
+    def __init__(self, channels: int, cond_dim: int):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(channels, affine=False)
+        self.gain = nn.Linear(cond_dim, channels)
+        self.bias = nn.Linear(cond_dim, channels)
+        nn.init.zeros_(self.gain.weight), nn.init.zeros_(self.gain.bias)
+        nn.init.zeros_(self.bias.weight), nn.init.zeros_(self.bias.bias)
+
+    def forward(self, x, cond):
+        return self.bn(x) * (1 + self.gain(cond))[:, :, None, None] + self.bias(cond)[:, :, None, None]
+
+
+class GBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, cond_dim: int):
+        super().__init__()
+        self.bn1, self.bn2 = CondBatchNorm(c_in, cond_dim), CondBatchNorm(c_out, cond_dim)
+        self.conv1, self.conv2 = nn.Conv2d(c_in, c_out, 3, 1, 1), nn.Conv2d(c_out, c_out, 3, 1, 1)
+        self.skip = nn.Conv2d(c_in, c_out, 1)
+
+    def forward(self, x, cond):
+        h = F.interpolate(F.relu(self.bn1(x, cond)), scale_factor=2)
+        h = self.conv2(F.relu(self.bn2(self.conv1(h), cond)))
+        return h + self.skip(F.interpolate(x, scale_factor=2))
+
+
+class Generator(nn.Module):
+    def __init__(self, z_dim, n_classes, channels, size, width):
+        super().__init__()
+        self.base, ups = _levels(size)
+        widths = [width * 2 ** (ups - i) for i in range(ups + 1)]   # e.g. 4w, 2w, w
+        cond_dim = z_dim + 64
+        self.embed = nn.Embedding(n_classes, 64)                   # BigGAN's shared embedding
+        self.linear = nn.Linear(z_dim, widths[0] * self.base ** 2)
+        self.blocks = nn.ModuleList(GBlock(widths[i], widths[i + 1], cond_dim) for i in range(ups))
+        self.out = nn.Sequential(nn.BatchNorm2d(widths[-1]), nn.ReLU(),
+                                 nn.Conv2d(widths[-1], channels, 3, 1, 1), nn.Tanh())
+        self.z_dim = z_dim
+
+    def forward(self, z, y):
+        cond = torch.cat([z, self.embed(y)], 1)
+        h = self.linear(z).view(len(z), -1, self.base, self.base)
+        for block in self.blocks:
+            h = block(h, cond)
+        return self.out(h)
+
+
+class DBlock(nn.Module):
+    def __init__(self, c_in, c_out, down: bool, first: bool):
+        super().__init__()
+        self.conv1 = spectral_norm(nn.Conv2d(c_in, c_out, 3, 1, 1))
+        self.conv2 = spectral_norm(nn.Conv2d(c_out, c_out, 3, 1, 1))
+        self.skip = spectral_norm(nn.Conv2d(c_in, c_out, 1))
+        self.down, self.first = down, first
+
+    def forward(self, x):
+        h = x if self.first else F.relu(x)  # the first block sees images: no pre-activation
+        h = self.conv2(F.relu(self.conv1(h)))
+        s = self.skip(x)
+        if self.down:
+            h, s = F.avg_pool2d(h, 2), F.avg_pool2d(s, 2)
+        return h + s
+
+
+class Discriminator(nn.Module):
+    def __init__(self, n_classes, channels, size, width):
+        super().__init__()
+        _, downs = _levels(size)
+        widths = [channels] + [width * 2 ** i for i in range(downs + 1)]
+        self.blocks = nn.Sequential(*[DBlock(widths[i], widths[i + 1], down=i < downs, first=i == 0)
+                                      for i in range(downs + 1)])
+        self.linear = spectral_norm(nn.Linear(widths[-1], 1))
+        self.embed = spectral_norm(nn.Embedding(n_classes, widths[-1]))
+
+    def forward(self, x, y):
+        h = F.relu(self.blocks(x)).sum((2, 3))
+        # Projection discriminator: the class enters as an inner product with the features.
+        return self.linear(h).squeeze(1) + (self.embed(y) * h).sum(1)
+
+
+class GAN(ConditionalGenerator):
+    kind = "gan"
+    knobs = ("sigma",)
+
+    def build(self) -> nn.Module:
+        c = self.config.gan
+        self.disc = Discriminator(self.n_classes, self.channels, self.size, c.d_width)
+        self.reals_per_step = c.d_steps
+        return Generator(c.z_dim, self.n_classes, self.channels, self.size, c.g_width)
+
+    def extra_state(self):
+        return {"disc": self.disc}
+
+    def make_optimizers(self):
+        c = self.config.gan
+        return {"g": torch.optim.Adam(self.model.parameters(), c.lr_g, betas=(c.beta1, c.beta2)),
+                "d": torch.optim.Adam(self.disc.parameters(), c.lr_d, betas=(c.beta1, c.beta2))}
+
+    def train_step(self, real, g):
+        c, opts = self.config.gan, self.opts
+        device = next(self.model.parameters()).device
+        bs = self.config.batch_size
+        aug = lambda im: diff_augment(im, c.diffaugment, g)  # noqa: E731
+        self.disc.train()
+        for _ in range(c.d_steps):
+            xr, yr = real()
+            z = torch.randn(bs, c.z_dim, generator=g, device=device)
+            with torch.no_grad():
+                xf = self.model(z, yr)   # fake labels follow the real class prior
+            d_loss = F.relu(1 - self.disc(aug(xr), yr)).mean() + F.relu(1 + self.disc(aug(xf), yr)).mean()
+            opts["d"].zero_grad(set_to_none=True)
+            d_loss.backward()
+            opts["d"].step()
+        z = torch.randn(bs, c.z_dim, generator=g, device=device)
+        yf = yr[torch.randperm(bs, generator=g, device=device)]
+        g_loss = -self.disc(aug(self.model(z, yf)), yf).mean()
+        opts["g"].zero_grad(set_to_none=True)
+        g_loss.backward()
+        opts["g"].step()
+        return {"d_loss": d_loss.item(), "g_loss": g_loss.item()}
+
+    def sample_batch(self, labels, g, sigma: float | None = None):
+        sigma = self.config.gan.sigma if sigma is None else sigma
+        z = torch.randn(len(labels), self.config.gan.z_dim, generator=g, device=g.device)
+        return self.ema(z.to(labels.device) * sigma, labels)
+
+    @torch.no_grad()
+    def before_save(self, batches: int = 16) -> None:
+        """BigGAN's standing statistics: BatchNorm averages over many EMA-generator batches."""
+        bns = [m for m in self.ema.modules() if isinstance(m, nn.BatchNorm2d)]
+        device = next(self.ema.parameters()).device
+        g = make_generator(0, device=device)
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average
+        self.ema.train()
+        for _ in range(batches):
+            y = torch.randint(0, self.n_classes, (64,), generator=g, device=device)
+            self.ema(torch.randn(64, self.config.gan.z_dim, generator=g, device=device), y)
+        for m in bns:
+            m.momentum = 0.1
+        self.ema.eval()

@@ -1,0 +1,152 @@
+"""One contract, run against every generator backend at tiny size (diffusers-style mixin test)."""
+
+import math
+
+import pytest
+import torch
+
+from kr.config import load_config
+from kr.data import Split
+from kr.errors import KRError
+from kr.generators import GENERATORS, GeneratorFailed, build_generator, load_generator
+from kr.seeding import make_generator
+
+KINDS = list(GENERATORS)
+
+
+def tiny(kind, *overrides):
+    return load_config("tiny", overrides=[f"generator.kind={kind}", *overrides]).generator
+
+
+def toy_split(n=48, size=28, channels=1, classes=3):
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(n) % classes
+    # class c is a bright square in corner c: learnable, and different per class
+    x = torch.full((n, channels, size, size), -1.0)
+    for i, c in enumerate(labels.tolist()):
+        x[i, :, 4 * c:4 * c + 10, 4 * c:4 * c + 10] = 1.0
+    return Split(x + 0.05 * torch.randn(x.shape, generator=g), labels)
+
+
+@pytest.fixture(params=KINDS)
+def kind(request):
+    return request.param
+
+
+@pytest.mark.parametrize("channels, size", [(1, 28), (3, 28), (1, 64)])
+def test_shapes_and_range(kind, channels, size):
+    gen = build_generator(tiny(kind), channels, size, 4)
+    x = gen.sample([0, 1, 2, 3, 3], seed=0)
+    assert x.shape == (5, channels, size, size)
+    assert x.min() >= -1 and x.max() <= 1 and x.dtype == torch.float32
+
+
+def test_determinism_per_seed(kind):
+    gen = build_generator(tiny(kind), 1, 28, 3)
+    labels = torch.tensor([0, 1, 2] * 30)
+    a = gen.sample(labels, 7)
+    assert torch.equal(a, gen.sample(labels, 7))
+    assert torch.equal(a, gen.sample(labels, make_generator(7)))  # a Generator works like its seed
+    assert torch.equal(a[:64], gen.sample(labels[:64], 7))       # batching does not change noise
+    b = gen.sample(labels, 8)
+    assert not torch.allclose(a, b)
+
+
+def test_labels_condition_the_output(kind):
+    gen = build_generator(tiny(kind), 1, 28, 3)
+    torch.manual_seed(0)
+    for p in gen.ema.parameters():  # fresh init zeroes some conditioning paths; perturb them
+        p.data.add_(0.05 * torch.randn_like(p))
+    assert not torch.allclose(gen.sample([0] * 4, 0), gen.sample([2] * 4, 0))
+
+
+def test_save_load_identical_samples(kind, tmp_path):
+    gen = build_generator(tiny(kind), 1, 28, 3)
+    gen.fit(toy_split(), False, tmp_path / "fit", seed=0)
+    gen.save(tmp_path / "saved")
+    for name in ("model.safetensors", "ema.safetensors", "config.json"):
+        assert (tmp_path / "saved" / name).is_file()
+    loaded = load_generator(tmp_path / "saved")
+    assert loaded.kind == kind and loaded.kimg == gen.kimg
+    assert torch.equal(loaded.sample([0, 1, 2], 3), gen.sample([0, 1, 2], 3))
+
+
+def test_short_fit_lowers_the_training_loss(kind):
+    gen = build_generator(tiny(kind, "generator.batch_size=24"), 1, 28, 3)
+    gen.opts = gen.make_optimizers()
+    data = toy_split()
+    g = make_generator(0)
+    real = lambda: (data.images[:24], data.labels[:24])  # noqa: E731
+    key = "loss" if kind == "diffusion" else "d_loss"
+    losses = [gen.train_step(real, g)[key] for _ in range(25)]
+    assert sum(losses[-5:]) / 5 < losses[0]
+
+
+def test_fit_writes_checkpoints_and_resumes_exactly(kind, tmp_path):
+    cfg = tiny(kind, "generator.kimg=0.3", "generator.checkpoint_kimg=0.1")
+    data = toy_split()
+    full = build_generator(cfg, 1, 28, 3)
+    ckpts = full.fit(data, True, tmp_path / "full", seed=1)
+    assert len(ckpts) == 3 and ckpts[-1]["kimg"] == pytest.approx(full.kimg)
+    for c in ckpts:
+        assert (tmp_path / "full" / "checkpoints" / c["name"] / "ema.safetensors").is_file()
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_second(folder, gen):
+        if len(list(folder.parent.iterdir())) == 2:
+            raise Stop
+        return {}
+
+    part = build_generator(cfg, 1, 28, 3)
+    with pytest.raises(Stop):
+        part.fit(data, True, tmp_path / "part", seed=1, on_checkpoint=stop_at_second)
+    resumed = build_generator(cfg, 1, 28, 3)
+    again = resumed.fit(data, True, tmp_path / "part", seed=1)
+    assert [c["name"] for c in again] == [c["name"] for c in ckpts]
+    assert torch.allclose(resumed.sample([0, 1, 2], 0), full.sample([0, 1, 2], 0), atol=1e-6)
+
+
+def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(kind, tmp_path, monkeypatch):
+    cfg = tiny(kind, "generator.kimg=0.3", "generator.checkpoint_kimg=0.1")
+    gen = build_generator(cfg, 1, 28, 3)
+    real_step, calls = gen.train_step, []
+
+    def flaky(real, g):
+        calls.append(1)
+        out = real_step(real, g)
+        return {k: (math.nan if len(calls) > 8 else v) for k, v in out.items()}
+
+    monkeypatch.setattr(gen, "train_step", flaky)
+    with pytest.raises(GeneratorFailed, match="diverged at step 8.*last good checkpoint, kimg-"):
+        gen.fit(toy_split(), False, tmp_path, seed=0)
+    saved = list((tmp_path / "checkpoints").iterdir())
+    assert len(saved) == 1 and (saved[0] / "ema.safetensors").is_file()
+
+
+def test_collapse_is_detected(kind, tmp_path, monkeypatch):
+    gen = build_generator(tiny(kind), 1, 28, 3)
+    monkeypatch.setattr(gen, "sample_batch", lambda labels, g, **k: torch.zeros(len(labels), 1, 28, 28))
+    with pytest.raises(GeneratorFailed, match="collapsed.*no checkpoint was saved"):
+        gen.fit(toy_split(), False, tmp_path, seed=0)
+    assert not (tmp_path / "checkpoints").exists() or not list((tmp_path / "checkpoints").iterdir())
+
+
+def test_bad_knobs_and_labels(kind):
+    gen = build_generator(tiny(kind), 1, 28, 3)
+    with pytest.raises(KRError, match="has no knob"):
+        gen.sample([0], 0, temperature=2)
+    with pytest.raises(KRError, match=r"labels must be in \[0, 3\)"):
+        gen.sample([3], 0)
+
+
+def test_knobs_change_samples():
+    gan = build_generator(tiny("gan"), 1, 28, 3)
+    assert not torch.allclose(gan.sample([0, 1], 0, sigma=1.0), gan.sample([0, 1], 0, sigma=1.8))
+    diff = build_generator(tiny("diffusion"), 1, 28, 3)
+    torch.manual_seed(0)
+    for p in diff.ema.parameters():
+        p.data.add_(0.05 * torch.randn_like(p))
+    assert not torch.allclose(diff.sample([0, 1], 0, guidance=1.0), diff.sample([0, 1], 0, guidance=3.0))
+    assert not torch.allclose(diff.sample([0, 1], 0, steps=2), diff.sample([0, 1], 0, steps=4))
