@@ -123,8 +123,10 @@ class ConditionalGenerator(ABC):
 
     # --- training ------------------------------------------------------------------------
     @torch.no_grad()
-    def update_ema(self) -> None:
-        d = self.config.ema_decay
+    def update_ema(self, step: int) -> None:
+        # Warm-up: an EMA of decay 0.999 remembers ~1,000 steps, so on a short CPU budget it
+        # would still be mostly the random initialisation; (1 + t)/(10 + t) caps it early on.
+        d = min(self.config.ema_decay, (1 + step) / (10 + step))
         for e, p in zip(self.ema.parameters(), self.model.parameters()):
             e.lerp_(p, 1 - d)
         for e, b in zip(self.ema.buffers(), self.model.buffers()):
@@ -172,7 +174,7 @@ class ConditionalGenerator(ABC):
                 raise GeneratorFailed(f"{self.kind} generator diverged at step {step} "
                                       f"({bad}); {_last_good(checkpoints)}; lower the learning "
                                       f"rate or rerun from that checkpoint")
-            self.update_ema()
+            self.update_ema(step)
             self.kimg = (step + 1) * per_step / 1000
             if on_log is not None and (step % 50 == 0 or step + 1 == total):
                 on_log({"step": step, "kimg": round(self.kimg, 3), **losses})
