@@ -24,6 +24,7 @@ from kr.artifacts import atomic_path
 from kr.augment import augment
 from kr.config import TrainConfig
 from kr.data import Split
+from kr.errors import KRError
 from kr.metrics import evaluate
 from kr.seeding import derive_seed, make_generator
 
@@ -45,8 +46,6 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
-        from kr.errors import KRError
-
         raise KRError("--device cuda was asked for but PyTorch sees no CUDA GPU; use --device cpu")
     return torch.device(device)
 
@@ -131,8 +130,6 @@ def fit_classifier(model: nn.Module, train: Split, val: Split, task: str, cfg: T
             xb = augment(x[idx], g, cfg.crop_padding, flip).contiguous(memory_format=CL)
             loss = loss_fn(model(xb), y[idx])
             if not torch.isfinite(loss):
-                from kr.errors import KRError
-
                 raise KRError(f"{desc}: loss became {loss.item()} at epoch {epoch}; "
                               f"lower the learning rate (--set …lr=…)")
             opt.zero_grad(set_to_none=True)

@@ -42,6 +42,7 @@ class GeneratorFailed(KRError):
 class ConditionalGenerator(ABC):
     kind: str = ""
     knobs: tuple[str, ...] = ()        # sampling knobs this backend accepts
+    reals_per_step: int = 1            # real batches one training step consumes (kimg accounting)
 
     def __init__(self, config: GeneratorConfig, channels: int, size: int, n_classes: int,
                  seed: int = 0):
@@ -141,7 +142,7 @@ class ConditionalGenerator(ABC):
         x, y = train.images.to(device), train.labels.to(device)
         opts = self.opts = self.make_optimizers()
         bs = cfg.batch_size
-        per_step = bs * getattr(self, "reals_per_step", 1)  # images shown to the learner per step
+        per_step = bs * self.reals_per_step  # real images shown per step
         # Whole checkpoint intervals, so the last checkpoint is a full interval after the one before.
         every = max(1, round(cfg.checkpoint_kimg * 1000 / per_step))
         total = every * max(1, round(cfg.kimg / cfg.checkpoint_kimg))
