@@ -41,7 +41,10 @@ class RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
         self._handler = logging.FileHandler(self.path / "log.txt")
         self._handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        logging.getLogger("kr").addHandler(self._handler)
+        logger = logging.getLogger("kr")
+        if logger.level == logging.NOTSET:  # used as a library: log.txt still gets the INFO log
+            logger.setLevel(logging.INFO)
+        logger.addHandler(self._handler)
         write_text(self.path / "config.yaml", config.to_yaml())
         manifest = self.manifest()
         manifest.update({

@@ -48,6 +48,7 @@ def test_determinism_per_seed(kind):
     assert torch.equal(a, gen.sample(labels, 7))
     assert torch.equal(a, gen.sample(labels, make_generator(7)))  # a Generator works like its seed
     assert torch.equal(a[:64], gen.sample(labels[:64], 7))       # batching does not change noise
+    assert torch.equal(a, gen.sample(labels, 7, batch_size=64))
     b = gen.sample(labels, 8)
     assert not torch.allclose(a, b)
 
@@ -127,7 +128,7 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(kind, tmp_path, mon
 
 def test_collapse_is_detected(kind, tmp_path, monkeypatch):
     gen = build_generator(tiny(kind), 1, 28, 3)
-    monkeypatch.setattr(gen, "sample_batch", lambda labels, g, **k: torch.zeros(len(labels), 1, 28, 28))
+    monkeypatch.setattr(gen, "sample_batch", lambda labels, noise, **k: torch.zeros(len(labels), 1, 28, 28))
     with pytest.raises(GeneratorFailed, match="collapsed.*no checkpoint was saved"):
         gen.fit(toy_split(), False, tmp_path, seed=0)
     assert not (tmp_path / "checkpoints").exists() or not list((tmp_path / "checkpoints").iterdir())

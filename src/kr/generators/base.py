@@ -18,6 +18,7 @@ import logging
 import math
 from abc import ABC, abstractmethod
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -68,8 +69,10 @@ class ConditionalGenerator(ABC):
         """One generator update; `real()` draws a fresh real batch. Returns named losses."""
 
     @abstractmethod
-    def sample_batch(self, labels: torch.Tensor, g: torch.Generator, **knobs) -> torch.Tensor:
-        """Images in [-1, 1] for `labels`, from the EMA network, using only `g` for noise."""
+    def sample_batch(self, labels: torch.Tensor, noise: Callable[..., torch.Tensor],
+                     **knobs) -> torch.Tensor:
+        """Images in [-1, 1] for `labels` from the EMA network; `noise(*shape)` gives the
+        standard-normal draws, shaped (len(labels), *shape), that make a sample what it is."""
 
     def extra_state(self) -> dict[str, nn.Module]:
         """Networks besides `model` that training needs to resume (e.g. the discriminator)."""
@@ -82,7 +85,8 @@ class ConditionalGenerator(ABC):
     @torch.no_grad()
     def sample(self, labels: torch.Tensor | list[int], seed: int | torch.Generator,
                batch_size: int = 512, **knobs: Any) -> torch.Tensor:
-        """Deterministic: the same labels and seed give the same images, whatever batch_size."""
+        """Deterministic: the same labels and seed give the same images, whatever batch_size
+        (rounded to a multiple of 64)."""
         unknown = set(knobs) - set(self.knobs)
         if unknown:
             raise KRError(f"{self.kind} generator has no knob {sorted(unknown)}; "
@@ -92,13 +96,13 @@ class ConditionalGenerator(ABC):
             raise KRError(f"class labels must be in [0, {self.n_classes}), got {labels.tolist()[:8]}")
         base = seed.initial_seed() if isinstance(seed, torch.Generator) else int(seed)
         device = next(self.ema.parameters()).device
+        batch_size = max(64, batch_size // 64 * 64)
         self.ema.eval()
         out = []
-        # Noise is drawn per chunk of 64 from a seed of (seed, chunk), so batching never
-        # changes which noise an image gets.
-        for start in range(0, len(labels), 64):
-            g = make_generator(derive_seed(base, "sample", start // 64), device=device)
-            out.append(self.sample_batch(labels[start:start + 64].to(device), g, **knobs).cpu())
+        for start in range(0, len(labels), batch_size):
+            chunk = labels[start:start + batch_size].to(device)
+            out.append(self.sample_batch(chunk, partial(_noise, base, start, len(chunk), device),
+                                         **knobs).cpu())
         images = torch.cat(out) if out else torch.empty(0, self.channels, self.size, self.size)
         return images.clamp_(-1, 1)
 
@@ -206,6 +210,16 @@ class ConditionalGenerator(ABC):
         log.info("generator checkpoint %s: %s", name,
                  ", ".join(f"{k} {v}" for k, v in info.items() if k not in ("name", "step")))
         return info
+
+
+def _noise(seed: int, start: int, n: int, device, *shape: int) -> torch.Tensor:
+    """Noise for images start … start+n−1, drawn in blocks of 64 seeded by (seed, block), so
+    the batch size never changes which noise an image gets."""
+    parts = []
+    for s in range(start, start + n, 64):
+        g = make_generator(derive_seed(seed, "sample", s // 64), device=device)
+        parts.append(torch.randn(min(64, start + n - s), *shape, generator=g, device=device))
+    return torch.cat(parts)
 
 
 def _last_good(checkpoints: list[dict]) -> str:

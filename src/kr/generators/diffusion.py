@@ -64,14 +64,14 @@ class FlowDiffusion(ConditionalGenerator):
         opt.step()
         return {"loss": loss.item()}
 
-    def sample_batch(self, labels, g, guidance: float | None = None, steps: int | None = None):
+    def sample_batch(self, labels, noise, guidance: float | None = None, steps: int | None = None):
         from diffusers import FlowMatchEulerDiscreteScheduler
 
         c = self.config.diffusion
         w = c.guidance if guidance is None else float(guidance)
         steps = c.steps if steps is None else int(steps)
         n, device = len(labels), labels.device
-        x = torch.randn(n, self.channels, self.size, self.size, generator=g, device=g.device).to(device)
+        x = noise(self.channels, self.size, self.size)
         scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=1.0)
         scheduler.set_timesteps(steps, device=device)
         null = torch.full_like(labels, self.n_classes)
