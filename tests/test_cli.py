@@ -177,3 +177,34 @@ def test_generator_then_sample(tmp_path, kind):
 def test_sample_without_generator_is_a_clear_error(tmp_path):
     line = _one_clean_error(kr("sample", str(tmp_path), "--out", str(tmp_path / "g.png")))
     assert "holds no trained generator" in line
+
+
+def test_tiny_kr_run_end_to_end_writes_every_artifact(tmp_path):
+    out = tmp_path / "run"
+    proc = kr("run", "--preset", "tiny", "--out", str(out), "--device", "cpu")
+    assert proc.returncode == 0, proc.stderr
+    for text in ("kr ", "synthetic", "regen", "soft", "CAS gap", "← selected", "tuning", "chosen: sigma="):
+        assert text in proc.stdout, text
+    for name in ("results.json", "selection/stage.json", "tuning/stage.json", "evaluate/stage.json",
+                 *(f"methods/{m}/{f}" for m in ("kr", "synthetic", "regen", "soft")
+                   for f in ("model.safetensors", "config.json", "metrics.json", "stage.json"))):
+        assert (out / name).is_file(), name
+    assert not list(out.rglob("state.pt")) and not list(out.rglob("*.tmp"))
+    results = json.loads((out / "results.json").read_text())
+    assert results["dataset"] == "digits" and results["preset"] == "tiny" and results["seed"] == 0
+    assert set(results["methods"]) == {"real", "kr", "synthetic", "regen", "soft"}
+    for m in results["methods"].values():
+        assert set(m["val"]) == set(m["test"]) == {"acc", "auc"}
+    assert isinstance(results["cas_gap_pp"], float)
+    assert results["selection"]["selected"] in {c["name"] for c in results["selection"]["candidates"]}
+    assert results["tuning"]["knob"] == "sigma" and "threshold" in results["tuning"]
+    for stage in ("teacher", "generator", "selection", "tuning", "methods/kr", "evaluate"):
+        assert results["timings_s"][stage] > 0, stage
+    student = json.loads((out / "methods/kr/config.json").read_text())
+    assert student["method"] == "kr" and student["arch"] == "resnet8"
+
+    # `kr sample` on the run uses the checkpoint that optimisation selected.
+    proc = kr("sample", str(out), "--n", "10", "--out", str(tmp_path / "s.npz"))
+    kimg = next(c["kimg"] for c in results["selection"]["candidates"]
+                if c["name"] == results["selection"]["selected"])
+    assert proc.returncode == 0 and f"at {kimg:g} kimg" in proc.stdout

@@ -12,42 +12,127 @@ def test_stage_key_is_order_independent_and_sensitive():
     assert stage_key({"a": 1}) != stage_key({"a": 2})
 
 
-def test_rerun_reuses_and_config_change_reruns(tmp_path, caplog):
+@pytest.fixture
+def small(tmp_path):
+    """A 2-class MedMNIST-style file small enough for many end-to-end runs."""
+    from tests.conftest import make_arrays, write_npz
+
+    return str(write_npz(tmp_path / "small.npz", make_arrays(n=(40, 20, 20))))
+
+
+def _key(out, stage):
+    return json.loads((out / stage / "stage.json").read_text())["key"]
+
+
+def test_rerun_reuses_and_config_change_reruns_only_downstream(tmp_path, caplog, small):
     caplog.set_level("INFO", logger="kr")
     out = tmp_path / "run"
-    config = load_config("tiny", overrides=["teacher.train.epochs=1"])
+    config = load_config("tiny", data={"dataset": small})
     first = pipeline.run(config, out=out, device="cpu")
-    gen_key = json.loads((out / "generator/stage.json").read_text())["key"]
-    key = json.loads((out / "teacher/stage.json").read_text())["key"]
+    keys = {s: _key(out, s) for s in ("teacher", "generator", "quality", "selection", "tuning")}
 
     caplog.clear()
     second = pipeline.run(config, out=out, device="cpu")
-    for stage in ("teacher", "generator", "quality"):
-        assert f"{stage}: cached" in caplog.text
-    assert second["methods"] == first["methods"]
+    for stage in ("teacher", "generator", "quality", "selection", "tuning", "methods/kr",
+                  "methods/synthetic", "methods/regen", "methods/soft", "evaluate"):
+        assert f"{stage}: cached" in caplog.text, stage
+    assert second["methods"] == first["methods"] and second["tuning"] == first["tuning"]  # cached
 
+    # A tuning grid changes tuning and the students, not the checkpoint choice before it.
     caplog.clear()
-    changed = load_config("tiny", overrides=["teacher.train.epochs=2"])
+    pipeline.run(load_config("tiny", overrides=["select.threshold=0.0"], data={"dataset": small}),
+                 out=out, device="cpu")
+    for stage in ("teacher", "generator", "quality", "selection"):
+        assert f"{stage}: cached" in caplog.text, stage
+        assert _key(out, stage) == keys[stage]
+    assert "tuning: cached" not in caplog.text and "methods/kr: cached" not in caplog.text
+
+    # A new teacher redoes everything that reads it, but not the generator.
+    caplog.clear()
+    changed = load_config("tiny", overrides=["teacher.train.epochs=1"], data={"dataset": small})
     third = pipeline.run(changed, out=out, device="cpu")
-    assert "teacher: cached" not in caplog.text
-    assert json.loads((out / "teacher/stage.json").read_text())["key"] != key
-    # the generator does not depend on the teacher: kept; its quality, judged by the teacher, is redone
-    assert "generator: cached" in caplog.text and "quality: cached" not in caplog.text
-    assert json.loads((out / "generator/stage.json").read_text())["key"] == gen_key
-    assert third["methods"]["real"]["best_epoch"] in (0, 1)
-    history = json.loads((out / "teacher/metrics.json").read_text())["history"]
-    assert len(history) == 2
+    assert "teacher: cached" not in caplog.text and "selection: cached" not in caplog.text
+    assert "generator: cached" in caplog.text and _key(out, "generator") == keys["generator"]
+    assert third["methods"]["real"]["best_epoch"] == 0
 
 
-def test_same_seed_twice_gives_identical_metrics(tmp_path):
-    config = load_config("tiny", overrides=["teacher.train.epochs=1"])
+def _untimed(x):
+    """Results without wall-clock times, which differ between identical runs."""
+    if isinstance(x, dict):
+        return {k: _untimed(v) for k, v in x.items() if k != "seconds"}
+    return [_untimed(v) for v in x] if isinstance(x, list) else x
+
+
+def test_same_seed_twice_gives_identical_results(tmp_path, small):
+    config = load_config("tiny", data={"dataset": small})
     a = pipeline.run(config, out=tmp_path / "a", device="cpu")
     b = pipeline.run(config, out=tmp_path / "b", device="cpu")
-    assert a["methods"] == b["methods"]
+    for part in ("methods", "selection", "tuning", "cas_gap_pp"):
+        assert _untimed(a[part]) == _untimed(b[part]), part
     assert a["generator"]["quality"] == b["generator"]["quality"]
     last = a["generator"]["checkpoints"][-1]["name"]
-    ema = f"generator/checkpoints/{last}/ema.safetensors"
-    assert (tmp_path / "a" / ema).read_bytes() == (tmp_path / "b" / ema).read_bytes()
+    for f in (f"generator/checkpoints/{last}/ema.safetensors", "methods/kr/model.safetensors"):
+        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes()
+
+
+class _Guard:
+    """Stands in for the test split: its size may be read, its images and labels may not,
+    until the final evaluation opens it."""
+
+    def __init__(self, split):
+        self._split, self.open, self.reads = split, False, 0
+
+    def __len__(self):
+        return len(self._split)
+
+    def __getattr__(self, name):
+        if not self.__dict__["open"]:
+            raise AssertionError(f"test split read ({name}) before the final evaluation")
+        self.__dict__["reads"] += 1
+        return getattr(self._split, name)
+
+
+def test_test_split_is_read_only_by_the_final_evaluation(tmp_path, monkeypatch, small):
+    import dataclasses
+
+    guard = {}
+    real_prepare, real_evaluate = pipeline.prepare, pipeline.evaluate_models
+
+    def prepare(config, data_dir):
+        data = real_prepare(config, data_dir)
+        guard["g"] = _Guard(data.test)
+        return dataclasses.replace(data, test=guard["g"])
+
+    def evaluate(data, models, device):
+        guard["g"].open = True
+        try:
+            return real_evaluate(data, models, device)
+        finally:
+            guard["g"].open = False
+
+    monkeypatch.setattr(pipeline, "prepare", prepare)
+    monkeypatch.setattr(pipeline, "evaluate_models", evaluate)
+    results = pipeline.run(load_config("tiny", data={"dataset": small}), out=tmp_path / "r", device="cpu")
+    assert guard["g"].reads > 0
+    assert set(results["methods"]) == {"real", "kr", "synthetic", "regen", "soft"}
+    for m in results["methods"].values():
+        assert set(m["test"]) == {"acc", "auc"}
+    gap = 100 * (results["methods"]["kr"]["test"]["acc"] - results["methods"]["real"]["test"]["acc"])
+    assert results["cas_gap_pp"] == pytest.approx(gap, abs=0.01)
+
+
+def test_baselines_are_configurable_kr_and_real_always_run(tmp_path, small):
+    config = load_config("tiny", overrides=["baselines=synthetic", "generator.kind=diffusion"],
+                         data={"dataset": small})
+    results = pipeline.run(config, out=tmp_path / "r", device="cpu")
+    assert set(results["methods"]) == {"real", "kr", "synthetic"}
+    assert results["methods"]["synthetic"]["mode"] == "fixed"
+    assert not results["methods"]["synthetic"]["soft_labels"]
+    assert results["methods"]["kr"]["mode"] == "pool"  # diffusion, strategy auto
+    assert results["selection"]["split"] == "val" and results["tuning"]["split"] == "val"
+    names = [c["name"] for c in results["selection"]["candidates"]]
+    assert results["selection"]["selected"] in names and len(names) == 2
+    assert len(results["tuning"]["trials"]) == 3  # guidance 1, 2; threshold 0.3 at the best
 
 
 def test_default_run_name_is_deterministic():

@@ -65,7 +65,8 @@ def _execute(dataset, data_dir, preset, out, config_file, overrides, seed, devic
 @click.option("--dataset", default=None, help="Dataset name or .npz path [default: digits, offline].")
 @_run_options
 def run(**kw):
-    """Run the Knowledge Recycling pipeline (stages so far: teacher, generator, quality)."""
+    """Run Knowledge Recycling: teacher → generator → checkpoint optimisation → tuning →
+    GKD student and baselines → evaluation. Rerun the same command to resume."""
     from kr.pipeline import STAGES
 
     _execute(**kw, stages=STAGES)
@@ -82,7 +83,7 @@ def teacher(**kw):
 @cli.command()
 @click.option("--dataset", required=True, help="Dataset name (see `kr data list`) or .npz path.")
 @click.option("--kind", type=click.Choice(["gan", "diffusion"]), default=None,
-              help="Generator backend [default: the config's generator.kind, diffusion].")
+              help="Generator backend [default: the config's generator.kind, gan].")
 @_run_options
 def generator(**kw):
     """Train a class-conditional generator (and the teacher that judges its checkpoints)."""

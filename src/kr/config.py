@@ -145,9 +145,11 @@ class GeneratorConfig:
     `checkpoint_kimg`.
     """
 
-    kind: str = "diffusion"
-    kimg: float = 100.0           # cpu preset: ~6 min (gan) / ~10 min (diffusion) on 2 cores
-    checkpoint_kimg: float = 25.0
+    # gan by default: GKD regenerates the student's set every epoch, which the cGAN does in a
+    # quarter of a student epoch on CPU and diffusion in ~50 (benchmarks/README.md).
+    kind: str = "gan"
+    kimg: float = 50.0            # cpu preset: ~2.5 min (gan) / ~5 min (diffusion) on 2 cores
+    checkpoint_kimg: float = 12.5
     batch_size: int = 64
     ema_decay: float = 0.999
     grid_per_class: int = 10      # columns of the per-checkpoint sample grid
@@ -165,6 +167,68 @@ class GeneratorConfig:
         _check(self.eval_per_class >= 2, "eval_per_class", "must be ≥ 2")
 
 
+def parse_floats(text: str) -> tuple[float, ...]:
+    """A search grid written as "1.0,1.5,2.0" (configs hold scalars; a grid is one string)."""
+    return tuple(float(v) for v in text.split(",") if v.strip())
+
+
+def _check_grid(text: str, key: str, low: float, high: float) -> None:
+    try:
+        values = parse_floats(text)
+    except ValueError:
+        raise ConfigError(f"config {key}: {text!r} is not a comma-separated list of numbers") from None
+    _check(len(values) >= 1, key, "needs at least one value")
+    _check(all(low <= v <= high for v in values), key, f"values must be in [{low}, {high}]")
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """Step 5 of KR, Generative Knowledge Distillation (paper Sec. 3): the student learns only
+    from synthetic images, regenerated every epoch and labelled by the teacher's softmax."""
+
+    model: ClassifierConfig = field(default_factory=ClassifierConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    temperature: float = 1.0      # T of the soft targets; the loss is scaled by T² (Hinton et al.)
+    alpha: float = 0.0            # weight of the hard conditioning label; the authors' GKD uses 0
+    size_factor: float = 1.0      # synthetic images per epoch, as a multiple of the real train size
+    prior: str = "train"          # class counts per epoch: the real train prior, or "balanced"
+    strategy: str = "auto"        # every-epoch (the paper), pool, or auto (pool only for diffusion)
+    pool_factor: float = 4.0      # pool strategy: pool size as a multiple of the per-epoch set
+    pool_refresh: int = 20        # pool strategy: a new pool every this many epochs (0 = never)
+    max_filter_rounds: int = 20   # Dynamic Sample Filtering: sampling rounds before relaxing
+
+    def __post_init__(self):
+        _check(self.temperature > 0, "temperature", "must be > 0")
+        _check(0 <= self.alpha <= 1, "alpha", "must be in [0, 1]")
+        _check(self.size_factor > 0, "size_factor", "must be > 0")
+        _check(self.prior in ("train", "balanced"), "prior", "must be 'train' or 'balanced'")
+        _check(self.strategy in ("auto", "every-epoch", "pool"), "strategy",
+               "must be auto, every-epoch or pool")
+        _check(self.pool_factor >= 1, "pool_factor", "must be ≥ 1")
+        _check(self.pool_refresh >= 0, "pool_refresh", "must be ≥ 0")
+        _check(self.max_filter_rounds >= 1, "max_filter_rounds", "must be ≥ 1")
+
+
+@dataclass(frozen=True)
+class SelectConfig:
+    """Steps 3–4 of KR: checkpoint optimisation and tuning, each candidate judged by the
+    validation accuracy of a short GKD student (never by the test split)."""
+
+    epochs: int = 10              # epochs of each candidate's short student
+    sigma: str = "1.0,1.5,2.0"            # GAN latent std grid (GaFi's expansion trick)
+    guidance: str = "1.0,2.0,3.0"         # diffusion classifier-free guidance grid
+    threshold: str = "0.0,0.25,0.5"       # Dynamic Sample Filtering: min teacher prob of the class
+
+    def __post_init__(self):
+        _check(self.epochs >= 1, "epochs", "must be ≥ 1")
+        _check_grid(self.sigma, "sigma", 1.0, 10.0)
+        _check_grid(self.guidance, "guidance", 0.0, 20.0)
+        _check_grid(self.threshold, "threshold", 0.0, 0.99)
+
+
+BASELINES = ("synthetic", "regen", "soft")
+
+
 @dataclass(frozen=True)
 class Config:
     preset: str = "cpu"
@@ -172,11 +236,22 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    select: SelectConfig = field(default_factory=SelectConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    # Step 6's comparisons (`real` and `kr` always run): synthetic = one fixed set with hard
+    # labels (the conventional approach), regen = regenerated with hard labels, soft = fixed
+    # set with teacher labels.  Comma-separated; "" runs none.
+    baselines: str = "synthetic,regen,soft"
 
     def __post_init__(self):
+        bad = set(self.methods_to_run()) - set(BASELINES)
+        _check(not bad, "baselines", f"unknown {sorted(bad)}; choose from {', '.join(BASELINES)}")
         _check(self.preset in PRESETS or self.preset == "custom", "preset",
                f"{self.preset!r} unknown; choose one of {', '.join(PRESETS)}")
         _check(0 <= self.seed < 2**63, "seed", "must be a non-negative integer")
+
+    def methods_to_run(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(m.strip() for m in self.baselines.split(",") if m.strip()))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -193,13 +268,20 @@ PRESETS: dict[str, dict[str, Any]] = {
              "generator": {"kimg": 0.2, "checkpoint_kimg": 0.1, "batch_size": 16, "grid_per_class": 4,
                            "eval_per_class": 8,
                            "gan": {"z_dim": 16, "g_width": 8, "d_width": 8, "d_steps": 1},
-                           "diffusion": {"width": 8, "steps": 2}}},
+                           "diffusion": {"width": 8, "steps": 2}},
+             "select": {"epochs": 1, "sigma": "1.0,1.5", "guidance": "1.0,2.0", "threshold": "0.0,0.3"},
+             "distill": {"model": {"arch": "resnet8", "width": 8},
+                         "train": {"epochs": 2, "batch_size": 64, "warmup_epochs": 0},
+                         "size_factor": 0.2, "pool_factor": 2.0, "max_filter_rounds": 3}},
     "cpu": {},
     "paper": {"teacher": {"model": {"arch": "resnet20", "width": 64},
                           "train": {"epochs": 100, "warmup_epochs": 5}},
               "generator": {"kimg": 5000.0, "checkpoint_kimg": 500.0, "batch_size": 128,
                             "gan": {"z_dim": 128, "g_width": 64, "d_width": 64},
-                            "diffusion": {"width": 64, "layers_per_block": 2, "steps": 25}}},
+                            "diffusion": {"width": 64, "layers_per_block": 2, "steps": 25}},
+              "select": {"epochs": 20},
+              "distill": {"model": {"arch": "resnet20", "width": 64},
+                          "train": {"epochs": 100, "warmup_epochs": 5}}},
 }
 
 

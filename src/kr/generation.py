@@ -71,7 +71,8 @@ def judge_checkpoints(data: ImageDataset, config: Config, generator_dir: Path, t
 
 
 def checkpoint_folder(run_or_checkpoint: str | Path, name: str | None = None) -> Path:
-    """A checkpoint folder from a run directory (its last checkpoint, or `name`) or the folder itself."""
+    """A checkpoint folder from a run directory (`name`, else the one checkpoint optimisation
+    selected, else the last) or the checkpoint folder itself."""
     path = Path(run_or_checkpoint)
     if (path / "ema.safetensors").is_file():
         return path
@@ -81,7 +82,9 @@ def checkpoint_folder(run_or_checkpoint: str | Path, name: str | None = None) ->
                       f"with --out {path} first, or pass a checkpoint folder")
     outputs = read_json(stage)["outputs"]
     names = [c["name"] for c in outputs["checkpoints"]]
-    chosen = name or outputs.get("selected") or outputs["last"]
+    selection = path / "selection" / "stage.json"
+    selected = read_json(selection)["outputs"]["selected"] if selection.is_file() else None
+    chosen = name or selected or outputs["last"]
     if chosen not in names:
         raise KRError(f"no checkpoint {chosen!r} in {path}; it has {', '.join(names)}")
     return path / "generator" / "checkpoints" / chosen

@@ -4,9 +4,15 @@
     teacher   step 1: a classifier on the real train split, selected on validation
     generator step 2: a class-conditional generator, checkpointed every checkpoint_kimg
     quality   every checkpoint judged by the teacher on the validation split
-    (checkpoint optimisation, tuning, distillation and the audit are added as their
-     stages land; see the README's roadmap)
+    selection step 3: the checkpoint whose synthetic data trains the best short student (val)
+    tuning    step 4: the generator's knob and the sample-filtering threshold (val)
+    kr        step 5: the GKD student, on regenerated, teacher-labelled synthetic images
+    synthetic, regen, soft   the baselines of step 6, each one KR ingredient short
+    evaluate  step 6: every method's test ACC/AUC, read once, after every choice is made
     results   results.json and the summary table
+
+Each stage is cached under a key that hashes its config and the keys of the stages it reads,
+so a rerun resumes, and a changed setting reruns only its stage and those downstream.
 """
 
 from __future__ import annotations
@@ -19,8 +25,13 @@ from kr import __version__
 from kr.artifacts import write_json
 from kr.config import Config
 from kr.data import ImageDataset, load_dataset
+from kr.distill import train_student
+from kr.evaluation import cas_gap_pp, evaluate_models
 from kr.generation import judge_checkpoints, train_generator
-from kr.rundir import RunDir
+from kr.generators import load_generator
+from kr.models import load_classifier
+from kr.selection import optimise_checkpoint, tune
+from kr.rundir import RunDir, stage_key
 from kr.teacher import train_teacher
 from kr.train import resolve_device
 
@@ -40,16 +51,23 @@ def prepare(config: Config, data_dir: str | None) -> ImageDataset:
     return data
 
 
-STAGES = ("teacher", "generator", "quality")
+STAGES = ("teacher", "generator", "quality", "selection", "tuning", "kr", "synthetic", "regen",
+          "soft")
+METHOD_STAGES = ("kr", "synthetic", "regen", "soft")
 
 
 def run(config: Config, out: str | Path | None = None, data_dir: str | None = None,
         device: str = "auto", stages: tuple[str, ...] = STAGES) -> dict:
-    """Run the requested stages (dataset validated before anything is written) and return results."""
+    """Run the requested stages (dataset validated before anything is written) and return results.
+
+    `kr` needs the stages before it; asking for it alone runs them (from cache when done)."""
     dev = resolve_device(device)
     start = time.perf_counter()
     data = prepare(config, data_dir)
     timings = {"prepare": round(time.perf_counter() - start, 2)}
+    wanted = [s for s in stages if s not in METHOD_STAGES or s == "kr" or s in config.methods_to_run()]
+    if any(s in METHOD_STAGES for s in wanted):  # students need the whole chain before them
+        wanted = [s for s in STAGES if s in {"teacher", "generator", "selection", "tuning", *wanted}]
     run_dir = RunDir(out or Path("runs") / default_run_name(config), config, data)
     tree = config.to_dict()
     try:
@@ -58,28 +76,66 @@ def run(config: Config, out: str | Path | None = None, data_dir: str | None = No
         keys = {"teacher": {**base, "teacher": tree["teacher"]},
                 "generator": {**base, "generator": tree["generator"]}}
         keys["quality"] = {"teacher": keys["teacher"], "generator": keys["generator"]}
+        # Short students depend on the teacher, the generator, and the distillation settings;
+        # the grids of the tuning stage do not change which checkpoint is selected.
+        keys["selection"] = {**keys["quality"], "epochs": config.select.epochs, "distill": tree["distill"]}
+        keys["tuning"] = {"selection": keys["selection"], "select": tree["select"]}
+        for m in METHOD_STAGES:
+            keys[m] = {"tuning": keys["tuning"], "method": m}
         results: dict = {"dataset": data.name, "preset": config.preset, "seed": config.seed,
                          "task": data.task, "methods": {}}
         log_to = lambda stage: (lambda record: run_dir.log_metrics(stage, record))  # noqa: E731
+        models: dict[str, Path] = {}
 
         # Step 1: the teacher, trained on the real train split and selected on validation.
-        if "teacher" in stages:
+        if "teacher" in wanted:
             teacher = run_dir.stage("teacher", keys["teacher"], lambda folder: train_teacher(
                 data, config, folder, dev, on_epoch=log_to("teacher")))
-            results["methods"]["real"] = {"val": teacher["val"], "test": teacher["test"],
-                                          "best_epoch": teacher["best_epoch"]}
+            models["real"] = run_dir.path / "teacher"
+            results["methods"]["real"] = {"best_epoch": teacher["best_epoch"]}
         # Step 2: the class-conditional generator, with a checkpoint every checkpoint_kimg.
-        if "generator" in stages:
+        if "generator" in wanted:
             gen = run_dir.stage("generator", keys["generator"], lambda folder: train_generator(
                 data, config, folder, dev, on_log=log_to("generator")))
             results["generator"] = {"kind": gen["kind"], "checkpoints": gen["checkpoints"]}
         # Each checkpoint judged by the teacher on the validation split.
-        if "quality" in stages:
+        if "quality" in wanted:
             q = run_dir.stage("quality", keys["quality"], lambda folder: judge_checkpoints(
                 data, config, run_dir.path / "generator", run_dir.path / "teacher", dev))
             results["generator"]["quality"] = q
+        # Step 3: checkpoint optimisation, by the validation accuracy of a short GKD student.
+        if "selection" in wanted:
+            selection = run_dir.stage("selection", keys["selection"], lambda folder: optimise_checkpoint(
+                data, config, run_dir.path / "generator", run_dir.path / "teacher", dev))
+            results["selection"] = selection
+            checkpoint = run_dir.path / "generator" / "checkpoints" / selection["selected"]
+        # Step 4: tuning the generator's knob and Dynamic Sample Filtering on validation.
+        if "tuning" in wanted:
+            tuning = run_dir.stage("tuning", keys["tuning"], lambda folder: tune(
+                data, config, checkpoint, run_dir.path / "teacher", dev))
+            results["tuning"] = tuning
+        # Step 5: GKD, and the baselines of step 6 that each lack one of its ingredients.
+        for method in (m for m in METHOD_STAGES if m in wanted):
+            name = f"methods/{method}"
+            student = run_dir.stage(name, keys[method], lambda folder, method=method: train_student(
+                data, config, load_generator(checkpoint).to(dev),
+                load_classifier(run_dir.path / "teacher").to(dev), method, tuning["knobs"],
+                tuning["threshold"], folder, on_epoch=log_to(name),
+                tag=stage_key(keys["tuning"])))
+            models[method] = run_dir.path / name
+            results["methods"][method] = {k: student[k] for k in (
+                "best_epoch", "mode", "soft_labels", "knobs", "threshold", "images_generated")}
+        # Step 6: the test split, read once, for what validation chose.
+        if models:
+            scores = run_dir.stage("evaluate", {m: stage_key(keys["teacher" if m == "real" else m])
+                                                for m in models},
+                                   lambda folder: evaluate_models(data, models, dev))
+            for m, s in scores.items():
+                results["methods"][m].update(s)
+            results["cas_gap_pp"] = cas_gap_pp(results["methods"])
         stage_times = run_dir.manifest().get("stages", {})
-        timings.update({name: stage_times[name]["seconds"] for name in stages if name in stage_times})
+        ran = [f"methods/{s}" if s in METHOD_STAGES else s for s in wanted] + ["evaluate"]
+        timings.update({name: stage_times[name]["seconds"] for name in ran if name in stage_times})
         results["timings_s"] = timings
         results["run_dir"] = str(run_dir.path)
         write_json(run_dir.path / "results.json", results)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+DESCRIPTIONS = {"real": "teacher, real images", "kr": "GKD: regenerated + teacher labels",
+                "synthetic": "fixed synthetic set, hard labels", "regen": "regenerated, hard labels",
+                "soft": "fixed synthetic set, teacher labels"}
+
 
 def _fmt(x) -> str:
     return "  n/a " if x is None or x != x else f"{x:.4f}"
@@ -10,17 +14,39 @@ def _fmt(x) -> str:
 def summary_table(results: dict) -> str:
     """The one-screen summary printed at the end of `kr run`."""
     lines = [f"{results['dataset']} · preset {results['preset']} · seed {results['seed']}",
-             f"{'method':<12}{'val acc':>9}{'val auc':>9}{'test acc':>10}{'test auc':>10}"]
+             f"{'method':<11}{'val acc':>9}{'val auc':>9}{'test acc':>10}{'test auc':>10}   what"]
     for name, m in results["methods"].items():
-        lines.append(f"{name:<12}{_fmt(m['val']['acc']):>9}{_fmt(m['val']['auc']):>9}"
-                     f"{_fmt(m['test']['acc']):>10}{_fmt(m['test']['auc']):>10}")
+        if "test" not in m:
+            continue
+        lines.append(f"{name:<11}{_fmt(m['val']['acc']):>9}{_fmt(m['val']['auc']):>9}"
+                     f"{_fmt(m['test']['acc']):>10}{_fmt(m['test']['auc']):>10}   "
+                     f"{DESCRIPTIONS.get(name, '')}")
+    if results.get("cas_gap_pp") is not None:
+        lines.append(f"CAS gap (kr − real, test acc): {results['cas_gap_pp']:+.2f} points")
     quality = results.get("generator", {}).get("quality")
-    if quality:
-        lines.append(f"{results['generator']['kind']} generator checkpoints (judged on {quality['split']}):")
-        lines.append(f"  {'checkpoint':<18}{'kimg':>8}{'agree':>8}{'FD':>9}{'prec':>7}{'recall':>8}")
-        for c in quality["checkpoints"]:
-            lines.append(f"  {c['name']:<18}{c['kimg']:>8.1f}{c['teacher_agreement']:>8.3f}"
-                         f"{c['fd']:>9.2f}{c['precision']:>7.3f}{c['recall']:>8.3f}")
+    selection = results.get("selection")
+    if quality or selection:
+        kind = results["generator"]["kind"]
+        lines.append(f"{kind} generator checkpoints (all judged on the validation split):")
+        lines.append(f"  {'checkpoint':<18}{'kimg':>8}{'agree':>8}{'FD':>9}{'student acc':>13}")
+        q = {c["name"]: c for c in (quality or {}).get("checkpoints", [])}
+        names = [c["name"] for c in selection["candidates"]] if selection else list(q)
+        students = {c["name"]: c for c in (selection or {}).get("candidates", [])}
+        for n in names:
+            c = q.get(n, {})
+            mark = "  ← selected" if selection and n == selection["selected"] else ""
+            kimg = c.get("kimg", students.get(n, {}).get("kimg", float("nan")))
+            agree = f"{c['teacher_agreement']:.3f}" if c else "-"
+            fd = f"{c['fd']:.2f}" if c else "-"
+            acc = f"{students[n]['val']['acc']:.4f}" if n in students else "-"
+            lines.append(f"  {n:<18}{kimg:>8.1f}{agree:>8}{fd:>9}{acc:>13}{mark}")
+    tuning = results.get("tuning")
+    if tuning:
+        knob = tuning["knob"]
+        tried = ", ".join(f"{knob}={t['knobs'][knob]:g}/thr={t['threshold']:g}: {t['val']['acc']:.3f}"
+                          for t in tuning["trials"])
+        lines.append(f"tuning (val acc of short students): {tried}")
+        lines.append(f"  chosen: {knob}={tuning['knobs'][knob]:g}, filter threshold {tuning['threshold']:g}")
     timings = ", ".join(f"{k} {v:.1f}s" for k, v in results.get("timings_s", {}).items())
     lines.append(f"time: {timings}")
     lines.append(f"run directory: {results['run_dir']}")

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 def train_teacher(data: ImageDataset, config: Config, folder: Path, device: torch.device,
                   on_epoch: Callable[[dict], None] | None = None) -> dict:
-    """Train, select on val, save to `folder`, and return val and test metrics of the chosen epoch."""
+    """Train, select on val, save to `folder`, and return the chosen epoch's val metrics."""
     mcfg, tcfg = config.teacher.model, config.teacher.train
     seed = derive_seed(config.seed, "teacher")
     kwargs = {"width": mcfg.width, "norm": mcfg.norm, "dropout": mcfg.dropout}
@@ -33,15 +33,13 @@ def train_teacher(data: ImageDataset, config: Config, folder: Path, device: torc
         model = build_model(mcfg.arch, data.channels, data.n_classes, **kwargs).to(device)
     result = fit_classifier(model, data.train, data.val, data.task, tcfg, seed, data.hflip,
                             state_path=folder / "state.pt", on_epoch=on_epoch, desc="teacher")
-    # The test split is read only now, once, for the epoch that validation chose.
-    metrics = {"best_epoch": result.best_epoch, "val": score(model, data.val, data.task),
-               "test": score(model, data.test, data.task)}
+    # The test split is not read here: the final evaluation stage scores every method on it.
+    metrics = {"best_epoch": result.best_epoch, "val": score(model, data.val, data.task)}
     save_classifier(model, folder, mcfg.arch, data.channels, data.n_classes,
                     extra={"seed": seed, "dataset": data.name, "task": data.task,
                            "label_names": list(data.label_names)}, **kwargs)
     write_json(folder / "metrics.json", {**metrics, "history": result.history})
     (folder / "state.pt").unlink(missing_ok=True)  # training state is only needed to resume
-    log.info("teacher: best epoch %d, val acc %.4f auc %.4f, test acc %.4f auc %.4f",
-             result.best_epoch, metrics["val"]["acc"], metrics["val"]["auc"],
-             metrics["test"]["acc"], metrics["test"]["auc"])
+    log.info("teacher: best epoch %d, val acc %.4f auc %.4f", result.best_epoch,
+             metrics["val"]["acc"], metrics["val"]["auc"])
     return metrics

@@ -68,7 +68,7 @@ def score(model: nn.Module, split: Split, task: str) -> dict[str, float]:
     return evaluate(task, split.labels.numpy(), probs)
 
 
-def _better(a: dict[str, float], b: dict[str, float] | None, metric: str) -> bool:
+def better(a: dict[str, float], b: dict[str, float] | None, metric: str) -> bool:
     if b is None:
         return True
     other = "auc" if metric == "acc" else "acc"
@@ -83,28 +83,40 @@ def _lr_at(step: int, total: int, warmup: int, base: float) -> float:
     return base * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def fit_classifier(model: nn.Module, train: Split, val: Split, task: str, cfg: TrainConfig,
-                   seed: int, hflip: bool, state_path: Path | None = None,
+# A batch loss: (model, augmented images, their labels) → scalar.  The default is supervised
+# cross-entropy; GKD passes the teacher's soft targets instead (kr.distill).
+BatchLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def supervised_loss(task: str, label_smoothing: float) -> BatchLoss:
+    if task.startswith("multi-label"):
+        bce = nn.BCEWithLogitsLoss()
+        return lambda model, x, y: bce(model(x), y.float())
+    ce = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+    return lambda model, x, y: ce(model(x), y)
+
+
+def fit_classifier(model: nn.Module, train: Split | Callable[[int], Split], val: Split, task: str,
+                   cfg: TrainConfig, seed: int, hflip: bool, state_path: Path | None = None,
                    on_epoch: Callable[[dict], None] | None = None,
-                   desc: str = "train") -> TrainResult:
-    """Train `model` in place; on return it holds the weights of the best validation epoch."""
+                   desc: str = "train", loss_fn: BatchLoss | None = None) -> TrainResult:
+    """Train `model` in place; on return it holds the weights of the best validation epoch.
+
+    `train` is a fixed split, or a function of the epoch returning that epoch's training set
+    (GKD's regenerated synthetic images); every epoch's set must have the same size.
+    """
     device = next(model.parameters()).device
     model.to(memory_format=CL)
-    multi_label = task.startswith("multi-label")
-    x, y = train.images.to(device), train.labels.to(device)
-    if multi_label:
-        loss_fn = nn.BCEWithLogitsLoss()
-        y = y.float()
-    else:
-        loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    epoch_data = train if callable(train) else (lambda epoch: train)
+    loss_fn = loss_fn or supervised_loss(task, cfg.label_smoothing)
     if cfg.optimizer == "sgd":
         opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                               nesterov=cfg.momentum > 0, weight_decay=cfg.weight_decay)
     else:
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     flip = {"auto": hflip, "on": True, "off": False}[cfg.hflip]
-    steps_per_epoch = math.ceil(len(x) / cfg.batch_size)
-    total, warmup = cfg.epochs * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch
+    size = None
+    steps_per_epoch = total = warmup = 0
 
     start, best_val, best_state, result = 0, None, None, TrainResult(-1, {})
     if state_path is not None and state_path.is_file():
@@ -118,6 +130,14 @@ def fit_classifier(model: nn.Module, train: Split, val: Split, task: str, cfg: T
 
     bar = tqdm(range(start, cfg.epochs), desc=desc, unit="epoch", disable=None, leave=False)
     for epoch in bar:
+        split = epoch_data(epoch)
+        x, y = split.images.to(device), split.labels.to(device)
+        if size is None:
+            size = len(x)
+            steps_per_epoch = math.ceil(size / cfg.batch_size)
+            total, warmup = cfg.epochs * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch
+        elif len(x) != size:
+            raise KRError(f"{desc}: epoch {epoch} has {len(x)} training images, not {size}")
         model.train()
         torch.manual_seed(derive_seed(seed, "epoch", epoch, "global"))  # dropout, if any
         g = make_generator(derive_seed(seed, "epoch", epoch), device=device)
@@ -128,7 +148,7 @@ def fit_classifier(model: nn.Module, train: Split, val: Split, task: str, cfg: T
             for group in opt.param_groups:
                 group["lr"] = _lr_at(epoch * steps_per_epoch + b, total, warmup, cfg.lr)
             xb = augment(x[idx], g, cfg.crop_padding, flip).contiguous(memory_format=CL)
-            loss = loss_fn(model(xb), y[idx])
+            loss = loss_fn(model, xb, y[idx])
             if not torch.isfinite(loss):
                 raise KRError(f"{desc}: loss became {loss.item()} at epoch {epoch}; "
                               f"lower the learning rate (--set …lr=…)")
@@ -139,7 +159,7 @@ def fit_classifier(model: nn.Module, train: Split, val: Split, task: str, cfg: T
         val_metrics = score(model, val, task)
         record = {"epoch": epoch, "loss": total_loss / len(x),
                   **{f"val_{k}": v for k, v in val_metrics.items()}}
-        if _better(val_metrics, best_val, cfg.select_metric):
+        if better(val_metrics, best_val, cfg.select_metric):
             best_val, result.best_epoch = val_metrics, epoch
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         result.best_val = best_val

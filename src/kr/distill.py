@@ -1,0 +1,125 @@
+"""Step 5 of Knowledge Recycling: Generative Knowledge Distillation (GKD).
+
+The student never sees a real image.  Each epoch it trains on a synthetic set drawn from the
+selected generator checkpoint with the tuned knobs (`kr.synthetic`), every batch augmented and
+then labelled by the frozen teacher's softmax (paper Sec. 3).  Its best epoch is chosen on the
+real validation split, the only real data it is ever scored on before the final evaluation.
+
+The baselines of step 6 are the same loop with one ingredient removed:
+
+    method      synthetic set         targets
+    synthetic   one fixed set         hard conditioning labels  (the conventional approach)
+    regen       regenerated           hard conditioning labels
+    soft        one fixed set         teacher soft labels
+    kr          regenerated           teacher soft labels
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from kr.artifacts import write_json
+from kr.config import Config
+from kr.data import ImageDataset
+from kr.generators import ConditionalGenerator
+from kr.models import build_model, save_classifier
+from kr.seeding import derive_seed
+from kr.synthetic import SyntheticSource, class_quotas, resolve_mode
+from kr.train import CL, BatchLoss, fit_classifier, score, supervised_loss
+
+log = logging.getLogger(__name__)
+
+# method → (regenerated every epoch, teacher soft labels)
+METHODS: dict[str, tuple[bool, bool]] = {
+    "synthetic": (False, False), "regen": (True, False), "soft": (False, True), "kr": (True, True)}
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
+            temperature: float = 1.0, alpha: float = 0.0) -> torch.Tensor:
+    """(1 − α) · T² · CE(softmax(t/T), softmax(s/T)) + α · CE(s, y).
+
+    Soft-target cross-entropy differs from the KL divergence by the teacher's entropy, a
+    constant, so the gradients are the same; T² keeps their scale independent of T (Hinton
+    et al. 2015).  T = 1, α = 0 is the authors' released GKD loss."""
+    soft = torch.zeros((), device=student_logits.device)
+    if alpha < 1:
+        target = F.softmax(teacher_logits / temperature, dim=1)
+        logp = F.log_softmax(student_logits / temperature, dim=1)
+        soft = -(target * logp).sum(1).mean() * temperature ** 2
+    hard = F.cross_entropy(student_logits, labels) if alpha > 0 else torch.zeros_like(soft)
+    return (1 - alpha) * soft + alpha * hard
+
+
+def gkd_loss(teacher: nn.Module, temperature: float, alpha: float) -> BatchLoss:
+    """Label each augmented batch with the frozen teacher, then distil."""
+    teacher.eval().requires_grad_(False)
+
+    def loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            t = teacher(x)
+        return kd_loss(model(x), t, y, temperature, alpha)
+
+    return loss
+
+
+def train_student(data: ImageDataset, config: Config, gen: ConditionalGenerator,
+                  teacher: nn.Module, method: str, knobs: dict[str, Any], threshold: float,
+                  folder: Path | None = None, epochs: int | None = None, seed_key: str = "student",
+                  on_epoch: Callable[[dict], None] | None = None, tag: str | None = None) -> dict:
+    """Train one synthetic-data student; return its validation metrics and what it was fed.
+
+    `folder` (if given) receives the model and a resumable per-epoch state.  `epochs`
+    shortens training for the candidates of checkpoint optimisation and tuning.  Students
+    given the same `tag` (naming this generator and teacher) share identical synthetic sets
+    instead of sampling them again."""
+    dcfg = config.distill
+    regenerate, soft = METHODS[method]
+    tcfg = dcfg.train
+    if epochs is not None:
+        tcfg = dataclasses.replace(tcfg, epochs=epochs, warmup_epochs=min(tcfg.warmup_epochs, epochs - 1))
+    device = next(teacher.parameters()).device
+    teacher.to(memory_format=CL)
+    quotas = class_quotas(data.train.labels, data.n_classes, dcfg.size_factor, dcfg.prior)
+    mode = resolve_mode(dcfg.strategy, gen.kind) if regenerate else "fixed"
+    # Every method draws from the same synthetic stream and starts from the same weights, so
+    # the baselines differ from KR only in the ingredient they remove.
+    source = SyntheticSource(gen, quotas, derive_seed(config.seed, "synthetic", seed_key), mode,
+                             knobs, threshold, teacher, dcfg.pool_factor, dcfg.pool_refresh,
+                             dcfg.max_filter_rounds, tag)
+    seed = derive_seed(config.seed, seed_key)
+    mcfg = dcfg.model
+    kwargs = {"width": mcfg.width, "norm": mcfg.norm, "dropout": mcfg.dropout}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(seed, "init"))
+        model = build_model(mcfg.arch, data.channels, data.n_classes, **kwargs).to(device)
+    loss = gkd_loss(teacher, dcfg.temperature, dcfg.alpha) if soft else \
+        supervised_loss(data.task, tcfg.label_smoothing)
+    result = fit_classifier(model, source, data.val, data.task, tcfg, seed, data.hflip,
+                            state_path=folder / "state.pt" if folder else None,
+                            on_epoch=on_epoch, desc=f"student {method}", loss_fn=loss)
+    out = {"method": method, "mode": mode, "soft_labels": soft, "knobs": knobs,
+           "threshold": threshold, "epochs": tcfg.epochs, "best_epoch": result.best_epoch,
+           "val": score(model, data.val, data.task), "images_per_epoch": sum(quotas),
+           "images_generated": source.images_generated,
+           "filter_acceptance": _mean([s["acceptance"] for s in source.filter_stats])}
+    if folder is not None:
+        save_classifier(model, folder, mcfg.arch, data.channels, data.n_classes,
+                        extra={"seed": seed, "dataset": data.name, "task": data.task, "method": method,
+                               "label_names": list(data.label_names)}, **kwargs)
+        write_json(folder / "metrics.json", {**out, "history": result.history,
+                                             "filter": source.filter_stats})
+        (folder / "state.pt").unlink(missing_ok=True)
+    log.info("student %s (%s, %s labels): best epoch %d, val acc %.4f auc %.4f", method, mode,
+             "teacher" if soft else "hard", result.best_epoch, out["val"]["acc"], out["val"]["auc"])
+    return out
+
+
+def _mean(values: list[float]) -> float | None:
+    return round(sum(values) / len(values), 4) if values else None

@@ -1,0 +1,98 @@
+"""Steps 3 and 4 of Knowledge Recycling: checkpoint optimisation and tuning.
+
+Both ask one question of a candidate, "how good a student does its synthetic data train?",
+answered by a short GKD student (`select.epochs`) scored on the real validation split.  The
+GaFi predecessors asked it of the test split; we never do.  Every candidate uses the same
+student seed and synthetic seeds (common random numbers), so candidates differ only in what
+is being chosen.
+
+    checkpoint optimisation: every saved generator checkpoint, default knobs, no filtering;
+    tuning:                  on the chosen checkpoint, the backend's knob (GAN latent σ,
+                             diffusion guidance) with no filtering, then the Dynamic Sample
+                             Filtering threshold at the best knob (a coordinate search).
+Ties go to the earlier candidate: the earlier checkpoint, the smaller σ/guidance/threshold.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import torch
+
+from kr.artifacts import read_json
+from kr.config import Config, parse_floats
+from kr.data import ImageDataset
+from kr.distill import train_student
+from kr.generators import ConditionalGenerator, load_generator
+from kr.models import load_classifier
+from kr.train import better
+
+log = logging.getLogger(__name__)
+
+TUNED_KNOB = {"gan": "sigma", "diffusion": "guidance"}
+
+
+def default_knobs(gen: ConditionalGenerator) -> dict[str, float]:
+    knob = TUNED_KNOB[gen.kind]
+    return {knob: float(getattr(getattr(gen.config, gen.kind), knob))}
+
+
+def _trial(data: ImageDataset, config: Config, gen: ConditionalGenerator, teacher: torch.nn.Module,
+           knobs: dict, threshold: float) -> dict:
+    start = time.perf_counter()
+    r = train_student(data, config, gen, teacher, "kr", knobs, threshold,
+                      epochs=config.select.epochs, seed_key="select")
+    return {"knobs": knobs, "threshold": threshold, "val": r["val"], "best_epoch": r["best_epoch"],
+            "filter_acceptance": r["filter_acceptance"],
+            "seconds": round(time.perf_counter() - start, 2)}
+
+
+def _best(rows: list[dict], metric: str) -> dict:
+    best = None
+    for row in rows:  # strict improvement only: ties keep the earlier candidate
+        if best is None or better(row["val"], best["val"], metric):
+            best = row
+    return best
+
+
+def optimise_checkpoint(data: ImageDataset, config: Config, generator_dir: Path, teacher_dir: Path,
+                        device: torch.device) -> dict:
+    teacher = load_classifier(teacher_dir).to(device)
+    checkpoints = read_json(generator_dir / "stage.json")["outputs"]["checkpoints"]
+    rows = []
+    for info in checkpoints:
+        gen = load_generator(generator_dir / "checkpoints" / info["name"]).to(device)
+        row = {"name": info["name"], "kimg": info["kimg"],
+               **_trial(data, config, gen, teacher, default_knobs(gen), 0.0)}
+        rows.append(row)
+        log.info("checkpoint %s: short student val acc %.4f auc %.4f", info["name"],
+                 row["val"]["acc"], row["val"]["auc"])
+    best = _best(rows, config.distill.train.select_metric)
+    log.info("checkpoint optimisation: selected %s", best["name"])
+    return {"split": "val", "student_epochs": config.select.epochs, "selected": best["name"],
+            "candidates": rows}
+
+
+def tune(data: ImageDataset, config: Config, checkpoint_dir: Path, teacher_dir: Path,
+         device: torch.device) -> dict:
+    teacher = load_classifier(teacher_dir).to(device)
+    gen = load_generator(checkpoint_dir).to(device)
+    knob = TUNED_KNOB[gen.kind]
+    grid = parse_floats(getattr(config.select, knob))
+    metric = config.distill.train.select_metric
+    trials = []
+    for value in grid:
+        trials.append(_trial(data, config, gen, teacher, {knob: value}, 0.0))
+        log.info("tuning %s=%g: val acc %.4f", knob, value, trials[-1]["val"]["acc"])
+    best_knobs = _best(trials, metric)["knobs"]
+    for threshold in parse_floats(config.select.threshold):
+        if threshold > 0:
+            trials.append(_trial(data, config, gen, teacher, best_knobs, threshold))
+            log.info("tuning threshold %.2f (%s=%g): val acc %.4f, acceptance %s", threshold, knob,
+                     best_knobs[knob], trials[-1]["val"]["acc"], trials[-1]["filter_acceptance"])
+    best = _best(trials, metric)
+    log.info("tuning: %s=%g, filter threshold %.2f", knob, best["knobs"][knob], best["threshold"])
+    return {"split": "val", "student_epochs": config.select.epochs, "checkpoint": checkpoint_dir.name,
+            "knob": knob, "knobs": best["knobs"], "threshold": best["threshold"], "trials": trials}

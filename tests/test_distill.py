@@ -1,0 +1,116 @@
+import dataclasses
+import math
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+import kr.distill
+from kr.config import TrainConfig, load_config
+from kr.distill import METHODS, kd_loss, train_student
+from kr.models import build_model
+from kr.train import fit_classifier, score
+from tests.toys import toy_dataset, toy_generator
+
+S = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 0.0]])
+T = torch.tensor([[1.0, 1.0, -2.0], [0.0, 3.0, 0.0]])
+Y = torch.tensor([0, 2])
+
+
+def test_t1_alpha0_is_cross_entropy_with_the_teachers_softmax():
+    assert kd_loss(S, T, Y).item() == pytest.approx(F.cross_entropy(S, F.softmax(T, 1)).item())
+
+
+def test_uniform_logits_give_log_k_times_t_squared():
+    zero = torch.zeros(1, 4)
+    assert kd_loss(zero, zero, torch.tensor([1]), temperature=1).item() == pytest.approx(math.log(4))
+    assert kd_loss(zero, zero, torch.tensor([1]), temperature=3).item() == pytest.approx(9 * math.log(4))
+
+
+def test_temperature_softens_both_sides_and_scales_by_t_squared():
+    t = 2.0
+    p = torch.softmax(T / t, 1)
+    by_hand = -(p * torch.log_softmax(S / t, 1)).sum(1).mean() * t * t
+    assert kd_loss(S, T, Y, temperature=t).item() == pytest.approx(by_hand.item())
+
+
+def test_alpha_mixes_in_the_hard_label():
+    hard = F.cross_entropy(S, Y).item()
+    assert kd_loss(S, T, Y, alpha=1.0).item() == pytest.approx(hard)
+    mixed = 0.25 * hard + 0.75 * kd_loss(S, T, Y, 2.0).item()
+    assert kd_loss(S, T, Y, 2.0, alpha=0.25).item() == pytest.approx(mixed)
+
+
+def test_gradient_is_the_kl_gradient():
+    s = S.clone().requires_grad_(True)
+    kd_loss(s, T, Y).backward()
+    kl = S.clone().requires_grad_(True)
+    F.kl_div(F.log_softmax(kl, 1), F.softmax(T, 1), reduction="batchmean").backward()
+    assert torch.allclose(s.grad, kl.grad, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def toy():
+    data = toy_dataset((90, 60, 60))
+    torch.manual_seed(0)
+    teacher = build_model("resnet8", 1, 3, width=8)
+    fit_classifier(teacher, data.train, data.val, data.task,
+                   TrainConfig(epochs=4, batch_size=16, lr=0.2, warmup_epochs=0, crop_padding=0), 0, False)
+    assert score(teacher, data.val, data.task)["acc"] > 0.9
+    config = load_config("tiny", overrides=[
+        "distill.train.epochs=3", "distill.size_factor=1.0", "distill.train.batch_size=16",
+        "distill.train.lr=0.2", "distill.train.crop_padding=0"])
+    return data, teacher, config
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_student_never_receives_a_real_image(toy, method, monkeypatch):
+    data, teacher, config = toy
+    # Poison the real train images: a student that saw one would get a NaN loss and stop.
+    poisoned = dataclasses.replace(data, train=dataclasses.replace(
+        data.train, images=torch.full_like(data.train.images, float("nan"))))
+    seen = []
+    real_fit = kr.distill.fit_classifier
+
+    def spy(model, train, *args, **kwargs):
+        def epoch_data(epoch):
+            split = train(epoch)
+            seen.append(split.images)
+            return split
+        original_forward = model.forward
+
+        def forward(x):
+            if model.training:
+                assert torch.isfinite(x).all(), "a real (poisoned) image reached the student"
+            return original_forward(x)
+        model.forward = forward
+        return real_fit(model, epoch_data, *args, **kwargs)
+
+    monkeypatch.setattr(kr.distill, "fit_classifier", spy)
+    out = train_student(poisoned, config, toy_generator(), teacher, method, {"sigma": 1.0}, 0.0)
+    assert len(seen) == 3 and all(torch.isfinite(x).all() for x in seen)
+    assert len(seen[0]) == out["images_per_epoch"] == len(data.train)
+    regenerated, _ = METHODS[method]
+    assert torch.equal(seen[0], seen[1]) != regenerated
+    assert math.isfinite(out["val"]["acc"])
+
+
+def test_kr_student_learns_from_synthetic_images_alone(toy):
+    data, teacher, config = toy
+    train = dataclasses.replace(config.distill.train, epochs=6)
+    config = dataclasses.replace(config, distill=dataclasses.replace(config.distill, train=train))
+    out = train_student(data, config, toy_generator(), teacher, "kr", {"sigma": 1.0}, 0.0)
+    assert out["val"]["acc"] > 0.75 and out["val"]["auc"] > 0.95  # chance: 1/3 and 0.5
+    assert out["mode"] == "every-epoch" and out["soft_labels"]
+    assert out["images_generated"] == 6 * len(data.train)
+
+
+def test_student_is_reproducible_and_resumes(toy, tmp_path):
+    data, teacher, config = toy
+    a = train_student(data, config, toy_generator(), teacher, "kr", {}, 0.0, folder=tmp_path / "a")
+    b = train_student(data, config, toy_generator(), teacher, "kr", {}, 0.0, folder=tmp_path / "b")
+    assert a["val"] == b["val"]
+    assert (tmp_path / "a/model.safetensors").read_bytes() == (tmp_path / "b/model.safetensors").read_bytes()
+    assert not (tmp_path / "a/state.pt").exists()
+    history = __import__("json").loads((tmp_path / "a/metrics.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == [0, 1, 2]
