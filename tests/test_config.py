@@ -72,3 +72,25 @@ def test_yaml_file_errors(tmp_path):
     unknown.write_text("teacher:\n  trian: {}\n")
     with pytest.raises(ConfigError, match="unknown config key 'teacher.trian'"):
         load_config("cpu", file=unknown)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("baselines=synthetic,fancy", "config baselines: unknown ['fancy']"),
+    ("select.sigma=1.0,abc", "config select.sigma: '1.0,abc' is not a comma-separated list"),
+    ("select.sigma=0.5", "config select.sigma: values must be in [1.0, 10.0]"),
+    ("select.threshold=1.5", "config select.threshold: values must be in [0.0, 0.99]"),
+    ("distill.strategy=sometimes", "config distill.strategy: must be auto, every-epoch or pool"),
+    ("distill.temperature=0", "config distill.temperature: must be > 0"),
+    ("distill.alpha=2", "config distill.alpha: must be in [0, 1]"),
+    ("distill.train.epochs=0", "config distill.train.epochs: must be ≥ 1"),
+])
+def test_distillation_settings_are_validated(override, message):
+    with pytest.raises(ConfigError) as err:
+        load_config("cpu", overrides=[override])
+    assert message in str(err.value)
+
+
+def test_baselines_list_parses_and_may_be_empty():
+    assert load_config("cpu").methods_to_run() == ("synthetic", "regen", "soft")
+    assert load_config("cpu", overrides=["baselines=''"]).methods_to_run() == ()
+    assert load_config("cpu", overrides=["baselines=soft, soft"]).methods_to_run() == ("soft",)
