@@ -97,12 +97,13 @@ def test_student_never_receives_a_real_image(toy, method, monkeypatch):
 
 def test_kr_student_learns_from_synthetic_images_alone(toy):
     data, teacher, config = toy
-    train = dataclasses.replace(config.distill.train, epochs=6)
+    # Soft targets of a briefly trained teacher are soft: a few more epochs than hard labels need.
+    train = dataclasses.replace(config.distill.train, epochs=10)
     config = dataclasses.replace(config, distill=dataclasses.replace(config.distill, train=train))
     out = train_student(data, config, toy_generator(), teacher, "kr", {"sigma": 1.0}, 0.0)
-    assert out["val"]["acc"] > 0.75 and out["val"]["auc"] > 0.95  # chance: 1/3 and 0.5
+    assert out["val"]["acc"] > 0.9 and out["val"]["auc"] > 0.95  # chance: 1/3 and 0.5
     assert out["mode"] == "every-epoch" and out["soft_labels"]
-    assert out["images_generated"] == 6 * len(data.train)
+    assert out["images_generated"] == 10 * len(data.train)
 
 
 def test_student_is_reproducible_and_resumes(toy, tmp_path):
