@@ -133,6 +133,10 @@ def test_baselines_are_configurable_kr_and_real_always_run(tmp_path, small):
     names = [c["name"] for c in results["selection"]["candidates"]]
     assert results["selection"]["selected"] in names and len(names) == 2
     assert len(results["tuning"]["trials"]) == 3  # guidance 1, 2; threshold 0.3 at the best
+    # guidance 2 without filtering is what selection already trained on this checkpoint: reused
+    reused = [t for t in results["tuning"]["trials"] if t.get("reused")]
+    chosen = next(c for c in results["selection"]["candidates"] if c["name"] == results["selection"]["selected"])
+    assert len(reused) == 1 and reused[0]["knobs"] == {"guidance": 2.0} and reused[0]["val"] == chosen["val"]
 
 
 def test_default_run_name_is_deterministic():

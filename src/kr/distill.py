@@ -32,7 +32,7 @@ from kr.generators import ConditionalGenerator
 from kr.models import build_model, save_classifier
 from kr.seeding import derive_seed
 from kr.synthetic import SyntheticSource, class_quotas, resolve_mode
-from kr.train import CL, BatchLoss, fit_classifier, score, supervised_loss
+from kr.train import CL, BatchLoss, fit_classifier, supervised_loss
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ def train_student(data: ImageDataset, config: Config, gen: ConditionalGenerator,
                             on_epoch=on_epoch, desc=f"student {method}", loss_fn=loss)
     out = {"method": method, "mode": mode, "soft_labels": soft, "knobs": knobs,
            "threshold": threshold, "epochs": tcfg.epochs, "best_epoch": result.best_epoch,
-           "val": score(model, data.val, data.task), "images_per_epoch": sum(quotas),
+           "val": result.best_val, "images_per_epoch": sum(quotas),
            "images_generated": source.images_generated,
            "filter_acceptance": _mean([s["acceptance"] for s in source.filter_stats])}
     if folder is not None:

@@ -111,8 +111,9 @@ def run(config: Config, out: str | Path | None = None, data_dir: str | None = No
             checkpoint = run_dir.path / "generator" / "checkpoints" / selection["selected"]
         # Step 4: tuning the generator's knob and Dynamic Sample Filtering on validation.
         if "tuning" in wanted:
+            chosen = next(c for c in selection["candidates"] if c["name"] == selection["selected"])
             tuning = run_dir.stage("tuning", keys["tuning"], lambda folder: tune(
-                data, config, checkpoint, run_dir.path / "teacher", dev))
+                data, config, checkpoint, run_dir.path / "teacher", dev, selected=chosen))
             results["tuning"] = tuning
         # Step 5: GKD, and the baselines of step 6 that each lack one of its ingredients.
         for method in (m for m in METHOD_STAGES if m in wanted):

@@ -76,7 +76,9 @@ def optimise_checkpoint(data: ImageDataset, config: Config, generator_dir: Path,
 
 
 def tune(data: ImageDataset, config: Config, checkpoint_dir: Path, teacher_dir: Path,
-         device: torch.device) -> dict:
+         device: torch.device, selected: dict | None = None) -> dict:
+    """`selected`: checkpoint optimisation's trial of this checkpoint (default knob, no
+    filtering, same seeds): the grid point it matches is reused, not trained again."""
     teacher = load_classifier(teacher_dir).to(device)
     gen = load_generator(checkpoint_dir).to(device)
     knob = TUNED_KNOB[gen.kind]
@@ -84,7 +86,11 @@ def tune(data: ImageDataset, config: Config, checkpoint_dir: Path, teacher_dir: 
     metric = config.distill.train.select_metric
     trials = []
     for value in grid:
-        trials.append(_trial(data, config, gen, teacher, {knob: value}, 0.0))
+        if selected is not None and selected["knobs"] == {knob: value} and selected["threshold"] == 0:
+            trials.append({k: selected[k] for k in ("knobs", "threshold", "val", "best_epoch",
+                                                    "filter_acceptance", "seconds")} | {"reused": True})
+        else:
+            trials.append(_trial(data, config, gen, teacher, {knob: value}, 0.0))
         log.info("tuning %s=%g: val acc %.4f", knob, value, trials[-1]["val"]["acc"])
     best_knobs = _best(trials, metric)["knobs"]
     for threshold in parse_floats(config.select.threshold):

@@ -17,7 +17,7 @@ from kr.config import Config
 from kr.data import ImageDataset
 from kr.models import build_model, save_classifier
 from kr.seeding import derive_seed
-from kr.train import fit_classifier, score
+from kr.train import fit_classifier
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ def train_teacher(data: ImageDataset, config: Config, folder: Path, device: torc
     result = fit_classifier(model, data.train, data.val, data.task, tcfg, seed, data.hflip,
                             state_path=folder / "state.pt", on_epoch=on_epoch, desc="teacher")
     # The test split is not read here: the final evaluation stage scores every method on it.
-    metrics = {"best_epoch": result.best_epoch, "val": score(model, data.val, data.task)}
+    metrics = {"best_epoch": result.best_epoch, "val": result.best_val}
     save_classifier(model, folder, mcfg.arch, data.channels, data.n_classes,
                     extra={"seed": seed, "dataset": data.name, "task": data.task,
                            "label_names": list(data.label_names)}, **kwargs)
