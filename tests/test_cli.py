@@ -202,9 +202,29 @@ def test_tiny_kr_run_end_to_end_writes_every_artifact(tmp_path):
         assert results["timings_s"][stage] > 0, stage
     student = json.loads((out / "methods/kr/config.json").read_text())
     assert student["method"] == "kr" and student["arch"] == "resnet8"
+    # the audit stage: reference-free attacks on every shipped model, and the memorisation check
+    assert "experiment 2 — the shipped model" in proc.stdout and "memorisation (" in proc.stdout
+    assert set(results["audit_shipped"]) == set(results["methods"])
+    assert (out / "audit/shipped/closest_pairs.png").is_file()
 
     # `kr sample` on the run uses the checkpoint that optimisation selected.
     proc = kr("sample", str(out), "--n", "10", "--out", str(tmp_path / "s.npz"))
     kimg = next(c["kimg"] for c in results["selection"]["candidates"]
                 if c["name"] == results["selection"]["selected"])
     assert proc.returncode == 0 and f"at {kimg:g} kimg" in proc.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--set", "teacher.train.epochs=3"], "changes only audit.* settings"),
+    (["--only", "a,b"], "write reference indices as 0,1,2"),
+    (["--set", "audit.references=3"], "even number ≥ 4"),
+])
+def test_audit_bad_input_is_one_clean_line(tmp_path, args, message):
+    (tmp_path / "run").mkdir()
+    proc = kr("audit", str(tmp_path / "run"), *args)
+    assert message in _one_clean_error(proc)
+
+
+def test_audit_of_an_unfinished_run_says_what_to_do(tmp_path):
+    (tmp_path / "run").mkdir()
+    assert "run `kr run` to completion first" in _one_clean_error(kr("audit", str(tmp_path / "run")))

@@ -94,3 +94,16 @@ def test_baselines_list_parses_and_may_be_empty():
     assert load_config("cpu").methods_to_run() == ("synthetic", "regen", "soft")
     assert load_config("cpu", overrides=["baselines=''"]).methods_to_run() == ()
     assert load_config("cpu", overrides=["baselines=soft, soft"]).methods_to_run() == ("soft",)
+
+
+def test_audit_config_validation():
+    assert load_config("cpu").audit.references == 4
+    with pytest.raises(ConfigError, match="audit.references"):
+        load_config("cpu", overrides=["audit.references=6.5"])
+    with pytest.raises(ConfigError, match="audit.bootstrap"):
+        load_config("cpu", overrides=["audit.bootstrap=10"])
+    config = load_config("cpu", overrides=["audit.targets=kr, real"])
+    assert config.audit.target_methods(["real", "kr", "soft"]) == ("kr", "real")
+    assert load_config("cpu").audit.target_methods(["real", "kr"]) == ("real", "kr")
+    with pytest.raises(ConfigError, match="not in this run"):
+        config.audit.target_methods(["real"])

@@ -46,6 +46,15 @@ def write_json(path: str | Path, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
 
 
+def write_npz(path: str | Path, **arrays: Any) -> None:
+    """Arrays in one .npz (scores, memberships): loadable with allow_pickle=False."""
+    import numpy as np
+
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
+
+
 def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text())
 

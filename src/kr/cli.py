@@ -107,10 +107,9 @@ def sample(run_dir, n, cls, seed, checkpoint, sigma, guidance, steps, out, devic
     """Sample images from a trained generator (a run directory or a checkpoint folder)."""
     from pathlib import Path
 
-    import numpy as np
     import torch
 
-    from kr.artifacts import atomic_path
+    from kr.artifacts import write_npz
     from kr.generation import checkpoint_folder
     from kr.generators import load_generator
     from kr.generators.quality import save_grid
@@ -134,10 +133,42 @@ def sample(run_dir, n, cls, seed, checkpoint, sigma, guidance, steps, out, devic
         save_grid(images, rows, out)
     else:
         u8 = ((images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
-        with atomic_path(out) as tmp:
-            with open(tmp, "wb") as f:
-                np.savez(f, images=u8.squeeze(-1) if u8.shape[-1] == 1 else u8, labels=labels.numpy())
+        write_npz(out, images=u8.squeeze(-1) if u8.shape[-1] == 1 else u8, labels=labels.numpy())
     click.echo(f"{len(images)} images from {gen.kind} generator at {gen.kimg:g} kimg → {out}")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override an audit setting, e.g. --set audit.references=8 (repeatable).")
+@click.option("--only", default=None, metavar="I,J",
+              help="Only train these reference runs (0-based), then stop: spread them over processes.")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              help="Folder holding the run's MedMNIST .npz (else $KR_DATA_DIR, the cache, or download).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+def audit(run_dir, overrides, only, data_dir, device):
+    """Membership-inference audit of every model of a finished run: reference runs replay the
+    whole procedure on pool halves; LOSS, LiRA and RMIA attacks; AUC and TPR at low FPR."""
+    from kr.privacy.audit import audit as run_audit
+
+    bad = [o for o in overrides if not o.startswith("audit.")]
+    if bad:
+        raise KRError(f"--set {bad[0]}: `kr audit` changes only audit.* settings; the run's "
+                      f"training settings are fixed by its config.yaml")
+    load_config("cpu", overrides=overrides)  # bad audit values fail before any work
+    indices = None
+    if only is not None:
+        try:
+            indices = tuple(int(i) for i in only.split(","))
+        except ValueError:
+            raise KRError(f"--only {only!r}: write reference indices as 0,1,2") from None
+    results = run_audit(run_dir, overrides, data_dir, device, indices)
+    if results is None:
+        click.echo(f"reference runs {only} trained; rerun without --only to attack")
+    else:
+        from kr.report import audit_table
+
+        click.echo(audit_table(results))
 
 
 @cli.group()

@@ -231,6 +231,32 @@ BASELINES = ("synthetic", "regen", "soft")
 
 
 @dataclass(frozen=True)
+class AuditConfig:
+    """The membership-inference audit (`kr audit`, ../shared/AUDIT.md): reference runs replay the
+    whole `kr run` procedure on random halves of the pool of real train ∪ test images."""
+
+    references: int = 4       # runs of the procedure on pool halves, in complementary pairs
+    targets: str = ""         # methods to attack, comma-separated; "" = every method of the run
+    bootstrap: int = 1000     # resamples for the 95 % confidence intervals
+    memorisation_samples: int = 500  # synthetic images checked for near-copies of members
+
+    def __post_init__(self):
+        _check(self.references >= 4 and self.references % 2 == 0, "references",
+               f"{self.references} is not an even number ≥ 4 (reference runs come in "
+               f"complementary pairs so every image is a member of exactly half of them, and "
+               f"each target needs references with and without every image)")
+        _check(self.bootstrap >= 100, "bootstrap", "must be ≥ 100")
+        _check(self.memorisation_samples >= 1, "memorisation_samples", "must be ≥ 1")
+
+    def target_methods(self, available: typing.Iterable[str]) -> tuple[str, ...]:
+        available = tuple(available)
+        wanted = tuple(dict.fromkeys(m.strip() for m in self.targets.split(",") if m.strip()))
+        missing = [m for m in wanted if m not in available]
+        _check(not missing, "targets", f"{missing} not in this run; it has {', '.join(available)}")
+        return wanted or available
+
+
+@dataclass(frozen=True)
 class Config:
     preset: str = "cpu"
     seed: int = 0
@@ -239,6 +265,7 @@ class Config:
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     select: SelectConfig = field(default_factory=SelectConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
     # Step 6's comparisons (`real` and `kr` always run): synthetic = one fixed set with hard
     # labels (the conventional approach), regen = regenerated with hard labels, soft = fixed
     # set with teacher labels.  Comma-separated; "" runs none.
@@ -273,7 +300,8 @@ PRESETS: dict[str, dict[str, Any]] = {
              "select": {"epochs": 1, "sigma": "1.0,1.5", "guidance": "1.0,2.0", "threshold": "0.0,0.3"},
              "distill": {"model": {"arch": "resnet8", "width": 8},
                          "train": {"epochs": 2, "batch_size": 64, "warmup_epochs": 0},
-                         "size_factor": 0.2, "pool_factor": 2.0, "max_filter_rounds": 3}},
+                         "size_factor": 0.2, "pool_factor": 2.0, "max_filter_rounds": 3},
+             "audit": {"references": 4, "bootstrap": 200, "memorisation_samples": 32}},
     "cpu": {},
     "paper": {"teacher": {"model": {"arch": "resnet20", "width": 64},
                           "train": {"epochs": 100, "warmup_epochs": 5}},

@@ -9,6 +9,9 @@
     kr        step 5: the GKD student, on regenerated, teacher-labelled synthetic images
     synthetic, regen, soft   the baselines of step 6, each one KR ingredient short
     evaluate  step 6: every method's test ACC/AUC, read once, after every choice is made
+    audit     step 6, privacy: reference-free attacks on the shipped models (members = train,
+              non-members = test) and the memorisation check of the synthetic data; the
+              reference-based attacks need reference runs: `kr audit RUN` (kr.privacy.audit)
     results   results.json and the summary table
 
 Each stage is cached under a key that hashes its config and the keys of the stages it reads,
@@ -22,7 +25,7 @@ import time
 from pathlib import Path
 
 from kr import __version__
-from kr.artifacts import write_json
+from kr.artifacts import read_json, write_json
 from kr.config import Config
 from kr.data import ImageDataset, load_dataset
 from kr.distill import train_student
@@ -52,18 +55,20 @@ def prepare(config: Config, data_dir: str | None) -> ImageDataset:
 
 
 STAGES = ("teacher", "generator", "quality", "selection", "tuning", "kr", "synthetic", "regen",
-          "soft")
+          "soft", "audit")
 METHOD_STAGES = ("kr", "synthetic", "regen", "soft")
 
 
 def run(config: Config, out: str | Path | None = None, data_dir: str | None = None,
-        device: str = "auto", stages: tuple[str, ...] = STAGES) -> dict:
+        device: str = "auto", stages: tuple[str, ...] = STAGES,
+        data: ImageDataset | None = None) -> dict:
     """Run the requested stages (dataset validated before anything is written) and return results.
 
-    `kr` needs the stages before it; asking for it alone runs them (from cache when done)."""
+    `kr` needs the stages before it; asking for it alone runs them (from cache when done).
+    `data` replaces the configured dataset: the audit's reference runs pass a pool subset."""
     dev = resolve_device(device)
     start = time.perf_counter()
-    data = prepare(config, data_dir)
+    data = data if data is not None else prepare(config, data_dir)
     timings = {"prepare": round(time.perf_counter() - start, 2)}
     wanted = [s for s in stages if s not in METHOD_STAGES or s == "kr" or s in config.methods_to_run()]
     if any(s in METHOD_STAGES for s in wanted):  # students need the whole chain before them
@@ -134,8 +139,20 @@ def run(config: Config, out: str | Path | None = None, data_dir: str | None = No
             for m, s in scores.items():
                 results["methods"][m].update(s)
             results["cas_gap_pp"] = cas_gap_pp(results["methods"])
+        # Step 6, privacy: what the shipped models leak without reference runs, and whether the
+        # generator copies train images.  `kr audit` adds the reference-based attacks.
+        if models and "audit" in wanted:
+            evaluated = run_dir.manifest()["stages"]["evaluate"]["key"]
+            privacy = run_dir.stage("audit/shipped", {"evaluate": evaluated, "audit": tree["audit"]},
+                                    lambda folder: _privacy(
+                data, config, models, folder, dev, (checkpoint, tuning) if "kr" in models else None))
+            results["audit_shipped"] = privacy["attacks"]
+            if "memorisation" in privacy:
+                results["memorisation"] = privacy["memorisation"]
+            results.update(_procedure_audit(run_dir.path, evaluated))
         stage_times = run_dir.manifest().get("stages", {})
-        ran = [f"methods/{s}" if s in METHOD_STAGES else s for s in wanted] + ["evaluate"]
+        ran = [f"methods/{s}" if s in METHOD_STAGES else s for s in wanted if s != "audit"]
+        ran += ["evaluate"] + (["audit/shipped"] if "audit" in wanted else [])
         timings.update({name: stage_times[name]["seconds"] for name in ran if name in stage_times})
         results["timings_s"] = timings
         results["run_dir"] = str(run_dir.path)
@@ -143,3 +160,29 @@ def run(config: Config, out: str | Path | None = None, data_dir: str | None = No
         return results
     finally:
         run_dir.close()
+
+
+def _privacy(data: ImageDataset, config: Config, models: dict[str, Path], folder: Path, dev,
+             student_data: tuple[Path, dict] | None) -> dict:
+    from kr.privacy.audit import shipped_audit
+    from kr.privacy.memorisation import run_memorisation
+
+    out = {"attacks": shipped_audit(data, config, models, dev)}
+    if student_data is not None:  # what the KR student trained on: checkpoint and tuned knobs
+        checkpoint, tuning = student_data
+        out["memorisation"] = run_memorisation(
+            data, config.audit.memorisation_samples, config.seed, checkpoint,
+            Path(models["real"]), tuning, config.distill.prior, folder, dev)
+    return out
+
+
+def _procedure_audit(run: Path, evaluated: str) -> dict:
+    """`kr audit`'s results, if they audited the models this run has now (else they are stale)."""
+    path = run / "audit" / "audit.json"
+    if not path.is_file():
+        return {}
+    audit = read_json(path)
+    if audit["meta"].get("evaluate_key") != evaluated:
+        log.warning("audit/audit.json audited other models than this run's: rerun `kr audit %s`", run)
+        return {}
+    return {"audit": audit["procedure"], "audit_shipped": audit["shipped"], "audit_meta": audit["meta"]}

@@ -47,7 +47,51 @@ def summary_table(results: dict) -> str:
                           for t in tuning["trials"])
         lines.append(f"tuning (val acc of short students): {tried}")
         lines.append(f"  chosen: {knob}={tuning['knobs'][knob]:g}, filter threshold {tuning['threshold']:g}")
+    if results.get("audit_shipped"):
+        lines.append(audit_table(results))
     timings = ", ".join(f"{k} {v:.1f}s" for k, v in results.get("timings_s", {}).items())
     lines.append(f"time: {timings}")
     lines.append(f"run directory: {results['run_dir']}")
+    return "\n".join(lines)
+
+
+def _ci(row: dict, key: str) -> str:
+    value, ci = row.get(key), row.get(key + "_ci")
+    if value is None:
+        return "not resolvable"
+    return f"{value:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+
+
+def _attack_rows(audit: dict) -> list[str]:
+    lines = [f"  {'target':<10}{'attack':<20}{'refs':>5}  {'AUC [95% CI]':<24}"
+             f"{'TPR@1%FPR [95% CI]':<24}{'TPR@0.1%FPR':<16}"]
+    for target, by_attack in audit.items():
+        for name, row in by_attack.items():
+            lines.append(f"  {target:<10}{name:<20}{row['references']:>5}  {_ci(row, 'auc'):<24}"
+                         f"{_ci(row, 'tpr_at_1%fpr'):<24}{_ci(row, 'tpr_at_0.1%fpr'):<16}")
+    return lines
+
+
+def audit_table(results: dict) -> str:
+    """Membership-inference results: experiment 1 (the procedure, from `kr audit`) first, then
+    experiment 2 (the shipped model), then the memorisation check (../shared/AUDIT.md)."""
+    lines = []
+    meta = results.get("audit_meta")
+    if results.get("audit"):
+        lines.append(f"membership inference, experiment 1 — the procedure: {meta['references']} runs on "
+                     f"halves of the {meta['pool']}-image pool (train ∪ test), each the target in turn")
+        lines += _attack_rows(results["audit"])
+    else:
+        lines.append("membership inference, experiment 1 — the procedure: not run yet "
+                     "(`kr audit RUN` trains the reference runs; LiRA and RMIA need them)")
+    lines.append("membership inference, experiment 2 — the shipped model: members = official train, "
+                 "non-members = official test")
+    lines += _attack_rows(results["audit_shipped"])
+    mem = results.get("memorisation")
+    if mem:
+        p, f = mem["pixel"], mem["teacher_features"]
+        lines.append(f"memorisation ({mem['samples']} synthetic images; nearest train / nearest held-out "
+                     f"distance, ≈ 1 when nothing is copied): pixel median {p['median_ratio']:.3f} "
+                     f"(min {p['min_ratio']:.3f}, closer to train {p['closer_to_member']:.2f}), "
+                     f"teacher features median {f['median_ratio']:.3f} (min {f['min_ratio']:.3f})")
     return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""The privacy audit: membership-inference attacks on every model of a run (../shared/AUDIT.md)."""

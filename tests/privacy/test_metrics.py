@@ -1,0 +1,72 @@
+"""Attack metrics on hand-built ROC cases with known answers."""
+
+import numpy as np
+import pytest
+
+from kr.privacy import metrics
+
+
+def test_perfect_and_reversed_separation():
+    members = np.array([1, 1, 1, 0, 0, 0], bool)
+    assert metrics.auc(np.array([6, 5, 4, 3, 2, 1.0]), members) == 1.0
+    assert metrics.auc(np.array([1, 2, 3, 4, 5, 6.0]), members) == 0.0
+
+
+def test_auc_known_value_and_ties():
+    # members 3, 1 vs non-members 2, 0: pairs won 3>2, 3>0, 1>0, lost 1<2 → 3/4
+    assert metrics.auc(np.array([3, 1, 2, 0.0]), np.array([1, 1, 0, 0], bool)) == 0.75
+    # all scores tied: no information, AUC exactly 1/2
+    assert metrics.auc(np.zeros(10), np.arange(10) < 5) == 0.5
+
+
+def test_tpr_at_fpr_known_answer_and_resolvability():
+    # 1,000 non-members at 0..999, members: 5 above every non-member, 995 below all of them
+    non = np.arange(1000.0)
+    mem = np.concatenate([np.full(5, 2000.0), np.full(995, -1.0)])
+    scores, members = np.concatenate([mem, non]), np.arange(2000) < 1000
+    assert metrics.tpr_at_fpr(scores, members, 0.001) == pytest.approx(0.005)
+    # at 1 % FPR the 10 highest non-members may pass, members below them do not gain
+    assert metrics.tpr_at_fpr(scores, members, 0.01) == pytest.approx(0.005)
+    # with only 500 non-members a 0.1 % FPR is below one point: not resolvable
+    assert metrics.tpr_at_fpr(scores[:1500], members[:1500], 0.001) is None
+    s = metrics.summary(scores[:1500], members[:1500])
+    assert s["tpr_at_0.1%fpr"] is None and s["tpr_at_1%fpr"] == pytest.approx(0.005)
+
+
+def test_threshold_balanced_accuracy_and_advantage():
+    scores = np.array([0.9, 0.8, 0.7, 0.3, 0.2, 0.75])
+    members = np.array([1, 1, 1, 0, 0, 0], bool)
+    thr = metrics.best_threshold(scores, members)
+    assert 0.75 < thr <= 0.9 or thr <= 0.7  # either side of the stray non-member is optimal
+    guesses = scores >= 0.7
+    # TPR 1, TNR 2/3 → balanced accuracy 5/6, advantage 2/3
+    s = metrics.summary(scores, members, guesses)
+    assert s["balanced_accuracy"] == pytest.approx(5 / 6)
+    assert s["advantage"] == pytest.approx(2 / 3)
+
+
+def test_bootstrap_interval_covers_the_estimate_and_narrows_with_data():
+    rng = np.random.default_rng(0)
+    def sample(n):
+        members = np.arange(n) < n // 2
+        return rng.normal(size=n) + 0.8 * members, members
+    small, big = sample(200), sample(4000)
+    r_small = metrics.report(*small, resamples=300, seed=1)
+    r_big = metrics.report(*big, resamples=300, seed=1)
+    for r in (r_small, r_big):
+        lo, hi = r["auc_ci"]
+        assert lo < r["auc"] < hi
+    assert (r_big["auc_ci"][1] - r_big["auc_ci"][0]) < (r_small["auc_ci"][1] - r_small["auc_ci"][0]) / 2
+    # the true AUC of N(0.8, 1) vs N(0, 1) is Φ(0.8/√2) ≈ 0.714
+    assert r_big["auc_ci"][0] < 0.714 < r_big["auc_ci"][1]
+
+
+def test_grouped_bootstrap_counts_distinct_points():
+    rng = np.random.default_rng(0)
+    members = np.tile(np.arange(300) < 150, 4)
+    scores = rng.normal(size=1200)
+    groups = np.tile(np.arange(300), 4)
+    r = metrics.report(scores, members, groups=groups, resamples=200)
+    assert r["points"] == 300 and r["non_members"] == 600
+    # 600 pooled non-member scores but only 150 distinct images: 1 % FPR resolvable, 0.1 % not
+    assert r["tpr_at_0.1%fpr"] is None and r["tpr_at_1%fpr"] is not None
