@@ -91,7 +91,8 @@ def main() -> None:
                        "torch": torch.__version__}}
     out = Path(args.out)
     rows = json.loads(out.read_text())["runs"] if out.is_file() else []
-    rows = [r for r in rows if r["run"] != row["run"]] + [row]
+    same = lambda r: (r["run"], r["meta"]["references"]) == (row["run"], row["meta"]["references"])  # noqa: E731
+    rows = [r for r in rows if not same(r)] + [row]
     out.write_text(json.dumps({"runs": rows}, indent=2) + "\n")
 
     print(f"## {row['dataset']} · {row['preset']} · seed {row['seed']} · "

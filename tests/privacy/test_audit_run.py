@@ -90,3 +90,15 @@ def test_bad_requests_are_clear_errors(audited, tmp_path):
         audit.audit(run, ["audit.targets=regen"], device="cpu", only=(0,))
     with pytest.raises(KRError, match="kr run"):
         audit.audit(tmp_path, device="cpu")
+
+
+def test_cli_prints_both_experiments(audited):
+    from tests.test_cli import kr
+
+    run, _, _, _ = audited
+    proc = kr("audit", str(run), "--set", "audit.targets=real,kr", "--device", "cpu")
+    assert proc.returncode == 0, proc.stderr
+    for text in ("experiment 1 — the procedure: 4 runs", "experiment 2 — the shipped model",
+                 "lira-offline-fixed", "rmia-online", "not resolvable", "memorisation ("):
+        assert text in proc.stdout, text
+    assert "teacher: best" not in proc.stderr  # every reference run was cached

@@ -3,7 +3,7 @@
     load      the run's config and dataset (the fingerprint must match the run's)
     replay    reference runs of the whole procedure on complementary pool halves (references.py)
     signals   every model of every run queried in eval mode on the pool, image and flip (signals.py)
-    attack    experiment 1 (each run in turn the target, the others its references) and
+    attack    experiment 1 (each run in turn the target, the other pairs' runs its references) and
               experiment 2 (the shipped run: members = official train, non-members = official test)
     metrics   AUC, TPR at low FPR, advantage, bootstrap 95 % intervals (metrics.py)
     write     audit/ : membership.npz, signals.npz, scores.npz, audit.json, ROC PNGs;
@@ -205,7 +205,10 @@ def audit(run_dir: str | Path, overrides=(), data_dir: str | None = None, device
     compare_to_real(procedure)
     compare_to_real(shipped)
     meta = {"evaluate_key": read_json(run_dir / "manifest.json")["stages"]["evaluate"]["key"],
-            "references": n_refs, "pool": len(labels), "run_sizes": matrix.sum(1).tolist(),
+            "references": n_refs, "pool": len(labels),
+            "runs": [{"name": p.name, "seed": references.reference_config(config, i).seed,
+                      "members": int(matrix[i].sum()), "partner": p.name[:1] + str(i ^ 1)}
+                     for i, p in enumerate(paths)],
             "shipped_members": int(shipped_members.sum()),
             "shipped_non_members": int((~shipped_members).sum()),
             "pooling": "experiment 1 pools the scores of all runs as targets; bootstrap "
