@@ -143,7 +143,8 @@ def run(config: Config, out: str | Path | None = None, data_dir: str | None = No
         # generator copies train images.  `kr audit` adds the reference-based attacks.
         if models and "audit" in wanted:
             evaluated = run_dir.manifest()["stages"]["evaluate"]["key"]
-            privacy = run_dir.stage("audit/shipped", {"evaluate": evaluated, "audit": tree["audit"]},
+            settings = {k: tree["audit"][k] for k in ("bootstrap", "memorisation_samples")}
+            privacy = run_dir.stage("audit/shipped", {"evaluate": evaluated, **settings},
                                     lambda folder: _privacy(
                 data, config, models, folder, dev, (checkpoint, tuning) if "kr" in models else None))
             results["audit_shipped"] = privacy["attacks"]

@@ -54,9 +54,11 @@ def memorisation(data: ImageDataset, fake: torch.Tensor, teacher: torch.nn.Modul
                  folder: Path, pairs: int = 16) -> dict:
     """Pixel- and teacher-feature-space comparison; writes the closest pairs as a PNG grid
     (top row: synthetic, bottom row: its nearest real train image)."""
-    held_out = data.test.images
-    pick = torch.randperm(len(data.train), generator=make_generator(derive_seed(seed, "memorisation")))
-    members = data.train.images[pick[: len(held_out)]]
+    n = min(len(data.train), len(data.test))
+    g = make_generator(derive_seed(seed, "memorisation"))
+    pick = torch.randperm(len(data.train), generator=g)[:n]
+    held_out = data.test.images[torch.randperm(len(data.test), generator=g)[:n]]
+    members = data.train.images[pick]
     out = {"samples": len(fake), "members_compared": len(members), "held_out_compared": len(held_out)}
     pixel = compare(fake, members, held_out)
     out["pixel"] = summarise(pixel)
