@@ -74,9 +74,9 @@ def main() -> None:
 
     res = json.loads((run / "results.json").read_text())
     ref_seconds = {}
-    for folder in sorted((run / "audit" / "references").iterdir()):
-        stages = json.loads((folder / "manifest.json").read_text())["stages"]
-        ref_seconds[folder.name] = {k: v["seconds"] for k, v in stages.items()}
+    for i in range(refs):  # only this audit's runs: a larger audit may have left more beside them
+        stages = json.loads((run / "audit" / "references" / f"r{i}" / "manifest.json").read_text())["stages"]
+        ref_seconds[f"r{i}"] = {k: v["seconds"] for k, v in stages.items()}
     row = {"run": str(run), "dataset": res["dataset"], "preset": res["preset"], "seed": res["seed"],
            "overrides": args.overrides, "meta": res["audit_meta"],
            "test": {m: v["test"] for m, v in res["methods"].items()},
