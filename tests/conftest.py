@@ -39,3 +39,18 @@ def make_arrays(n=(12, 6, 6), size=28, channels=1, classes=2, seed=0) -> dict[st
 def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> Path:
     np.savez(path, **arrays)
     return path
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory):
+    """One tiny `kr run` (KR, the fixed-set baseline and DP-SGD) that report and release tests
+    read but never change: (run directory, results, the .npz it trained on)."""
+    from kr import pipeline
+    from kr.config import load_config
+
+    tmp = tmp_path_factory.mktemp("finished")
+    small = write_npz(tmp / "small.npz", make_arrays(n=(40, 20, 20)))
+    config = load_config("tiny", data={"dataset": str(small)},
+                         overrides=["baselines=synthetic,dpsgd", "dpsgd.epsilons=4"])
+    results = pipeline.run(config, out=tmp / "run", device="cpu")
+    return tmp / "run", results, small

@@ -192,7 +192,7 @@ def test_tiny_kr_run_end_to_end_writes_every_artifact(tmp_path):
     assert not list(out.rglob("state.pt")) and not list(out.rglob("*.tmp"))
     results = json.loads((out / "results.json").read_text())
     assert results["dataset"] == "digits" and results["preset"] == "tiny" and results["seed"] == 0
-    assert set(results["methods"]) == {"real", "kr", "synthetic", "regen", "soft"}
+    assert set(results["methods"]) == {"real", "kr", "synthetic", "regen", "soft", "dpsgd-eps8", "dpsgd-eps1"}
     for m in results["methods"].values():
         assert set(m["val"]) == set(m["test"]) == {"acc", "auc"}
     assert isinstance(results["cas_gap_pp"], float)

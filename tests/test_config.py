@@ -91,9 +91,18 @@ def test_distillation_settings_are_validated(override, message):
 
 
 def test_baselines_list_parses_and_may_be_empty():
-    assert load_config("cpu").methods_to_run() == ("synthetic", "regen", "soft")
+    assert load_config("cpu").methods_to_run() == ("synthetic", "regen", "soft", "dpsgd")
     assert load_config("cpu", overrides=["baselines=''"]).methods_to_run() == ()
     assert load_config("cpu", overrides=["baselines=soft, soft"]).methods_to_run() == ("soft",)
+
+
+def test_dpsgd_config_validation():
+    config = load_config("cpu", overrides=["dpsgd.epsilons=8, 1, 8"])
+    assert config.dpsgd.epsilon_list() == (8.0, 1.0) and config.dpsgd.delta == 0
+    for override, key in (("dpsgd.epsilons=0", "dpsgd.epsilons"), ("dpsgd.delta=1", "dpsgd.delta"),
+                          ("dpsgd.accountant=gdp", "dpsgd.accountant"), ("dpsgd.max_grad_norm=0", "dpsgd.max_grad_norm")):
+        with pytest.raises(ConfigError, match=key):
+            load_config("cpu", overrides=[override])
 
 
 def test_audit_config_validation():

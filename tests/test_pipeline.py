@@ -124,7 +124,7 @@ def test_test_split_is_read_only_by_the_final_evaluation(tmp_path, monkeypatch, 
     monkeypatch.setattr(pipeline, "_privacy", privacy)
     results = pipeline.run(load_config("tiny", data={"dataset": small}), out=tmp_path / "r", device="cpu")
     assert guard["g"].reads > 0
-    assert set(results["methods"]) == {"real", "kr", "synthetic", "regen", "soft"}
+    assert set(results["methods"]) == {"real", "kr", "synthetic", "regen", "soft", "dpsgd-eps8", "dpsgd-eps1"}
     for m in results["methods"].values():
         assert set(m["test"]) == {"acc", "auc"}
     gap = 100 * (results["methods"]["kr"]["test"]["acc"] - results["methods"]["real"]["test"]["acc"])

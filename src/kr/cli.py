@@ -166,9 +166,56 @@ def audit(run_dir, overrides, only, data_dir, device):
     if results is None:
         click.echo(f"reference runs {only} trained; rerun without --only to attack")
     else:
-        from kr.report import audit_table
+        from kr.report import audit_table, write_report
 
         click.echo(audit_table(results))
+        click.echo(f"report: {write_report([run_dir])}")
+
+
+@cli.command()
+@click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Output folder [default: RUN/report for one run; required for several].")
+def report(runs, out):
+    """Write report.html (self-contained, opens offline) and report.md for one or more runs;
+    several runs (seeds, datasets) are aggregated into one results table."""
+    from kr.report import write_report
+
+    if len(runs) > 1 and out is None:
+        raise KRError("several runs: say where the combined report goes with --out DIR")
+    click.echo(str(write_report(list(runs), out)))
+
+
+@cli.command("export")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="New folder for the release.")
+@click.option("--method", default="kr", show_default=True,
+              help="Which of the run's models to release (kr is the one that never saw a real image).")
+@click.option("--onnx", is_flag=True, help="Also write model.onnx (needs the onnx package).")
+def export_cmd(run_dir, out, method, onnx):
+    """Release a run's student: model.safetensors, config.json and MODEL_CARD.md (its data,
+    test accuracy, and membership-inference audit)."""
+    from kr.release import export
+
+    click.echo(f"released {method} → {export(run_dir, out, method, onnx)}")
+
+
+@cli.command()
+@click.argument("model_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", type=click.Path(dir_okay=False), default="predictions.csv", show_default=True,
+              help="CSV of predictions: split, index, prediction, class probabilities, label if known.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+def predict(model_dir, file, out, device):
+    """Run a released (or any saved) classifier on a MedMNIST-style .npz (every split, with
+    accuracy where labels exist) or on an .npz/.npy of images."""
+    from kr.release import predict as run_predict
+
+    summary = run_predict(model_dir, file, out, device)
+    for split, s in summary.items():
+        scores = f"  acc {s['acc']:.4f}  auc {s['auc']:.4f}" if "acc" in s else ""
+        click.echo(f"{split:<6}{s['n']:>7} images{scores}")
+    click.echo(f"predictions → {out}")
 
 
 @cli.group()

@@ -8,11 +8,12 @@
     tuning    step 4: the generator's knob and the sample-filtering threshold (val)
     kr        step 5: the GKD student, on regenerated, teacher-labelled synthetic images
     synthetic, regen, soft   the baselines of step 6, each one KR ingredient short
+    dpsgd     the DP-SGD baseline on the real images, one model per target ε (kr.privacy.dp)
     evaluate  step 6: every method's test ACC/AUC, read once, after every choice is made
     audit     step 6, privacy: reference-free attacks on the shipped models (members = train,
               non-members = test) and the memorisation check of the synthetic data; the
               reference-based attacks need reference runs: `kr audit RUN` (kr.privacy.audit)
-    results   results.json and the summary table
+    report    results.json, then RUN/report/report.html and report.md (kr.report)
 
 Each stage is cached under a key that hashes its config and the keys of the stages it reads,
 so a rerun resumes, and a changed setting reruns only its stage and those downstream.
@@ -24,6 +25,8 @@ import logging
 import time
 from pathlib import Path
 
+import torch
+
 from kr import __version__
 from kr.artifacts import read_json, write_json
 from kr.config import Config
@@ -33,6 +36,9 @@ from kr.evaluation import cas_gap_pp, evaluate_models
 from kr.generation import judge_checkpoints, train_generator
 from kr.generators import load_generator
 from kr.models import load_classifier
+from kr.generators.quality import save_grid
+from kr.privacy.dp import method_name, train_dpsgd
+from kr.report import write_report
 from kr.selection import optimise_checkpoint, tune
 from kr.rundir import RunDir, stage_key
 from kr.teacher import train_teacher
@@ -55,7 +61,7 @@ def prepare(config: Config, data_dir: str | None) -> ImageDataset:
 
 
 STAGES = ("teacher", "generator", "quality", "selection", "tuning", "kr", "synthetic", "regen",
-          "soft", "audit")
+          "soft", "dpsgd", "audit", "report")
 METHOD_STAGES = ("kr", "synthetic", "regen", "soft")
 
 
@@ -70,7 +76,8 @@ def run(config: Config, out: str | Path | None = None, data_dir: str | None = No
     start = time.perf_counter()
     data = data if data is not None else prepare(config, data_dir)
     timings = {"prepare": round(time.perf_counter() - start, 2)}
-    wanted = [s for s in stages if s not in METHOD_STAGES or s == "kr" or s in config.methods_to_run()]
+    chosen = config.methods_to_run()
+    wanted = [s for s in stages if s not in (*METHOD_STAGES, "dpsgd") or s == "kr" or s in chosen]
     if any(s in METHOD_STAGES for s in wanted):  # students need the whole chain before them
         wanted = [s for s in STAGES if s in {"teacher", "generator", "selection", "tuning", *wanted}]
     run_dir = RunDir(out or Path("runs") / default_run_name(config), config, data)
@@ -131,6 +138,17 @@ def run(config: Config, out: str | Path | None = None, data_dir: str | None = No
             models[method] = run_dir.path / name
             results["methods"][method] = {k: student[k] for k in (
                 "best_epoch", "mode", "soft_labels", "knobs", "threshold", "images_generated")}
+        # The standard alternative: DP-SGD on the real images, at each target ε.
+        if "dpsgd" in wanted:
+            dp_settings = {k: v for k, v in tree["dpsgd"].items() if k != "epsilons"}
+            for eps in config.dpsgd.epsilon_list():
+                name = method_name(eps)
+                keys[name] = {**base, "teacher": tree["teacher"]["model"], "dpsgd": dp_settings, "epsilon": eps}
+                dp = run_dir.stage(f"methods/{name}", keys[name], lambda folder, eps=eps, name=name: train_dpsgd(
+                    data, config, eps, folder, dev, on_epoch=log_to(f"methods/{name}")))
+                models[name] = run_dir.path / "methods" / name
+                results["methods"][name] = {k: dp[k] for k in (
+                    "best_epoch", "epsilon", "epsilon_target", "delta", "noise_multiplier")}
         # Step 6: the test split, read once, for what validation chose.
         if models:
             scores = run_dir.stage("evaluate", {m: stage_key(keys["teacher" if m == "real" else m])
@@ -144,20 +162,29 @@ def run(config: Config, out: str | Path | None = None, data_dir: str | None = No
         if models and "audit" in wanted:
             evaluated = run_dir.manifest()["stages"]["evaluate"]["key"]
             settings = {k: tree["audit"][k] for k in ("bootstrap", "memorisation_samples")}
-            privacy = run_dir.stage("audit/shipped", {"evaluate": evaluated, **settings},
+            # "outputs" names what the stage writes: older stages lack scores.npz and ROC curves
+            privacy = run_dir.stage("audit/shipped", {"evaluate": evaluated, **settings, "outputs": 2},
                                     lambda folder: _privacy(
                 data, config, models, folder, dev, (checkpoint, tuning) if "kr" in models else None))
             results["audit_shipped"] = privacy["attacks"]
             if "memorisation" in privacy:
                 results["memorisation"] = privacy["memorisation"]
-            results.update(_procedure_audit(run_dir.path, evaluated))
+            audited = _procedure_audit(run_dir.path, evaluated)
+            if audited:  # models left out of audit.targets keep their reference-free figures
+                audited["audit_shipped"] = {**results["audit_shipped"], **audited["audit_shipped"]}
+            results.update(audited)
         stage_times = run_dir.manifest().get("stages", {})
-        ran = [f"methods/{s}" if s in METHOD_STAGES else s for s in wanted if s != "audit"]
+        ran = [f"methods/{s}" if s in METHOD_STAGES else s for s in wanted if s not in ("audit", "dpsgd")]
+        ran += [f"methods/{m}" for m in models if m.startswith("dpsgd")]
         ran += ["evaluate"] + (["audit/shipped"] if "audit" in wanted else [])
         timings.update({name: stage_times[name]["seconds"] for name in ran if name in stage_times})
         results["timings_s"] = timings
         results["run_dir"] = str(run_dir.path)
         write_json(run_dir.path / "results.json", results)
+        # Last: the page a team reads (kr.report), rebuilt from the run directory alone.
+        if "report" in wanted and models:
+            _real_grid(data, config, run_dir.path / "report" / "real_grid.png")
+            results["report"] = str(write_report([run_dir.path]))
         return results
     finally:
         run_dir.close()
@@ -168,13 +195,27 @@ def _privacy(data: ImageDataset, config: Config, models: dict[str, Path], folder
     from kr.privacy.audit import shipped_audit
     from kr.privacy.memorisation import run_memorisation
 
-    out = {"attacks": shipped_audit(data, config, models, dev)}
+    out = {"attacks": shipped_audit(data, config, models, dev, folder)}
     if student_data is not None:  # what the KR student trained on: checkpoint and tuned knobs
         checkpoint, tuning = student_data
         out["memorisation"] = run_memorisation(
             data, config.audit.memorisation_samples, config.seed, checkpoint,
             Path(models["real"]), tuning, config.distill.prior, folder, dev)
     return out
+
+
+def _real_grid(data: ImageDataset, config: Config, path: Path) -> None:
+    """The first train images of each class, beside the synthetic grid (the report does not
+    keep the data, so it is drawn here, once)."""
+    if path.is_file():
+        return
+    k = min(config.generator.grid_per_class, *data.class_counts("train"))
+    if k < 1:  # a class without train images (possible in multi-label data): no grid
+        return
+    labels = data.train.labels if data.train.labels.dim() == 1 else data.train.labels.argmax(1)
+    rows = [data.train.images[(labels == c).nonzero().flatten()[:k]] for c in range(data.n_classes)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_grid(torch.cat(rows), data.n_classes, path)
 
 
 def _procedure_audit(run: Path, evaluated: str) -> dict:

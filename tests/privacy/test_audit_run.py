@@ -18,7 +18,7 @@ def audited(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("audit")
     small = str(write_npz(tmp / "small.npz", make_arrays(n=(40, 20, 20))))
     run = tmp / "run"
-    config = load_config("tiny", data={"dataset": small}, overrides=["baselines="])
+    config = load_config("tiny", data={"dataset": small}, overrides=["baselines=synthetic"])
     shipped = pipeline.run(config, out=run, device="cpu")
     results = audit.audit(run, ["audit.targets=real,kr"], device="cpu")
     return run, config, shipped, results
@@ -26,7 +26,7 @@ def audited(tmp_path_factory):
 
 def test_run_has_reference_free_audit_and_memorisation(audited):
     run, _, shipped, _ = audited
-    assert set(shipped["audit_shipped"]) == {"real", "kr"}
+    assert set(shipped["audit_shipped"]) == {"real", "kr", "synthetic"}
     assert set(shipped["audit_shipped"]["kr"]) == set(audit.FREE_ATTACKS)
     assert shipped["memorisation"]["samples"] >= 1 and "pixel" in shipped["memorisation"]
     assert (run / "audit/shipped/closest_pairs.png").is_file()
@@ -44,6 +44,9 @@ def test_audit_results_follow_the_schema(audited):
             assert len(row["auc_per_target"]) == 4
         assert set(results["audit_shipped"][target]) == {*audit.FREE_ATTACKS, *audit.SHIPPED_REFERENCE_ATTACKS}
         assert results["audit"][target]["loss"]["points"] == 60
+    # a model outside audit.targets keeps `kr run`'s reference-free figures, and no more
+    assert "synthetic" not in results["audit"]
+    assert set(results["audit_shipped"]["synthetic"]) == set(audit.FREE_ATTACKS)
     assert results["audit"]["kr"]["loss"]["auc_below_real"] == pytest.approx(
         results["audit"]["real"]["loss"]["auc"] - results["audit"]["kr"]["loss"]["auc"])
     assert json.loads((run / "results.json").read_text())["audit"] == json.loads(json.dumps(results["audit"]))
@@ -80,6 +83,7 @@ def test_rerun_trains_nothing_and_kr_run_keeps_the_audit(audited, caplog):
     assert not trained, trained
     rerun = pipeline.run(config, out=run, device="cpu")
     assert rerun["audit"]["kr"]["rmia-online"]["auc"] == results["audit"]["kr"]["rmia-online"]["auc"]
+    assert rerun["audit_shipped"] == json.loads(json.dumps(results["audit_shipped"]))
 
 
 def test_bad_requests_are_clear_errors(audited, tmp_path):
@@ -99,6 +103,6 @@ def test_cli_prints_both_experiments(audited):
     proc = kr("audit", str(run), "--set", "audit.targets=real,kr", "--device", "cpu")
     assert proc.returncode == 0, proc.stderr
     for text in ("experiment 1 — the procedure: 4 runs", "experiment 2 — the shipped model",
-                 "lira-offline-fixed", "rmia-online", "not resolvable", "memorisation ("):
+                 "lira-offline-fixed", "rmia-online", "not resolvable", "memorisation (", "report: "):
         assert text in proc.stdout, text
     assert "teacher: best" not in proc.stderr  # every reference run was cached

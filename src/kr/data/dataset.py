@@ -139,23 +139,34 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
                         f"delete it and fetch it again") from None
 
 
-def _split(path: Path, split: str, images: np.ndarray, labels: np.ndarray):
+def _image_array(images: np.ndarray, where: str) -> np.ndarray:
+    """N×H×W or N×H×W×C (MedMNIST's layout), uint8 or floats in [0, 1] → N×C×H×W uint8."""
     if len(images) == 0:
-        raise DataError(f"{path}: the {split} split is empty; every split needs at least one image")
+        raise DataError(f"{where} is empty; it needs at least one image")
     if images.ndim == 3:
         images = images[:, None]                      # N×H×W → N×1×H×W
     elif images.ndim == 4 and images.shape[-1] in (1, 3):
         images = images.transpose(0, 3, 1, 2)         # MedMNIST stores RGB as N×H×W×C
     else:
-        raise DataError(f"{path}: {split}_images has shape {images.shape}; expected N×H×W "
+        raise DataError(f"{where} has shape {images.shape}; expected N×H×W "
                         f"(grayscale) or N×H×W×3 (RGB)")
     if images.dtype == np.uint8:
-        pass
-    elif np.issubdtype(images.dtype, np.floating) and images.min() >= 0 and images.max() <= 1:
-        images = np.round(images * 255).astype(np.uint8)
-    else:
-        raise DataError(f"{path}: {split}_images has dtype {images.dtype}; expected uint8 in "
-                        f"[0, 255] (or floats in [0, 1])")
+        return images
+    if np.issubdtype(images.dtype, np.floating) and images.min() >= 0 and images.max() <= 1:
+        return np.round(images * 255).astype(np.uint8)
+    raise DataError(f"{where} has dtype {images.dtype}; expected uint8 in "
+                    f"[0, 255] (or floats in [0, 1])")
+
+
+def images_to_tensor(images: np.ndarray, where: str) -> torch.Tensor:
+    """Images as a model takes them (the scaling every kr model was trained with)."""
+    return _to_tensor(_image_array(images, where), np.zeros(0, np.int64))[0]
+
+
+def _split(path: Path, split: str, images: np.ndarray, labels: np.ndarray):
+    if len(images) == 0:
+        raise DataError(f"{path}: the {split} split is empty; every split needs at least one image")
+    images = _image_array(images, f"{path}: {split}_images")
     if labels.ndim == 2 and labels.shape[1] == 1:
         labels = labels[:, 0]
     if labels.ndim not in (1, 2) or not np.issubdtype(labels.dtype, np.integer):

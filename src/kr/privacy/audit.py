@@ -148,15 +148,22 @@ def load_run(run_dir: Path, overrides=(), data_dir: str | None = None) -> tuple[
     return config, data, read_json(run_dir / "results.json")
 
 
-def shipped_audit(data: ImageDataset, config: Config, models: dict[str, Path], device) -> dict:
+def shipped_audit(data: ImageDataset, config: Config, models: dict[str, Path], device,
+                  folder: Path) -> dict:
     """The `audit` stage of `kr run`: experiment 2 with the reference-free attacks only (the
-    reference-based ones need `kr audit`'s reference runs)."""
+    reference-based ones need `kr audit`'s reference runs).  Scores and ROC curves are saved
+    in `folder` so the report draws from them without querying a model again."""
     labels, members = references.pool(data).labels.numpy(), references.shipped_members(data)
     images = references.pool(data).images
-    out = {}
-    for method, folder in models.items():
-        logits = signals.query(load_classifier(folder).to(device), images)
-        out[method] = summarise(shipped_scores(logits, None, labels, None, None), members, {}, config)
+    out, raw = {}, {"members": members}
+    for method, model in models.items():
+        logits = signals.query(load_classifier(model).to(device), images)
+        scores = shipped_scores(logits, None, labels, None, None)
+        out[method] = summarise(scores, members, {}, config)
+        raw.update({f"{method}/{a}": s for a, (s, _) in scores.items()})
+        plots.roc_figure({a: (s, members) for a, (s, _) in scores.items()}, folder / f"roc-{method}.png",
+                         f"{method}: shipped model, reference-free attacks")
+    write_npz(folder / "scores.npz", **raw)
     compare_to_real(out)
     return out
 
@@ -216,6 +223,8 @@ def audit(run_dir: str | Path, overrides=(), data_dir: str | None = None, device
             "queries": list(signals.QUERIES), "rmia": {"a": attacks.RMIA_OFFLINE_A,
                                                         "gamma": attacks.RMIA_GAMMA}}
     write_json(folder / "audit.json", {"meta": meta, "procedure": procedure, "shipped": shipped})
-    results.update({"audit": procedure, "audit_shipped": shipped, "audit_meta": meta})
+    # models left out of audit.targets keep the reference-free figures of `kr run`
+    results.update({"audit": procedure, "audit_shipped": {**results.get("audit_shipped", {}), **shipped},
+                    "audit_meta": meta})
     write_json(run_dir / "results.json", results)
     return results

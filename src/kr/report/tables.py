@@ -1,10 +1,16 @@
-"""Human-readable views of a run's results (the full HTML report comes with its own issue)."""
+"""Plain-text views of a run's results: the summary `kr run` prints, and the audit tables."""
 
 from __future__ import annotations
 
 DESCRIPTIONS = {"real": "teacher, real images", "kr": "GKD: regenerated + teacher labels",
                 "synthetic": "fixed synthetic set, hard labels", "regen": "regenerated, hard labels",
                 "soft": "fixed synthetic set, teacher labels"}
+
+
+def describe(name: str, m: dict) -> str:
+    if "epsilon" in m:
+        return f"DP-SGD, real images, ε = {m['epsilon']:.2f} (δ = {m['delta']:.1e})"
+    return DESCRIPTIONS.get(name, "")
 
 
 def _fmt(x) -> str:
@@ -20,7 +26,7 @@ def summary_table(results: dict) -> str:
             continue
         lines.append(f"{name:<11}{_fmt(m['val']['acc']):>9}{_fmt(m['val']['auc']):>9}"
                      f"{_fmt(m['test']['acc']):>10}{_fmt(m['test']['auc']):>10}   "
-                     f"{DESCRIPTIONS.get(name, '')}")
+                     f"{describe(name, m)}")
     if results.get("cas_gap_pp") is not None:
         lines.append(f"CAS gap (kr − real, test acc): {results['cas_gap_pp']:+.2f} points")
     quality = results.get("generator", {}).get("quality")

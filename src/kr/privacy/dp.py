@@ -1,0 +1,114 @@
+"""The DP-SGD baseline (Abadi et al. 2016) with Opacus: the standard way to a formal privacy
+guarantee, to set beside KR's empirical one.
+
+The teacher's architecture is trained on the real train split with per-sample gradient
+clipping and Gaussian noise, calibrated by Opacus' accountant to a target (ε, δ) for the whole
+run (δ = 1/N unless set).  BatchNorm mixes samples within a batch, which per-sample clipping
+cannot bound, so the network uses GroupNorm.  Batches are Poisson-sampled, as the accountant
+assumes.  The best epoch is chosen on the validation split: releasing any iterate of a DP run
+is covered by its guarantee, and validation images are not the train split it protects.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from kr.artifacts import write_json
+from kr.augment import augment
+from kr.config import Config
+from kr.data import ImageDataset
+from kr.errors import KRError
+from kr.models import build_model, save_classifier
+from kr.seeding import derive_seed, make_generator
+from kr.train import better, score
+
+log = logging.getLogger(__name__)
+
+
+def method_name(epsilon: float) -> str:
+    return f"dpsgd-eps{epsilon:g}"
+
+
+def train_dpsgd(data: ImageDataset, config: Config, epsilon: float, folder: Path, device: torch.device,
+                on_epoch: Callable[[dict], None] | None = None) -> dict:
+    """Train at target ε, select on val, save to `folder`; return metrics and the ε spent."""
+    root = logging.getLogger()
+    before, level = list(root.handlers), root.level
+    try:
+        from opacus import PrivacyEngine
+    except ImportError:
+        raise KRError("the dpsgd baseline needs Opacus: pip install opacus "
+                      "(or drop dpsgd from --set baselines=…)") from None
+    finally:  # Opacus calls logging.basicConfig at import; the root logger is the application's
+        for handler in [h for h in root.handlers if h not in before]:
+            root.removeHandler(handler)
+        root.setLevel(level)
+    if data.multi_label:
+        raise KRError("the dpsgd baseline supports single-label tasks only; drop it from baselines")
+    dcfg, mcfg = config.dpsgd, config.teacher.model
+    seed = derive_seed(config.seed, "dpsgd", epsilon)
+    delta = dcfg.delta or 1.0 / len(data.train)
+    kwargs = {"width": mcfg.width, "norm": "group", "dropout": 0.0}
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        # Opacus warns that secure_mode is off (we want seeded, reproducible noise) and that
+        # its hooks fire on inputs without gradients (images never need them): both expected.
+        warnings.filterwarnings("ignore", message="Secure RNG turned off")
+        warnings.filterwarnings("ignore", message="Full backward hook is firing")
+        torch.manual_seed(derive_seed(seed, "init"))
+        model = build_model(mcfg.arch, data.channels, data.n_classes, **kwargs).to(device)
+        # Opacus' Poisson sampler draws from the global generator: seed it, inside this fork
+        torch.manual_seed(derive_seed(seed, "sampling"))
+        loader = DataLoader(TensorDataset(data.train.images, data.train.labels),
+                            batch_size=dcfg.batch_size)
+        opt = torch.optim.SGD(model.parameters(), lr=dcfg.lr, momentum=dcfg.momentum)
+        engine = PrivacyEngine(accountant=dcfg.accountant)
+        private, opt, loader = engine.make_private_with_epsilon(
+            module=model, optimizer=opt, data_loader=loader, target_epsilon=epsilon,
+            target_delta=delta, epochs=dcfg.epochs, max_grad_norm=dcfg.max_grad_norm,
+            noise_generator=make_generator(derive_seed(seed, "noise"), device))
+        loss_fn = nn.CrossEntropyLoss()
+        flip = data.hflip
+        best_val, best_state, best_epoch, history = None, None, -1, []
+        for epoch in range(dcfg.epochs):
+            private.train()
+            g = make_generator(derive_seed(seed, "augment", epoch), device)
+            total, seen = 0.0, 0
+            for x, y in loader:
+                if len(y) == 0:  # Poisson sampling can draw an empty batch
+                    continue
+                x, y = augment(x.to(device), g, config.teacher.train.crop_padding, flip), y.to(device)
+                loss = loss_fn(private(x), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total, seen = total + loss.item() * len(y), seen + len(y)
+            val = score(model, data.val, data.task)
+            record = {"epoch": epoch, "loss": total / max(seen, 1), "epsilon": engine.get_epsilon(delta),
+                      **{f"val_{k}": v for k, v in val.items()}}
+            history.append(record)
+            if on_epoch is not None:
+                on_epoch(record)
+            if better(val, best_val, config.teacher.train.select_metric):
+                best_val, best_epoch = val, epoch
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(best_state)
+    spent = engine.get_epsilon(delta)
+    out = {"best_epoch": best_epoch, "val": best_val, "epsilon_target": epsilon, "epsilon": spent,
+           "delta": delta, "noise_multiplier": opt.noise_multiplier,
+           "max_grad_norm": dcfg.max_grad_norm, "sample_rate": loader.sample_rate,
+           "epochs": dcfg.epochs, "accountant": dcfg.accountant}
+    save_classifier(model.eval(), folder, mcfg.arch, data.channels, data.n_classes,
+                    extra={"seed": seed, "dataset": data.name, "task": data.task, "method": method_name(epsilon),
+                           "label_names": list(data.label_names), "dp": out}, **kwargs)
+    write_json(folder / "metrics.json", {**out, "history": history})
+    log.info("%s: best epoch %d, val acc %.4f auc %.4f, ε = %.3f (δ = %.2g), noise σ = %.3f",
+             method_name(epsilon), best_epoch, best_val["acc"], best_val["auc"], spent, delta,
+             opt.noise_multiplier)
+    return out

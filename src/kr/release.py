@@ -1,0 +1,221 @@
+"""The released model: `kr export` packs a run's student (weights, config, model card) into a
+folder that needs nothing else of the run, and `kr predict` runs it on new images.
+
+The folder is the one thing a team ships, so it carries what a reader needs to judge it: the
+data it never saw, its test accuracy beside the real-trained teacher's, and the membership
+inference figures with attack names and reference counts (kr.privacy)."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kr.artifacts import atomic_path, read_json, read_model_config, write_json, write_text
+from kr.data.dataset import SPLITS, images_to_tensor
+from kr.errors import KRError
+from kr.metrics import evaluate
+from kr.models import load_classifier
+from kr.report.document import audit_of, best_attack
+from kr.report.tables import describe
+from kr.train import predict_proba, resolve_device
+
+log = logging.getLogger(__name__)
+SCALING = "uint8 pixels x → x / 127.5 − 1 (floats in [0, 1] are first scaled by 255)"
+
+
+def export(run_dir: str | Path, out: str | Path, method: str = "kr", onnx: bool = False) -> Path:
+    """Copy `method`'s classifier and write config.json (with a `release` section) and MODEL_CARD.md."""
+    run_dir, out = Path(run_dir), Path(out)
+    if not (run_dir / "results.json").is_file():
+        raise KRError(f"{run_dir}: no results.json; export from a run directory that `kr run` finished")
+    results = read_json(run_dir / "results.json")
+    m = results["methods"].get(method)
+    folder = run_dir / ("teacher" if method == "real" else f"methods/{method}")
+    if m is None or "test" not in m or not (folder / "model.safetensors").is_file():
+        have = ", ".join(k for k, v in results["methods"].items() if "test" in v)
+        raise KRError(f"{run_dir} has no evaluated model {method!r}; choose one of: {have}")
+    if out.exists() and any(out.iterdir()):
+        raise KRError(f"{out} exists and is not empty; choose a new folder for the release")
+    if method == "real":
+        log.warning("exporting the teacher: it was trained on the real images and leaks more "
+                    "(see its audit figures in MODEL_CARD.md)")
+    config = read_model_config(folder)
+    manifest = read_json(run_dir / "manifest.json") if (run_dir / "manifest.json").is_file() else {}
+    exp, audit = audit_of(results)
+    release = {"method": method, "what": describe(method, m), "dataset": results["dataset"],
+               "task": results["task"], "preset": results["preset"], "seed": results["seed"],
+               "label_names": config.get("label_names"),
+               "input": {"size": _size(run_dir),
+                         "channels": config["in_channels"], "scaling": SCALING},
+               "test": m["test"], "val": m.get("val"),
+               "teacher_test": results["methods"].get("real", {}).get("test"),
+               "audit_experiment": exp, "audit": audit.get(method, {}),
+               "teacher_audit": audit.get("real", {}),
+               "audit_meta": results.get("audit_meta"), "memorisation": results.get("memorisation"),
+               "data_fingerprint": (manifest.get("dataset") or {}).get("fingerprint")}
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    shutil.copy2(folder / "model.safetensors", tmp / "model.safetensors")
+    write_json(tmp / "config.json", {**config, "release": release})
+    write_text(tmp / "MODEL_CARD.md", model_card(release))
+    if onnx:
+        _onnx(load_classifier(tmp), release, tmp / "model.onnx")
+    if out.exists():
+        out.rmdir()
+    tmp.rename(out)  # nothing half-written under the name a user ships
+    return out
+
+
+def _size(run_dir: Path) -> int:
+    import yaml
+
+    return int(yaml.safe_load((run_dir / "config.yaml").read_text())["data"]["size"])
+
+
+def _onnx(model: torch.nn.Module, release: dict, path: Path) -> None:
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        raise KRError("--onnx needs the onnx exporter: pip install onnx onnxscript") from None
+    size, channels = release["input"]["size"], release["input"]["channels"]
+    with atomic_path(path) as tmp:
+        torch.onnx.export(model, (torch.zeros(2, channels, size, size),), str(tmp), input_names=["images"],
+                          output_names=["logits"], dynamic_shapes=({0: torch.export.Dim("batch")},))
+
+
+def _fmt_attack(name: str, r: dict) -> str:
+    tpr = r.get("tpr_at_1%fpr")
+    tpr_s = "not resolvable" if tpr is None else f"{100 * tpr:.1f} %"
+    ci = r.get("auc_ci") or [float("nan")] * 2
+    return f"| {name} | {r['references']} | {r['auc']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}] | {tpr_s} |"
+
+
+def model_card(r: dict) -> str:
+    test, teacher = r["test"], r["teacher_test"] or {}
+    meta = r.get("audit_meta") or {}
+    exp = ("experiment 1 (the procedure): whole training runs on halves of the "
+           f"{meta.get('pool', '?')}-image pool, {meta.get('references', '?')} runs, each the target in turn"
+           if r["audit_experiment"] == "procedure" else
+           "experiment 2 only (the shipped model: members = the train split, non-members = the test "
+           "split; reference-free attacks). Run `kr audit` on the run for the reference-based attacks "
+           "before relying on this card")
+    rows = [_fmt_attack(a, v) for a, v in sorted(r["audit"].items())]
+    best = best_attack(r["audit"])
+    teacher_best = best_attack(r["teacher_audit"])
+    mem = r.get("memorisation")
+    lines = [
+        f"# Model card: {r['dataset']} classifier ({r['method']})", "",
+        f"{r['what']}. Trained by `kr` (Knowledge Recycling: Lomurno & Matteucci, Pattern Recognition "
+        f"Letters 2025) with the `{r['preset']}` preset, seed {r['seed']}.", "",
+        "## Intended use", "",
+        f"Research and development on {r['dataset']} ({r['task']}): classifying "
+        f"{r['input']['channels']}-channel {r['input']['size']}×{r['input']['size']} images into "
+        f"{', '.join(map(str, r.get('label_names') or [])) or 'the classes in config.json'}. "
+        "It is not a medical device and has not been validated clinically; do not use it for "
+        "diagnosis.", "",
+        "## Data it never saw", "",
+        ("The student never saw a real image: it was trained only on synthetic images from a "
+         "generator, labelled by a teacher; the generator and the teacher were trained on the real "
+         "train split. Its validation split chose every setting; its test split was read once, for "
+         "the figures below." if r["method"] not in ("real",) and not r["method"].startswith("dpsgd") else
+         "This model was trained on the real train split" +
+         (" with DP-SGD (formal (ε, δ) guarantee in config.json)." if r["method"].startswith("dpsgd") else ".")),
+        f"Data fingerprint: `{r.get('data_fingerprint')}`.", "",
+        "## Performance (real test split, MedMNIST ACC/AUC)", "",
+        "| model | test ACC | test AUC |", "| --- | --- | --- |",
+        f"| this model ({r['method']}) | {test['acc']:.4f} | {test['auc']:.4f} |",
+    ]
+    if teacher:
+        lines += [f"| teacher trained on real images | {teacher['acc']:.4f} | {teacher['auc']:.4f} |", "",
+                  f"CAS gap (this model − teacher, test ACC): {100 * (test['acc'] - teacher['acc']):+.2f} points."]
+    lines += ["", "## Membership inference audit", "",
+              f"Members = the real train split; {exp}.", "",
+              "| attack | reference runs | AUC [95 % CI] | TPR @ 1 % FPR |", "| --- | --- | --- | --- |", *rows, ""]
+    if best:
+        lines.append(f"Strongest attack on this model: {best[0]}, AUC {best[1]['auc']:.3f}"
+                     + (f"; on the teacher: {teacher_best[0]}, AUC {teacher_best[1]['auc']:.3f}." if teacher_best
+                        else "."))
+    if mem:
+        lines += ["", f"Memorisation check of the synthetic data ({mem['samples']} samples): median distance "
+                  f"ratio (nearest train / nearest held-out) {mem['pixel']['median_ratio']:.3f} in pixels, "
+                  f"{mem['teacher_features']['median_ratio']:.3f} in teacher features (≈ 1: no copying)."]
+    lines += ["", "## Limitations", "",
+              "- An audit can show leakage, never prove its absence: AUC near 0.5 means these attacks, with "
+              "this many reference runs, found little; stronger attacks or more references may find more.",
+              "- Small test splits make the accuracy and the audit intervals wide; see the intervals above.",
+              "- The model inherits the biases of its training data and of the teacher's labels; performance "
+              "on another hospital's images, scanners or populations is unknown.",
+              "- Inputs must be preprocessed exactly as below, or predictions are meaningless.", "",
+              "## Use", "",
+              f"Input: {r['input']['channels']}×{r['input']['size']}×{r['input']['size']} images; {r['input']['scaling']}.",
+              "```bash", "kr predict THIS_FOLDER images.npz --out predictions.csv", "```",
+              "or in Python: `kr.models.load_classifier(THIS_FOLDER)` (weights: model.safetensors).", ""]
+    return "\n".join(lines)
+
+
+def _arrays(file: Path) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
+    """{split: (images, labels or None)} from a MedMNIST-style .npz, an .npz of `images`
+    (optionally `labels`), or an .npy of images."""
+    if not file.is_file():
+        raise KRError(f"{file}: no such file")
+    try:
+        if file.suffix == ".npy":
+            return {"all": (np.load(file, allow_pickle=False), None)}
+        if file.suffix != ".npz":
+            raise KRError(f"{file}: give a .npz (MedMNIST-style or `images`) or an .npy of images")
+        with np.load(file, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError) as exc:
+        raise KRError(f"cannot read {file} ({exc})") from None
+    splits = {s: (arrays[f"{s}_images"], arrays.get(f"{s}_labels")) for s in SPLITS if f"{s}_images" in arrays}
+    if splits:
+        return splits
+    if "images" in arrays:
+        return {"all": (arrays["images"], arrays.get("labels"))}
+    raise KRError(f"{file} has neither `<split>_images` (MedMNIST) nor an `images` array "
+                  f"(keys: {', '.join(arrays) or 'none'})")
+
+
+def predict(model_dir: str | Path, file: str | Path, out: str | Path, device: str = "auto") -> dict:
+    """Write one CSV row per image (split, index, prediction, class probabilities, label if
+    known); return {split: {"n", and "acc"/"auc" where labels exist}}."""
+    cfg = read_model_config(model_dir)
+    release = cfg.get("release") or {}
+    names = cfg.get("label_names") or [str(i) for i in range(cfg["num_classes"])]
+    task = cfg.get("task", "multi-class")
+    multi = task.startswith("multi-label")
+    model = load_classifier(model_dir).to(resolve_device(device))
+    size = (release.get("input") or {}).get("size")
+    summary, rows = {}, []
+    for split, (images, labels) in _arrays(Path(file)).items():
+        x = images_to_tensor(images, f"{file} ({split})")
+        if x.shape[1] != cfg["in_channels"] or (size and tuple(x.shape[2:]) != (size, size)):
+            raise KRError(f"{file} ({split}): images are {x.shape[1]}×{x.shape[2]}×{x.shape[3]}, the model "
+                          f"takes {cfg['in_channels']}×{size}×{size}; use the matching MedMNIST size")
+        probs = predict_proba(model, x, multi)
+        pred = (probs > 0.5).astype(int) if multi else (
+            (probs[:, -1] > 0.5).astype(int) if task == "binary-class" else probs.argmax(1))
+        summary[split] = {"n": len(x)}
+        if labels is not None:
+            y = np.asarray(labels).astype(np.int64)
+            y = y[:, 0] if y.ndim == 2 and y.shape[1] == 1 and not multi else y
+            summary[split].update(evaluate(task, y, probs))
+        for i in range(len(x)):
+            row = {"split": split, "index": i,
+                   "prediction": ";".join(names[j] for j in np.flatnonzero(pred[i])) if multi else names[pred[i]]}
+            row.update({f"p_{n}": f"{probs[i, j]:.6f}" for j, n in enumerate(names)})
+            if labels is not None:
+                row["label"] = ";".join(map(str, y[i].tolist())) if multi else names[int(y[i])]
+            rows.append(row)
+    fields = list(dict.fromkeys(k for r in rows for k in r))
+    with atomic_path(out) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+    return summary

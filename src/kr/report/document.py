@@ -1,0 +1,288 @@
+"""`kr report`: one self-contained HTML page (figures embedded, no network) and a Markdown twin,
+built from run directories alone.  Every number is read from results.json; nothing is
+retrained or re-scored, so the report of a run always matches its results."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import statistics
+from pathlib import Path
+
+from kr.artifacts import atomic_path, read_json
+from kr.errors import KRError
+from kr.report import figures
+from kr.report.tables import describe
+
+SECTIONS = (("results", "Results"), ("privacy-utility", "Privacy–utility"), ("audit", "Membership inference"),
+            ("samples", "Synthetic samples"), ("selection", "Checkpoint optimisation and tuning"),
+            ("training", "Training curves"), ("roc", "ROC curves"), ("memorisation", "Memorisation check"),
+            ("provenance", "Config, versions, seeds, timings"))
+SENSITIVE = ("This report shows real training images (sample grids, closest pairs): share it only "
+             "where the training data itself may go.")
+
+
+class Run:
+    """What one run directory holds, read once."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not (self.path / "results.json").is_file():
+            raise KRError(f"{self.path}: no results.json; give a run directory that `kr run` finished")
+        self.results = read_json(self.path / "results.json")
+        manifest = self.path / "manifest.json"
+        self.manifest = read_json(manifest) if manifest.is_file() else {}
+        jsonl = self.path / "metrics.jsonl"
+        self.records = [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()] \
+            if jsonl.is_file() else []
+        self.name = self.path.resolve().name
+
+    def file(self, *parts: str) -> Path | None:
+        p = self.path.joinpath(*parts)
+        return p if p.is_file() else None
+
+
+def _f(x, digits: int = 4) -> str:
+    return "n/a" if x is None or x != x else f"{x:.{digits}f}"
+
+
+def _mean_std(values: list[float], digits: int = 4) -> str:
+    values = [v for v in values if v is not None and v == v]
+    if not values:
+        return "n/a"
+    if len(values) == 1:
+        return _f(values[0], digits)
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def audit_of(results: dict) -> tuple[str, dict]:
+    """Experiment 1 (the procedure) where `kr audit` ran, else the shipped model's own audit."""
+    if results.get("audit"):
+        return "procedure", results["audit"]
+    return "shipped", results.get("audit_shipped") or {}
+
+
+def best_attack(by_attack: dict) -> tuple[str, dict] | None:
+    """The attack that leaks most on this target (highest AUC): the one a privacy claim must face."""
+    rows = [(a, r) for a, r in by_attack.items() if r.get("auc") is not None]
+    return max(rows, key=lambda ar: ar[1]["auc"]) if rows else None
+
+
+def results_rows(runs: list[Run]) -> list[list[str]]:
+    """Per dataset and method: test ACC/AUC (mean ± std over runs), CAS gap against the teacher of
+    the same runs, and the strongest attack's AUC."""
+    header = ["dataset", "method", "runs", "test ACC", "test AUC", "CAS gap (pp)", "best attack", "attack AUC",
+              "what"]
+    rows = [header]
+    datasets: dict[str, list[Run]] = {}
+    for r in runs:
+        datasets.setdefault(r.results["dataset"], []).append(r)
+    for dataset, group in datasets.items():
+        methods = list(dict.fromkeys(m for r in group for m, v in r.results["methods"].items() if "test" in v))
+        for m in methods:
+            have = [r for r in group if "test" in r.results["methods"].get(m, {})]
+            accs = [r.results["methods"][m]["test"]["acc"] for r in have]
+            aucs = [r.results["methods"][m]["test"]["auc"] for r in have]
+            gaps = [100 * (r.results["methods"][m]["test"]["acc"] - r.results["methods"]["real"]["test"]["acc"])
+                    for r in have if m != "real" and "test" in r.results["methods"].get("real", {})]
+            attacks = [best_attack(audit_of(r.results)[1].get(m, {})) for r in have]
+            names = sorted({a for a, _ in filter(None, attacks)})
+            rows.append([dataset, m, str(len(have)), _mean_std(accs), _mean_std(aucs),
+                         _mean_std(gaps, 2) if gaps else "", ", ".join(names) or "n/a",
+                         _mean_std([r["auc"] for _, r in filter(None, attacks)]),
+                         describe(m, group[0].results["methods"][m])])
+    return rows
+
+
+def _ci(row: dict, key: str) -> str:
+    v, ci = row.get(key), row.get(key + "_ci")
+    if v is None:
+        return "not resolvable"
+    return f"{v:.4f} [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else f"{v:.4f}"
+
+
+def audit_rows(results: dict) -> list[list[str]]:
+    rows = [["experiment", "target", "attack", "refs", "AUC [95 % CI]", "TPR @ 1 % FPR [95 % CI]",
+             "TPR @ 0.1 % FPR", "AUC below real"]]
+    for exp, key in (("1: procedure", "audit"), ("2: shipped model", "audit_shipped")):
+        for target, by_attack in (results.get(key) or {}).items():
+            for attack, r in by_attack.items():
+                below = r.get("auc_below_real")
+                rows.append([exp, target, attack, str(r["references"]), _ci(r, "auc"), _ci(r, "tpr_at_1%fpr"),
+                             _ci(r, "tpr_at_0.1%fpr"), "" if below is None or target == "real" else f"{below:+.4f}"])
+    return rows
+
+
+def privacy_points(runs: list[Run]) -> list[dict]:
+    points = []
+    for r in runs:
+        _, audit = audit_of(r.results)
+        for m, v in r.results["methods"].items():
+            best = best_attack(audit.get(m, {}))
+            if best and "test" in v:
+                points.append({"method": m, "auc": best[1]["auc"], "acc": v["test"]["acc"], "run": r.name})
+    return points
+
+
+class Page:
+    """Collects the report once and writes it twice: HTML (images inline) and Markdown (beside)."""
+
+    def __init__(self, out: Path):
+        self.out, self.html, self.md = out, [], []
+
+    def heading(self, level: int, text: str, anchor: str | None = None) -> None:
+        ident = f' id="{anchor}"' if anchor else ""
+        self.html.append(f"<h{level}{ident}>{html.escape(text)}</h{level}>")
+        self.md.append(f"\n{'#' * level} {text}\n")
+
+    def text(self, text: str) -> None:
+        self.html.append(f"<p>{html.escape(text)}</p>")
+        self.md.append(text + "\n")
+
+    def table(self, rows: list[list[str]]) -> None:
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows[1:])
+        self.html.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        self.md.append("| " + " | ".join(rows[0]) + " |\n|" + " --- |" * len(rows[0]))
+        self.md += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows[1:]]
+        self.md.append("")
+
+    def image(self, path: Path | None, caption: str, cls: str = "") -> None:
+        """Embed a PNG (copied beside the Markdown under figures/); a missing one is said so."""
+        if path is None:
+            self.text(f"({caption}: not available in this run directory.)")
+            return
+        data = path.read_bytes()
+        rel = Path("figures") / f"{len(list((self.out / 'figures').glob('*.png'))):02d}-{path.name}"
+        if path.resolve().parent != (self.out / "figures").resolve():
+            _write(self.out / rel, data)
+        else:
+            rel = Path("figures") / path.name
+        src = "data:image/png;base64," + base64.b64encode(data).decode()
+        self.html.append(f'<figure class="{cls}"><img src="{src}" alt="{html.escape(caption)}">'
+                         f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+        self.md.append(f"![{caption}]({rel.as_posix()})\n")
+
+    def pre(self, text: str) -> None:
+        self.html.append(f"<pre>{html.escape(text)}</pre>")
+        self.md.append("```\n" + text.rstrip() + "\n```\n")
+
+
+def _write(path: Path, data: bytes | str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        Path(tmp).write_bytes(data if isinstance(data, bytes) else data.encode())
+
+
+CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:1em 0;font-size:.9em}td,th{border:1px solid #ccc;padding:.25em .6em;
+text-align:left}th{background:#f3f3f3}img{max-width:100%;border:1px solid #ddd}figure{margin:1em 0}
+figcaption{font-size:.85em;color:#555}pre{background:#f7f7f7;padding:.8em;overflow-x:auto;font-size:.8em}
+figure.half{display:inline-block;width:48%;vertical-align:top;margin-right:1%}
+figure.grid{display:inline-block;width:40%;vertical-align:top;margin-right:2%}
+figure.grid img{width:100%;image-rendering:pixelated}.warn{background:#fff4e0;border-left:4px solid #e69500;padding:.6em 1em}nav a{margin-right:1em}"""
+
+
+def _run_sections(page: Page, run: Run, figs: Path, prefix: str) -> None:
+    res = run.results
+    page.heading(2, f"Membership inference — {run.name}", f"{prefix}audit")
+    meta = res.get("audit_meta")
+    if meta:
+        page.text(f"Experiment 1 (the procedure): {meta['references']} whole runs on halves of the "
+                  f"{meta['pool']}-image pool (train ∪ test), each the target in turn. Experiment 2 (the shipped "
+                  "model): members = the official train split, non-members = the test split.")
+    else:
+        page.text("Experiment 2 only (the shipped model: members = train split, non-members = test split, "
+                  "reference-free attacks). Run `kr audit RUN` for experiment 1 and LiRA/RMIA.")
+    page.table(audit_rows(res))
+    page.heading(2, f"Synthetic samples — {run.name}", f"{prefix}samples")
+    selected = (res.get("selection") or {}).get("selected")
+    page.image(run.file("generator", "checkpoints", selected, "grid.png") if selected else None,
+               f"synthetic samples of the selected checkpoint {selected}, one row per class", "grid")
+    page.image(run.file("report", "real_grid.png"), "real training images, one row per class", "grid")
+    page.heading(2, f"Checkpoint optimisation and tuning — {run.name}", f"{prefix}selection")
+    page.image(figures.selection_curves(res, figs / f"{prefix}selection.png"),
+               "steps 3–4: short students on each checkpoint and each knob/threshold trial (validation split)")
+    if res.get("tuning"):
+        t = res["tuning"]
+        page.text(f"Selected checkpoint: {selected}; tuned {t['knob']} = {t['knobs'][t['knob']]:g}, "
+                  f"filter threshold {t['threshold']:g}.")
+    page.heading(2, f"Training curves — {run.name}", f"{prefix}training")
+    page.image(figures.training_curves(run.records, figs / f"{prefix}training.png"),
+               "teacher and students: validation accuracy and training loss per epoch")
+    page.heading(2, f"ROC curves — {run.name}", f"{prefix}roc")
+    # `kr audit`'s curves only while results.json still carries its audit: a later `kr run`
+    # that changed the models drops it, and its curves are then of other models.
+    current = bool(res.get("audit_meta"))
+    for target in (res.get("audit_shipped") or {}):
+        for exp in ("procedure", "shipped"):
+            p = run.file("audit", "roc", f"{exp}-{target}.png") if current else None
+            if p:
+                page.image(p, f"{target}: experiment {'1 (procedure)' if exp == 'procedure' else '2 (shipped)'}",
+                           "half")
+        if not (current and run.file("audit", "roc", f"shipped-{target}.png")):
+            page.image(run.file("audit", "shipped", f"roc-{target}.png"),
+                       f"{target}: experiment 2 (shipped model), reference-free attacks", "half")
+    page.heading(2, f"Memorisation check — {run.name}", f"{prefix}memorisation")
+    mem = res.get("memorisation")
+    if mem:
+        page.table([["space", "median d(train)", "median d(held-out)", "median ratio", "min ratio",
+                     "closer to train"]] +
+                   [[space, _f(m["median_d_member"]), _f(m["median_d_held_out"]), _f(m["median_ratio"]),
+                     _f(m["min_ratio"]), _f(m["closer_to_member"])]
+                    for space, m in (("pixel", mem["pixel"]), ("teacher features", mem["teacher_features"]))])
+        page.text(f"{mem['samples']} synthetic images drawn as the KR student's data; ratio = distance to the "
+                  "nearest train image / to the nearest held-out image (≈ 1 when nothing is copied; ≪ 1 is a "
+                  "near-copy).")
+    page.image(run.file("audit", "shipped", "closest_pairs.png"),
+               "the closest synthetic (top) / real train (bottom) pairs")
+    page.heading(2, f"Config, versions, seeds, timings — {run.name}", f"{prefix}provenance")
+    m = run.manifest
+    page.table([["item", "value"],
+                ["dataset", f"{res['dataset']} ({res.get('task', '')})"],
+                ["preset / seed", f"{res['preset']} / {res['seed']}"],
+                ["versions", ", ".join(f"{k} {v}" for k, v in m.get("versions", {}).items())],
+                ["command", " ".join(m.get("command", []))],
+                ["data fingerprint", m.get("dataset", {}).get("fingerprint", "")],
+                ["created / updated", f"{m.get('created', '')} / {m.get('updated', '')}"],
+                ["stage seconds", ", ".join(f"{k} {v:.1f}" for k, v in res.get("timings_s", {}).items())]])
+    config = run.file("config.yaml")
+    page.pre(config.read_text() if config else "(config.yaml missing)")
+
+
+def write_report(run_paths: list[str | Path], out: str | Path | None = None) -> Path:
+    """Write OUT/report.html, OUT/report.md and OUT/figures/; return the HTML path."""
+    runs = [Run(p) for p in run_paths]
+    if not runs:
+        raise KRError("give at least one run directory")
+    out = Path(out) if out is not None else runs[0].path / "report"
+    figs = out / "figures"
+    figs.mkdir(parents=True, exist_ok=True)
+    for old in figs.glob("*.png"):  # a rebuilt report must not show stale figures
+        old.unlink()
+    page = Page(out)
+    title = "kr report — " + ", ".join(r.name for r in runs)
+    page.heading(1, title)
+    page.text(SENSITIVE)
+    page.heading(2, "Results", "results")
+    page.text("Test ACC / AUC on the real test split (mean ± std over runs where several are given). "
+              "CAS gap = method − real-trained teacher, test ACC, in points. Attack AUC: the strongest "
+              "membership-inference attack on that model (experiment 1 where `kr audit` ran, else 2).")
+    page.table(results_rows(runs))
+    page.heading(2, "Privacy–utility", "privacy-utility")
+    points = privacy_points(runs)
+    page.image(figures.privacy_utility(points, figs / "privacy_utility.png") if points else None,
+               "test accuracy against the strongest attack's AUC, one point per method and run")
+    for i, run in enumerate(runs):
+        _run_sections(page, run, figs, "" if len(runs) == 1 else f"run{i}-")
+    nav = "".join(f'<a href="#{a if len(runs) == 1 or a in ("results", "privacy-utility") else "run0-" + a}">'
+                  f"{html.escape(t)}</a>" for a, t in SECTIONS)
+    body = "\n".join(page.html)
+    body = body.replace(f"<p>{html.escape(SENSITIVE)}</p>", f'<p class="warn">{html.escape(SENSITIVE)}</p>'
+                        f"<nav>{nav}</nav>", 1)
+    doc = (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+           f"<style>{CSS}</style></head><body>\n{body}\n</body></html>\n")
+    _write(out / "report.md", "\n".join(page.md).lstrip() + "\n")
+    _write(out / "report.html", doc)
+    return out / "report.html"

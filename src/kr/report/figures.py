@@ -1,0 +1,107 @@
+"""The report's figures, drawn from what a run directory already holds (results.json and
+metrics.jsonl): nothing is recomputed, so a report can be rebuilt anywhere the folder is."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+from kr.artifacts import atomic_path
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    _plt().close(fig)
+    return path
+
+
+def privacy_utility(points: list[dict], path: Path) -> Path:
+    """x: the strongest attack's AUC on a method, y: its test ACC; one point per method and run.
+    Up-left is better: useful and private.  0.5 is an attacker who guesses."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    by_method = defaultdict(list)
+    for p in points:
+        by_method[p["method"]].append(p)
+    for method, ps in by_method.items():
+        ax.scatter([p["auc"] for p in ps], [p["acc"] for p in ps], label=method, s=40)
+    ax.axvline(0.5, color="k", lw=0.8, ls="--")
+    ax.set(xlabel="membership inference: best attack's AUC (0.5 = guessing)", ylabel="test accuracy",
+           title="privacy–utility (up and left is better)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def training_curves(records: list[dict], path: Path) -> Path | None:
+    """Validation ACC and training loss per epoch, for the teacher and every student."""
+    curves = defaultdict(list)
+    for r in records:
+        if "epoch" in r and "val_acc" in r and (r["stage"] == "teacher" or r["stage"].startswith("methods/")):
+            curves[r["stage"]].append(r)
+    if not curves:
+        return None
+    plt = _plt()
+    fig, (acc, loss) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for stage, rs in curves.items():
+        rs = sorted(rs, key=lambda r: r["epoch"])  # a resumed stage may have logged twice
+        label = "teacher (real)" if stage == "teacher" else stage.split("/", 1)[1]
+        acc.plot([r["epoch"] for r in rs], [r["val_acc"] for r in rs], label=label)
+        loss.plot([r["epoch"] for r in rs], [r["loss"] for r in rs], label=label)
+    acc.set(xlabel="epoch", ylabel="validation accuracy", title="validation accuracy")
+    loss.set(xlabel="epoch", ylabel="training loss", title="training loss", yscale="log")
+    for ax in (acc, loss):
+        ax.grid(alpha=0.3)
+    acc.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def selection_curves(results: dict, path: Path) -> Path | None:
+    """Step 3 (a short student per checkpoint, with the teacher's agreement) and step 4 (each
+    knob/threshold trial), all on the validation split."""
+    selection, tuning = results.get("selection"), results.get("tuning")
+    if not selection:
+        return None
+    plt = _plt()
+    fig, (ckpt, tune) = plt.subplots(1, 2, figsize=(11, 4.2))
+    cands = sorted(selection["candidates"], key=lambda c: c["kimg"])
+    kimg = [c["kimg"] for c in cands]
+    ckpt.plot(kimg, [c["val"]["acc"] for c in cands], "o-", label="short student val acc")
+    ckpt.plot(kimg, [c["val"]["auc"] for c in cands], "s--", label="short student val auc")
+    quality = {c["name"]: c for c in results.get("generator", {}).get("quality", {}).get("checkpoints", [])}
+    if quality:
+        ckpt.plot(kimg, [quality[c["name"]]["teacher_agreement"] if c["name"] in quality else float("nan")
+                         for c in cands], "^:", label="teacher agreement")
+    chosen = next(c for c in cands if c["name"] == selection["selected"])
+    ckpt.axvline(chosen["kimg"], color="k", lw=0.8, ls="--", label=f"selected {chosen['name']}")
+    ckpt.set(xlabel="generator kimg", title="checkpoint optimisation (validation)")
+    ckpt.grid(alpha=0.3)
+    ckpt.legend(fontsize=8)
+    if tuning:
+        knob = tuning["knob"]
+        labels = [f"{knob}={t['knobs'][knob]:g}\nthr={t['threshold']:g}" for t in tuning["trials"]]
+        colours = ["C3" if (t["knobs"] == tuning["knobs"] and t["threshold"] == tuning["threshold"]) else "C0"
+                   for t in tuning["trials"]]
+        tune.bar(range(len(labels)), [t["val"]["acc"] for t in tuning["trials"]], color=colours)
+        tune.set_xticks(range(len(labels)), labels, fontsize=7)
+        lo = min(t["val"]["acc"] for t in tuning["trials"])
+        tune.set_ylim(max(0.0, lo - 0.1), 1.0)
+        tune.set(ylabel="short student val acc", title="tuning (validation; red = chosen)")
+        tune.grid(alpha=0.3, axis="y")
+    else:
+        tune.axis("off")
+    fig.tight_layout()
+    return _save(fig, path)

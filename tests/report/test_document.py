@@ -1,0 +1,116 @@
+"""`kr report`: built from a run directory alone, every section present, every number equal to
+results.json, self-contained HTML, several runs aggregated."""
+
+import json
+import re
+import shutil
+import statistics
+import subprocess
+
+import pytest
+from click.testing import CliRunner
+
+from kr.cli import cli
+from kr.errors import KRError
+from kr.report import write_report
+from kr.report.document import SECTIONS
+
+
+@pytest.fixture
+def run(finished_run):
+    return finished_run[:2]
+
+
+def _md_rows(md: str, first: str) -> dict[str, list[str]]:
+    """The Markdown table whose header starts with `first`, as {method: cells}."""
+    lines = md.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {first} |"))
+    rows = {}
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows[cells[1]] = cells
+    return rows
+
+
+def test_kr_run_ends_with_the_report(run):
+    path, results = run
+    assert results["report"] == str(path / "report" / "report.html")
+    assert (path / "report" / "report.md").is_file() and (path / "report" / "real_grid.png").is_file()
+
+
+def test_report_from_the_directory_alone_has_every_section_and_results_numbers(run, tmp_path):
+    path, results = run
+    copy = tmp_path / "copy"
+    shutil.copytree(path, copy)
+    for weights in copy.rglob("*.safetensors"):  # nothing may be recomputed: no model to load
+        weights.unlink()
+    shutil.rmtree(copy / "report")
+    shutil.copy(path / "report" / "real_grid.png", tmp_path / "real.png")
+    html = write_report([copy]).read_text()
+    md = (copy / "report" / "report.md").read_text()
+    for anchor, title in SECTIONS:
+        assert f'id="{anchor}"' in html and title in md
+    rows = _md_rows(md, "dataset")
+    assert set(rows) == {"real", "kr", "synthetic", "dpsgd-eps4"}
+    for method, m in results["methods"].items():
+        assert rows[method][3] == f"{m['test']['acc']:.4f}" and rows[method][4] == f"{m['test']['auc']:.4f}"
+        if method != "real":
+            gap = 100 * (m["test"]["acc"] - results["methods"]["real"]["test"]["acc"])
+            assert rows[method][5] == f"{gap:.2f}"
+        best = max(results["audit_shipped"][method].values(), key=lambda r: r["auc"])
+        assert rows[method][7] == f"{best['auc']:.4f}"
+    assert "ε = " in rows["dpsgd-eps4"][8]
+    audit = [line for line in md.splitlines() if line.startswith("| 2: shipped model | kr | loss |")]
+    r = results["audit_shipped"]["kr"]["loss"]
+    assert len(audit) == 1 and f"{r['auc']:.4f} [{r['auc_ci'][0]:.4f}, {r['auc_ci'][1]:.4f}]" in audit[0]
+    assert f"{results['memorisation']['pixel']['median_ratio']:.4f}" in md
+
+
+def test_html_is_self_contained_and_markdown_figures_exist(run):
+    path, _ = run
+    html = (path / "report" / "report.html").read_text()
+    sources = re.findall(r'<img src="([^"]+)"', html)
+    assert len(sources) >= 6 and all(s.startswith("data:image/png;base64,") for s in sources)
+    assert "http://" not in html and "https://" not in html  # opens offline: nothing fetched
+    md = (path / "report" / "report.md").read_text()
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
+    assert len(links) == len(sources)
+    assert all((path / "report" / link).is_file() for link in links)
+    assert "not available" not in md  # a tiny run has every figure
+
+
+def test_several_runs_aggregate_mean_and_std(run, tmp_path):
+    path, results = run
+    other = tmp_path / "seed1"
+    shutil.copytree(path, other)
+    r1 = json.loads((other / "results.json").read_text())
+    r1["seed"], r1["methods"]["kr"]["test"]["acc"] = 1, 0.25
+    (other / "results.json").write_text(json.dumps(r1))
+    write_report([path, other], tmp_path / "both")
+    rows = _md_rows((tmp_path / "both" / "report.md").read_text(), "dataset")
+    accs = [results["methods"]["kr"]["test"]["acc"], 0.25]
+    assert rows["kr"][2] == "2"
+    assert rows["kr"][3] == f"{statistics.mean(accs):.4f} ± {statistics.stdev(accs):.4f}"
+
+
+def test_cli_report_and_its_errors(run, tmp_path):
+    path, _ = run
+    out = CliRunner().invoke(cli, ["report", str(path), "--out", str(tmp_path / "r")])
+    assert out.exit_code == 0 and (tmp_path / "r" / "report.html").is_file()
+    with pytest.raises(KRError, match="--out"):
+        CliRunner().invoke(cli, ["report", str(path), str(path)], standalone_mode=False,
+                           catch_exceptions=False)
+    with pytest.raises(KRError, match="results.json"):
+        write_report([tmp_path])
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium not installed (Debian package chromium)")
+def test_headless_chromium_renders_the_report(run, tmp_path):
+    path, _ = run
+    shot = tmp_path / "shot.png"
+    subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",
+                    "--window-size=1200,2400", (path / "report" / "report.html").as_uri()],
+                   check=True, capture_output=True, timeout=120)
+    assert shot.stat().st_size > 50_000  # a blank page is a few kB
