@@ -95,16 +95,16 @@ def results_md(runs: list[Path], wanted: list[tuple[str, int]], out: Path) -> st
              f"{machine()}. `cpu` preset throughout. Every number below is read from a run's `results.json`.",
              "", "## Test accuracy, CAS gap and membership inference", "",
              "Mean ± std over the seeds measured. CAS gap: the method's test ACC minus the real-trained "
-             "teacher's, in points. Attack AUC: the strongest membership-inference attack on that model "
-             "(experiment 1 — whole runs on pool halves — where `kr audit` ran, else the shipped model's "
-             "reference-free audit); 0.5 is guessing.", ""]
+             "teacher's, in points. Strongest attack: the membership-inference attack with the highest AUC "
+             "on that model, averaged only over runs audited alike — experiment 1 (whole runs on pool "
+             "halves, `kr audit`) or experiment 2 (the shipped model, reference-free); 0.5 is guessing.", ""]
     if rows:
         lines += ["| " + " | ".join(rows[0]) + " |", "|" + " --- |" * len(rows[0])]
         lines += ["| " + " | ".join(r) + " |" for r in rows[1:]]
     missing = [f"{d} seed {s}" for d, s in wanted if not any(r.results["dataset"] == d and r.results["seed"] == s
                                                              for r in found)]
     lines += ["", "**Not measured**: " + (", ".join(missing) if missing else "none") + ".", ""]
-    lines += ["## Per run", "", "| run | seeds | audit | reference runs | test ACC kr / real | stage seconds |",
+    lines += ["## Per run", "", "| run | seed | audit | reference runs | test ACC kr / real | stage seconds |",
               "| --- | --- | --- | --- | --- | --- |"]
     for r in found:
         res = r.results

@@ -116,7 +116,7 @@ def model_card(r: dict) -> str:
         "## Intended use", "",
         f"Research and development on {r['dataset']} ({r['task']}): classifying "
         f"{r['input']['channels']}-channel {r['input']['size']}×{r['input']['size']} images into "
-        f"{', '.join(map(str, r.get('label_names') or [])) or 'the classes in config.json'}. "
+        f"{'; '.join(f'{i} = {n!r}' for i, n in enumerate(r.get('label_names') or [])) or 'the classes in config.json'}. "
         "It is not a medical device and has not been validated clinically; do not use it for "
         "diagnosis.", "",
         "## Data it never saw", "",

@@ -60,8 +60,8 @@ def test_report_from_the_directory_alone_has_every_section_and_results_numbers(r
             gap = 100 * (m["test"]["acc"] - results["methods"]["real"]["test"]["acc"])
             assert rows[method][5] == f"{gap:.2f}"
         best = max(results["audit_shipped"][method].values(), key=lambda r: r["auc"])
-        assert rows[method][7] == f"{best['auc']:.4f}"
-    assert "ε = " in rows["dpsgd-eps4"][8]
+        assert rows[method][6].startswith(f"{best['auc']:.4f} (") and "exp. 2, 1 run)" in rows[method][6]
+    assert "ε = " in rows["dpsgd-eps4"][7]
     audit = [line for line in md.splitlines() if line.startswith("| 2: shipped model | kr | loss |")]
     r = results["audit_shipped"]["kr"]["loss"]
     assert len(audit) == 1 and f"{r['auc']:.4f} [{r['auc_ci'][0]:.4f}, {r['auc_ci'][1]:.4f}]" in audit[0]
