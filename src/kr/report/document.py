@@ -132,11 +132,12 @@ def audit_rows(results: dict) -> list[list[str]]:
 def privacy_points(runs: list[Run]) -> list[dict]:
     points = []
     for r in runs:
-        _, audit = audit_of(r.results)
+        exp, audit = audit_of(r.results)
         for m, v in r.results["methods"].items():
             best = best_attack(audit.get(m, {}))
             if best and "test" in v:
-                points.append({"method": m, "auc": best[1]["auc"], "acc": v["test"]["acc"], "run": r.name})
+                points.append({"method": m, "auc": best[1]["auc"], "acc": v["test"]["acc"], "run": r.name,
+                               "experiment": exp})
     return points
 
 

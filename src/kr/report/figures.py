@@ -34,11 +34,17 @@ def privacy_utility(points: list[dict], path: Path) -> Path:
     by_method = defaultdict(list)
     for p in points:
         by_method[p["method"]].append(p)
-    for method, ps in by_method.items():
-        ax.scatter([p["auc"] for p in ps], [p["acc"] for p in ps], label=method, s=40)
+    for i, (method, ps) in enumerate(by_method.items()):
+        # filled: experiment 1 (the procedure, `kr audit`); hollow: the shipped model only
+        for exp, filled in (("procedure", True), ("shipped", False)):
+            sel = [p for p in ps if p.get("experiment", "procedure") == exp]
+            if sel:
+                ax.scatter([p["auc"] for p in sel], [p["acc"] for p in sel], s=40, color=f"C{i % 10}",
+                           facecolors=None if filled else "none", label=method if filled or len(sel) == len(ps)
+                           else None)
     ax.axvline(0.5, color="k", lw=0.8, ls="--")
     ax.set(xlabel="membership inference: best attack's AUC (0.5 = guessing)", ylabel="test accuracy",
-           title="privacy–utility (up and left is better)")
+           title="privacy–utility (up and left is better)\nfilled: experiment 1 (procedure); hollow: shipped model")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
