@@ -26,13 +26,12 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent
-sys.path.insert(0, str(ROOT.parent / "src"))
+from kr.data import MEDMNIST
+from kr.data.download import locate
+from kr.report import write_report
+from kr.report.document import Run, results_rows
 
-from kr.data import MEDMNIST  # noqa: E402
-from kr.data.download import locate  # noqa: E402
-from kr.report import write_report  # noqa: E402
-from kr.report.document import Run, results_rows  # noqa: E402
+ROOT = Path(__file__).resolve().parent
 
 ANCHORS = {  # MedMNIST v2 (Yang et al. 2023), ResNet-18 at 28 px: test ACC / AUC
     "breastmnist": "0.863 / 0.901", "pneumoniamnist": "0.854 / 0.944"}

@@ -35,14 +35,22 @@ def auc(task: str, labels: np.ndarray, scores: np.ndarray) -> float:
     return float(np.mean(per)) if per else math.nan
 
 
-def acc(task: str, labels: np.ndarray, scores: np.ndarray, threshold: float = 0.5) -> float:
-    labels, scores = np.asarray(labels), np.asarray(scores, dtype=np.float64)
+def predict_labels(task: str, scores: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """The decision ACC scores: per-label 0/1 (multi-label), the positive class above the
+    threshold (binary), else the argmax."""
+    scores = np.asarray(scores, dtype=np.float64)
     if task.startswith("multi-label"):
-        return float(np.mean([(labels[:, i] == (scores[:, i] > threshold)).mean()
-                              for i in range(labels.shape[1])]))
+        return (scores > threshold).astype(np.int64)
     if task == "binary-class":
-        return float((labels == (scores[:, -1] > threshold)).mean())
-    return float((labels == scores.argmax(1)).mean())
+        return (scores[:, -1] > threshold).astype(np.int64)
+    return scores.argmax(1)
+
+
+def acc(task: str, labels: np.ndarray, scores: np.ndarray, threshold: float = 0.5) -> float:
+    labels, pred = np.asarray(labels), predict_labels(task, scores, threshold)
+    if task.startswith("multi-label"):  # the mean over labels of each label's accuracy
+        return float(np.mean([(labels[:, i] == pred[:, i]).mean() for i in range(labels.shape[1])]))
+    return float((labels == pred).mean())
 
 
 def evaluate(task: str, labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:

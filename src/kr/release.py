@@ -18,7 +18,7 @@ import torch
 from kr.artifacts import atomic_path, read_json, read_model_config, write_json, write_text
 from kr.data.dataset import SPLITS, images_to_tensor
 from kr.errors import KRError
-from kr.metrics import evaluate
+from kr.metrics import evaluate, predict_labels
 from kr.models import load_classifier
 from kr.report.document import audit_of, best_attack
 from kr.report.tables import describe
@@ -199,8 +199,7 @@ def predict(model_dir: str | Path, file: str | Path, out: str | Path, device: st
             raise KRError(f"{file} ({split}): images are {x.shape[1]}×{x.shape[2]}×{x.shape[3]}, the model "
                           f"takes {cfg['in_channels']}×{size}×{size}; use the matching MedMNIST size")
         probs = predict_proba(model, x, multi)
-        pred = (probs > 0.5).astype(int) if multi else (
-            (probs[:, -1] > 0.5).astype(int) if task == "binary-class" else probs.argmax(1))
+        pred = predict_labels(task, probs)
         summary[split] = {"n": len(x)}
         if labels is not None:
             y = np.asarray(labels).astype(np.int64)
