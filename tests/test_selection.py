@@ -26,3 +26,36 @@ def test_each_backend_tunes_its_own_knob_from_its_config():
         assert knob in gen.knobs
         assert default_knobs(gen) == {knob: {"sigma": 1.0, "guidance": 2.0}[knob]}
         gen.sample(torch.tensor([0, 1]), 0, **default_knobs(gen))  # accepted by the backend
+
+
+def test_an_interrupted_tuning_stage_resumes_from_its_finished_candidates(finished_run, tmp_path, monkeypatch):
+    import shutil
+
+    from kr import selection
+    from kr.artifacts import read_json
+    from kr.privacy.audit import load_run
+
+    run, results, small = finished_run
+    config, data, _ = load_run(run)
+    trials = sorted((run / "tuning" / "trials").glob("*.json"))
+    assert trials and len(list((run / "selection" / "trials").glob("*.json"))) == len(
+        results["selection"]["candidates"])
+    folder = tmp_path / "tuning"
+    shutil.copytree(run / "tuning", folder)
+    checkpoint = run / "generator" / "checkpoints" / results["tuning"]["checkpoint"]
+    chosen = next(c for c in results["selection"]["candidates"] if c["name"] == results["selection"]["selected"])
+    args = (data, config, checkpoint, run / "teacher", torch.device("cpu"))
+
+    calls = []
+    real_student = selection.train_student
+    monkeypatch.setattr(selection, "train_student", lambda *a, **k: calls.append(k) or real_student(*a, **k))
+    again = selection.tune(*args, selected=chosen, folder=folder)
+    assert calls == [] and again == results["tuning"]  # every candidate finished: nothing retrained
+
+    lost = trials[-1].name
+    (folder / "trials" / lost).unlink()  # as if the run stopped during that candidate
+    resumed = selection.tune(*args, selected=chosen, folder=folder)
+    assert len(calls) == 1 and calls[0]["folder"].name == lost[:-5]
+    strip = lambda t: [{k: v for k, v in row.items() if k != "seconds"} for row in t["trials"]]  # noqa: E731
+    assert strip(resumed) == strip(results["tuning"])  # same seeds: the same student again
+    assert read_json(folder / "trials" / lost)["val"] == read_json(trials[-1])["val"]

@@ -37,7 +37,8 @@ from kr.generation import judge_checkpoints, train_generator
 from kr.generators import load_generator
 from kr.models import load_classifier
 from kr.generators.quality import save_grid
-from kr.privacy.dp import method_name, train_dpsgd
+from kr.methods import STUDENTS, dp_name, folder as model_folder, stage_folder
+from kr.privacy.dp import train_dpsgd
 from kr.report import write_report
 from kr.selection import optimise_checkpoint, tune
 from kr.rundir import RunDir, stage_key
@@ -62,7 +63,6 @@ def prepare(config: Config, data_dir: str | None) -> ImageDataset:
 
 STAGES = ("teacher", "generator", "quality", "selection", "tuning", "kr", "synthetic", "regen",
           "soft", "dpsgd", "audit", "report")
-METHOD_STAGES = ("kr", "synthetic", "regen", "soft")
 
 
 def run(config: Config, out: str | Path | None = None, data_dir: str | None = None,
@@ -77,8 +77,8 @@ def run(config: Config, out: str | Path | None = None, data_dir: str | None = No
     data = data if data is not None else prepare(config, data_dir)
     timings = {"prepare": round(time.perf_counter() - start, 2)}
     chosen = config.methods_to_run()
-    wanted = [s for s in stages if s not in (*METHOD_STAGES, "dpsgd") or s == "kr" or s in chosen]
-    if any(s in METHOD_STAGES for s in wanted):  # students need the whole chain before them
+    wanted = [s for s in stages if s not in (*STUDENTS, "dpsgd") or s == "kr" or s in chosen]
+    if any(s in STUDENTS for s in wanted):  # students need the whole chain before them
         wanted = [s for s in STAGES if s in {"teacher", "generator", "selection", "tuning", *wanted}]
     run_dir = RunDir(out or Path("runs") / default_run_name(config), config, data)
     tree = config.to_dict()
@@ -92,7 +92,7 @@ def run(config: Config, out: str | Path | None = None, data_dir: str | None = No
         # the grids of the tuning stage do not change which checkpoint is selected.
         keys["selection"] = {**keys["quality"], "epochs": config.select.epochs, "distill": tree["distill"]}
         keys["tuning"] = {"selection": keys["selection"], "select": tree["select"]}
-        for m in METHOD_STAGES:
+        for m in STUDENTS:
             keys[m] = {"tuning": keys["tuning"], "method": m}
         results: dict = {"dataset": data.name, "preset": config.preset, "seed": config.seed,
                          "task": data.task, "methods": {}}
@@ -103,7 +103,7 @@ def run(config: Config, out: str | Path | None = None, data_dir: str | None = No
         if "teacher" in wanted:
             teacher = run_dir.stage("teacher", keys["teacher"], lambda folder: train_teacher(
                 data, config, folder, dev, on_epoch=log_to("teacher")))
-            models["real"] = run_dir.path / "teacher"
+            models["real"] = model_folder(run_dir.path, "real")
             results["methods"]["real"] = {"best_epoch": teacher["best_epoch"]}
         # Step 2: the class-conditional generator, with a checkpoint every checkpoint_kimg.
         if "generator" in wanted:
@@ -118,35 +118,35 @@ def run(config: Config, out: str | Path | None = None, data_dir: str | None = No
         # Step 3: checkpoint optimisation, by the validation accuracy of a short GKD student.
         if "selection" in wanted:
             selection = run_dir.stage("selection", keys["selection"], lambda folder: optimise_checkpoint(
-                data, config, run_dir.path / "generator", run_dir.path / "teacher", dev))
+                data, config, run_dir.path / "generator", run_dir.path / "teacher", dev, folder))
             results["selection"] = selection
             checkpoint = run_dir.path / "generator" / "checkpoints" / selection["selected"]
         # Step 4: tuning the generator's knob and Dynamic Sample Filtering on validation.
         if "tuning" in wanted:
             chosen = next(c for c in selection["candidates"] if c["name"] == selection["selected"])
             tuning = run_dir.stage("tuning", keys["tuning"], lambda folder: tune(
-                data, config, checkpoint, run_dir.path / "teacher", dev, selected=chosen))
+                data, config, checkpoint, run_dir.path / "teacher", dev, selected=chosen, folder=folder))
             results["tuning"] = tuning
         # Step 5: GKD, and the baselines of step 6 that each lack one of its ingredients.
-        for method in (m for m in METHOD_STAGES if m in wanted):
-            name = f"methods/{method}"
+        for method in (m for m in STUDENTS if m in wanted):
+            name = stage_folder(method)
             student = run_dir.stage(name, keys[method], lambda folder, method=method: train_student(
                 data, config, load_generator(checkpoint).to(dev),
                 load_classifier(run_dir.path / "teacher").to(dev), method, tuning["knobs"],
                 tuning["threshold"], folder, on_epoch=log_to(name),
                 tag=stage_key(keys["tuning"])))
-            models[method] = run_dir.path / name
+            models[method] = model_folder(run_dir.path, method)
             results["methods"][method] = {k: student[k] for k in (
                 "best_epoch", "mode", "soft_labels", "knobs", "threshold", "images_generated")}
         # The standard alternative: DP-SGD on the real images, at each target ε.
         if "dpsgd" in wanted:
             dp_settings = {k: v for k, v in tree["dpsgd"].items() if k != "epsilons"}
             for eps in config.dpsgd.epsilon_list():
-                name = method_name(eps)
+                name = dp_name(eps)
                 keys[name] = {**base, "teacher": tree["teacher"]["model"], "dpsgd": dp_settings, "epsilon": eps}
-                dp = run_dir.stage(f"methods/{name}", keys[name], lambda folder, eps=eps, name=name: train_dpsgd(
-                    data, config, eps, folder, dev, on_epoch=log_to(f"methods/{name}")))
-                models[name] = run_dir.path / "methods" / name
+                dp = run_dir.stage(stage_folder(name), keys[name], lambda folder, eps=eps, name=name: train_dpsgd(
+                    data, config, eps, folder, dev, on_epoch=log_to(stage_folder(name))))
+                models[name] = model_folder(run_dir.path, name)
                 results["methods"][name] = {k: dp[k] for k in (
                     "best_epoch", "epsilon", "epsilon_target", "delta", "noise_multiplier")}
         # Step 6: the test split, read once, for what validation chose.
@@ -169,13 +169,10 @@ def run(config: Config, out: str | Path | None = None, data_dir: str | None = No
             results["audit_shipped"] = privacy["attacks"]
             if "memorisation" in privacy:
                 results["memorisation"] = privacy["memorisation"]
-            audited = _procedure_audit(run_dir.path, evaluated)
-            if audited:  # models left out of audit.targets keep their reference-free figures
-                audited["audit_shipped"] = {**results["audit_shipped"], **audited["audit_shipped"]}
-            results.update(audited)
+            results.update(_procedure_audit(run_dir.path, evaluated, results["audit_shipped"]))
         stage_times = run_dir.manifest().get("stages", {})
-        ran = [f"methods/{s}" if s in METHOD_STAGES else s for s in wanted if s not in ("audit", "dpsgd")]
-        ran += [f"methods/{m}" for m in models if m.startswith("dpsgd")]
+        ran = [s for s in ("teacher", "generator", "quality", "selection", "tuning") if s in wanted]
+        ran += [stage_folder(m) for m in models if m != "real"]
         ran += ["evaluate"] + (["audit/shipped"] if "audit" in wanted else [])
         timings.update({name: stage_times[name]["seconds"] for name in ran if name in stage_times})
         results["timings_s"] = timings
@@ -218,8 +215,10 @@ def _real_grid(data: ImageDataset, config: Config, path: Path) -> None:
     save_grid(torch.cat(rows), data.n_classes, path)
 
 
-def _procedure_audit(run: Path, evaluated: str) -> dict:
+def _procedure_audit(run: Path, evaluated: str, shipped_free: dict) -> dict:
     """`kr audit`'s results, if they audited the models this run has now (else they are stale)."""
+    from kr.privacy.audit import results_fields
+
     path = run / "audit" / "audit.json"
     if not path.is_file():
         return {}
@@ -227,4 +226,4 @@ def _procedure_audit(run: Path, evaluated: str) -> dict:
     if audit["meta"].get("evaluate_key") != evaluated:
         log.warning("audit/audit.json audited other models than this run's: rerun `kr audit %s`", run)
         return {}
-    return {"audit": audit["procedure"], "audit_shipped": audit["shipped"], "audit_meta": audit["meta"]}
+    return results_fields(audit, shipped_free)

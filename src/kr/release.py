@@ -19,9 +19,9 @@ from kr.artifacts import atomic_path, read_json, read_model_config, write_json, 
 from kr.data.dataset import SPLITS, images_to_tensor
 from kr.errors import KRError
 from kr.metrics import evaluate, predict_labels
+from kr.methods import describe, folder as model_folder, is_dp, saw_real_images
 from kr.models import load_classifier
-from kr.report.document import audit_of, best_attack
-from kr.report.tables import describe
+from kr.privacy.audit import audit_of, best_attack
 from kr.train import predict_proba, resolve_device
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ def export(run_dir: str | Path, out: str | Path, method: str = "kr", onnx: bool 
         raise KRError(f"{run_dir}: no results.json; export from a run directory that `kr run` finished")
     results = read_json(run_dir / "results.json")
     m = results["methods"].get(method)
-    folder = run_dir / ("teacher" if method == "real" else f"methods/{method}")
+    folder = model_folder(run_dir, method)
     if m is None or "test" not in m or not (folder / "model.safetensors").is_file():
         have = ", ".join(k for k, v in results["methods"].items() if "test" in v)
         raise KRError(f"{run_dir} has no evaluated model {method!r}; choose one of: {have}")
@@ -123,9 +123,9 @@ def model_card(r: dict) -> str:
         ("The student never saw a real image: it was trained only on synthetic images from a "
          "generator, labelled by a teacher; the generator and the teacher were trained on the real "
          "train split. Its validation split chose every setting; its test split was read once, for "
-         "the figures below." if r["method"] not in ("real",) and not r["method"].startswith("dpsgd") else
+         "the figures below." if not saw_real_images(r["method"]) else
          "This model was trained on the real train split" +
-         (" with DP-SGD (formal (ε, δ) guarantee in config.json)." if r["method"].startswith("dpsgd") else ".")),
+         (" with DP-SGD (formal (ε, δ) guarantee in config.json)." if is_dp(r["method"]) else ".")),
         f"Data fingerprint: `{r.get('data_fingerprint')}`.", "",
         "## Performance (real test split, MedMNIST ACC/AUC)", "",
         "| model | test ACC | test AUC |", "| --- | --- | --- |",

@@ -11,6 +11,10 @@ is being chosen.
                              diffusion guidance) with no filtering, then the Dynamic Sample
                              Filtering threshold at the best knob (a coordinate search).
 Ties go to the earlier candidate: the earlier checkpoint, the smaller σ/guidance/threshold.
+
+With a stage folder, each candidate's student resumes per epoch and its result is kept in
+`trials/<candidate>.json`, so an interrupted stage (hours on PneumoniaMNIST on CPU) picks up
+where it stopped instead of training every candidate again.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from kr.artifacts import read_json
+from kr.artifacts import read_json, write_json
 from kr.config import Config, parse_floats
 from kr.data import ImageDataset
 from kr.distill import train_student
@@ -40,13 +44,22 @@ def default_knobs(gen: ConditionalGenerator) -> dict[str, float]:
 
 
 def _trial(data: ImageDataset, config: Config, gen: ConditionalGenerator, teacher: torch.nn.Module,
-           knobs: dict, threshold: float) -> dict:
+           knobs: dict, threshold: float, folder: Path | None, name: str) -> dict:
+    """One candidate's short student, or its kept result when an earlier attempt finished it."""
+    done = folder / "trials" / f"{name}.json" if folder is not None else None
+    if done is not None and done.is_file():
+        log.info("candidate %s: finished earlier, result reused", name)
+        return read_json(done)
     start = time.perf_counter()
     r = train_student(data, config, gen, teacher, "kr", knobs, threshold,
+                      folder=folder / "trials" / name if folder is not None else None,
                       epochs=config.select.epochs, seed_key="select")
-    return {"knobs": knobs, "threshold": threshold, "val": r["val"], "best_epoch": r["best_epoch"],
-            "filter_acceptance": r["filter_acceptance"],
-            "seconds": round(time.perf_counter() - start, 2)}
+    row = {"knobs": knobs, "threshold": threshold, "val": r["val"], "best_epoch": r["best_epoch"],
+           "filter_acceptance": r["filter_acceptance"],
+           "seconds": round(time.perf_counter() - start, 2)}  # of the last attempt, if resumed
+    if done is not None:
+        write_json(done, row)
+    return row
 
 
 def _best(rows: list[dict], metric: str) -> dict:
@@ -58,14 +71,14 @@ def _best(rows: list[dict], metric: str) -> dict:
 
 
 def optimise_checkpoint(data: ImageDataset, config: Config, generator_dir: Path, teacher_dir: Path,
-                        device: torch.device) -> dict:
+                        device: torch.device, folder: Path | None = None) -> dict:
     teacher = load_classifier(teacher_dir).to(device)
     checkpoints = read_json(generator_dir / "stage.json")["outputs"]["checkpoints"]
     rows = []
     for info in checkpoints:
         gen = load_generator(generator_dir / "checkpoints" / info["name"]).to(device)
         row = {"name": info["name"], "kimg": info["kimg"],
-               **_trial(data, config, gen, teacher, default_knobs(gen), 0.0)}
+               **_trial(data, config, gen, teacher, default_knobs(gen), 0.0, folder, info["name"])}
         rows.append(row)
         log.info("checkpoint %s: short student val acc %.4f auc %.4f", info["name"],
                  row["val"]["acc"], row["val"]["auc"])
@@ -76,7 +89,7 @@ def optimise_checkpoint(data: ImageDataset, config: Config, generator_dir: Path,
 
 
 def tune(data: ImageDataset, config: Config, checkpoint_dir: Path, teacher_dir: Path,
-         device: torch.device, selected: dict | None = None) -> dict:
+         device: torch.device, selected: dict | None = None, folder: Path | None = None) -> dict:
     """`selected`: checkpoint optimisation's trial of this checkpoint (default knob, no
     filtering, same seeds): the grid point it matches is reused, not trained again."""
     teacher = load_classifier(teacher_dir).to(device)
@@ -90,12 +103,13 @@ def tune(data: ImageDataset, config: Config, checkpoint_dir: Path, teacher_dir: 
             trials.append({k: selected[k] for k in ("knobs", "threshold", "val", "best_epoch",
                                                     "filter_acceptance", "seconds")} | {"reused": True})
         else:
-            trials.append(_trial(data, config, gen, teacher, {knob: value}, 0.0))
+            trials.append(_trial(data, config, gen, teacher, {knob: value}, 0.0, folder, f"{knob}-{value:g}"))
         log.info("tuning %s=%g: val acc %.4f", knob, value, trials[-1]["val"]["acc"])
     best_knobs = _best(trials, metric)["knobs"]
     for threshold in parse_floats(config.select.threshold):
         if threshold > 0:
-            trials.append(_trial(data, config, gen, teacher, best_knobs, threshold))
+            trials.append(_trial(data, config, gen, teacher, best_knobs, threshold, folder,
+                                 f"{knob}-{best_knobs[knob]:g}-threshold-{threshold:g}"))
             log.info("tuning threshold %.2f (%s=%g): val acc %.4f, acceptance %s", threshold, knob,
                      best_knobs[knob], trials[-1]["val"]["acc"], trials[-1]["filter_acceptance"])
     best = _best(trials, metric)

@@ -24,6 +24,7 @@ from kr.artifacts import read_json, write_json, write_npz
 from kr.config import PRESETS, Config, load_config
 from kr.data import ImageDataset, load_dataset
 from kr.errors import KRError
+from kr.methods import folder as model_folder
 from kr.models import load_classifier
 from kr.privacy import attacks, metrics, plots, references, signals
 from kr.seeding import derive_seed
@@ -49,10 +50,6 @@ REFERENCE_ATTACKS = {
 # Experiment 2's references trained on other data sizes and never on the target's own split in
 # complementary fashion: only the offline attacks apply (../shared/AUDIT.md).
 SHIPPED_REFERENCE_ATTACKS = ("lira-offline", "lira-offline-fixed", "rmia-offline")
-
-
-def model_folder(run: Path, method: str) -> Path:
-    return run / "teacher" if method == "real" else run / "methods" / method
 
 
 def pool_signals(run: Path, methods: tuple[str, ...], images, device) -> dict[str, np.ndarray]:
@@ -127,6 +124,26 @@ def compare_to_real(audit: dict) -> None:
         for name, row in by_attack.items():
             if name in audit["real"]:
                 row["auc_below_real"] = audit["real"][name]["auc"] - row["auc"]
+
+
+def audit_of(results: dict) -> tuple[str, dict]:
+    """Experiment 1 (the procedure) where `kr audit` ran, else the shipped model's own audit."""
+    if results.get("audit"):
+        return "procedure", results["audit"]
+    return "shipped", results.get("audit_shipped") or {}
+
+
+def best_attack(by_attack: dict) -> tuple[str, dict] | None:
+    """The attack that leaks most on this target (highest AUC): the one a privacy claim must face."""
+    rows = [(a, r) for a, r in by_attack.items() if r.get("auc") is not None]
+    return max(rows, key=lambda ar: ar[1]["auc"]) if rows else None
+
+
+def results_fields(audit_json: dict, shipped_free: dict) -> dict:
+    """results.json's audit fields from audit/audit.json.  Models left out of audit.targets keep
+    the reference-free figures `kr run` measured on them (`shipped_free`)."""
+    return {"audit": audit_json["procedure"], "audit_shipped": {**shipped_free, **audit_json["shipped"]},
+            "audit_meta": audit_json["meta"]}
 
 
 def load_run(run_dir: Path, overrides=(), data_dir: str | None = None) -> tuple[Config, ImageDataset, dict]:
@@ -222,9 +239,8 @@ def audit(run_dir: str | Path, overrides=(), data_dir: str | None = None, device
                        "resamples images, keeping each image's scores together",
             "queries": list(signals.QUERIES), "rmia": {"a": attacks.RMIA_OFFLINE_A,
                                                         "gamma": attacks.RMIA_GAMMA}}
-    write_json(folder / "audit.json", {"meta": meta, "procedure": procedure, "shipped": shipped})
-    # models left out of audit.targets keep the reference-free figures of `kr run`
-    results.update({"audit": procedure, "audit_shipped": {**results.get("audit_shipped", {}), **shipped},
-                    "audit_meta": meta})
+    doc = {"meta": meta, "procedure": procedure, "shipped": shipped}
+    write_json(folder / "audit.json", doc)
+    results.update(results_fields(doc, results.get("audit_shipped", {})))
     write_json(run_dir / "results.json", results)
     return results

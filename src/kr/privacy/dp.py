@@ -25,15 +25,12 @@ from kr.augment import augment
 from kr.config import Config
 from kr.data import ImageDataset
 from kr.errors import KRError
+from kr.methods import dp_name
 from kr.models import build_model, save_classifier
 from kr.seeding import derive_seed, make_generator
 from kr.train import better, score
 
 log = logging.getLogger(__name__)
-
-
-def method_name(epsilon: float) -> str:
-    return f"dpsgd-eps{epsilon:g}"
 
 
 def train_dpsgd(data: ImageDataset, config: Config, epsilon: float, folder: Path, device: torch.device,
@@ -105,10 +102,10 @@ def train_dpsgd(data: ImageDataset, config: Config, epsilon: float, folder: Path
            "max_grad_norm": dcfg.max_grad_norm, "sample_rate": loader.sample_rate,
            "epochs": dcfg.epochs, "accountant": dcfg.accountant}
     save_classifier(model.eval(), folder, mcfg.arch, data.channels, data.n_classes,
-                    extra={"seed": seed, "dataset": data.name, "task": data.task, "method": method_name(epsilon),
+                    extra={"seed": seed, "dataset": data.name, "task": data.task, "method": dp_name(epsilon),
                            "label_names": list(data.label_names), "dp": out}, **kwargs)
     write_json(folder / "metrics.json", {**out, "history": history})
     log.info("%s: best epoch %d, val acc %.4f auc %.4f, ε = %.3f (δ = %.2g), noise σ = %.3f",
-             method_name(epsilon), best_epoch, best_val["acc"], best_val["auc"], spent, delta,
+             dp_name(epsilon), best_epoch, best_val["acc"], best_val["auc"], spent, delta,
              opt.noise_multiplier)
     return out

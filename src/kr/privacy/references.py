@@ -21,6 +21,7 @@ import torch
 from kr.config import Config
 from kr.data import ImageDataset, Split
 from kr.errors import KRError
+from kr.methods import stage
 from kr.seeding import derive_seed
 
 log = logging.getLogger(__name__)
@@ -83,16 +84,11 @@ def reference_config(config: Config, index: int) -> Config:
     return dataclasses.replace(config, seed=derive_seed(config.seed, "audit-reference", index))
 
 
-def stage_of(method: str) -> str:
-    """The pipeline stage that trains a method (`dpsgd-eps8` comes from `dpsgd`)."""
-    return "dpsgd" if method.startswith("dpsgd") else method
-
-
 def reference_stages(methods: tuple[str, ...]) -> tuple[str, ...]:
     """What a reference must run for these targets (the pipeline adds what students need)."""
     from kr.pipeline import STAGES
 
-    return tuple(s for s in STAGES if s == "teacher" or s in map(stage_of, methods))
+    return tuple(s for s in STAGES if s == "teacher" or s in map(stage, methods))
 
 
 def train_references(config: Config, folder: Path, data: ImageDataset, methods: tuple[str, ...],
@@ -105,7 +101,7 @@ def train_references(config: Config, folder: Path, data: ImageDataset, methods: 
         raise KRError(f"reference indices {sorted(set(only))} out of range: this audit has "
                       f"{len(matrix)} reference runs, 0–{len(matrix) - 1} (audit.references)")
     stages = reference_stages(methods)
-    baselines = ",".join(dict.fromkeys(stage_of(m) for m in methods if m not in ("real", "kr")))
+    baselines = ",".join(dict.fromkeys(stage(m) for m in methods if m not in ("real", "kr")))
     paths = []
     for i in range(len(matrix)):
         path = folder / f"r{i}"

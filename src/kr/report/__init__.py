@@ -1,7 +1,7 @@
 """What a user reads: the summary `kr run` prints (tables) and `kr report`'s HTML/Markdown
 page (document, figures)."""
 
-from kr.report.tables import audit_table, describe, summary_table
+from kr.report.tables import audit_table, summary_table
 from kr.report.document import write_report
 
-__all__ = ["audit_table", "describe", "summary_table", "write_report"]
+__all__ = ["audit_table", "summary_table", "write_report"]

@@ -12,8 +12,9 @@ from pathlib import Path
 
 from kr.artifacts import atomic_path, read_json
 from kr.errors import KRError
+from kr.methods import describe
+from kr.privacy.audit import audit_of, best_attack
 from kr.report import figures
-from kr.report.tables import describe
 
 SECTIONS = (("results", "Results"), ("privacy-utility", "Privacy–utility"), ("audit", "Membership inference"),
             ("samples", "Synthetic samples"), ("selection", "Checkpoint optimisation and tuning"),
@@ -54,19 +55,6 @@ def _mean_std(values: list[float], digits: int = 4) -> str:
     if len(values) == 1:
         return _f(values[0], digits)
     return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
-
-
-def audit_of(results: dict) -> tuple[str, dict]:
-    """Experiment 1 (the procedure) where `kr audit` ran, else the shipped model's own audit."""
-    if results.get("audit"):
-        return "procedure", results["audit"]
-    return "shipped", results.get("audit_shipped") or {}
-
-
-def best_attack(by_attack: dict) -> tuple[str, dict] | None:
-    """The attack that leaks most on this target (highest AUC): the one a privacy claim must face."""
-    rows = [(a, r) for a, r in by_attack.items() if r.get("auc") is not None]
-    return max(rows, key=lambda ar: ar[1]["auc"]) if rows else None
 
 
 def _attack_cell(runs: list[Run], method: str) -> str:

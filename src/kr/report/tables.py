@@ -2,15 +2,7 @@
 
 from __future__ import annotations
 
-DESCRIPTIONS = {"real": "teacher, real images", "kr": "GKD: regenerated + teacher labels",
-                "synthetic": "fixed synthetic set, hard labels", "regen": "regenerated, hard labels",
-                "soft": "fixed synthetic set, teacher labels"}
-
-
-def describe(name: str, m: dict) -> str:
-    if "epsilon" in m:
-        return f"DP-SGD, real images, ε = {m['epsilon']:.2f} (δ = {m['delta']:.1e})"
-    return DESCRIPTIONS.get(name, "")
+from kr.methods import describe
 
 
 def _fmt(x) -> str:
