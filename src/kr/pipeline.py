@@ -38,6 +38,7 @@ from kr.generators import load_generator
 from kr.models import load_classifier
 from kr.generators.quality import save_grid
 from kr.methods import STUDENTS, dp_name, folder as model_folder, stage_folder
+from kr.privacy.audit import results_fields
 from kr.privacy.dp import train_dpsgd
 from kr.report import write_report
 from kr.selection import optimise_checkpoint, tune
@@ -217,8 +218,6 @@ def _real_grid(data: ImageDataset, config: Config, path: Path) -> None:
 
 def _procedure_audit(run: Path, evaluated: str, shipped_free: dict) -> dict:
     """`kr audit`'s results, if they audited the models this run has now (else they are stale)."""
-    from kr.privacy.audit import results_fields
-
     path = run / "audit" / "audit.json"
     if not path.is_file():
         return {}
