@@ -61,11 +61,12 @@ def _ci(row: dict, key: str) -> str:
 
 
 def _attack_rows(audit: dict) -> list[str]:
-    lines = [f"  {'target':<10}{'attack':<20}{'refs':>5}  {'AUC [95% CI]':<24}"
+    w = max(len("target"), *map(len, audit)) + 2  # dpsgd-eps0.5 and the like must not run into the attack
+    lines = [f"  {'target':<{w}}{'attack':<20}{'refs':>5}  {'AUC [95% CI]':<24}"
              f"{'TPR@1%FPR [95% CI]':<24}{'TPR@0.1%FPR':<16}"]
     for target, by_attack in audit.items():
         for name, row in by_attack.items():
-            lines.append(f"  {target:<10}{name:<20}{row['references']:>5}  {_ci(row, 'auc'):<24}"
+            lines.append(f"  {target:<{w}}{name:<20}{row['references']:>5}  {_ci(row, 'auc'):<24}"
                          f"{_ci(row, 'tpr_at_1%fpr'):<24}{_ci(row, 'tpr_at_0.1%fpr'):<16}")
     return lines
 
