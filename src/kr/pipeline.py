@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from kr import __version__
-from kr.artifacts import read_json, write_json
+from kr.artifacts import write_json
 from kr.config import Config
 from kr.data import ImageDataset, load_dataset
 from kr.distill import train_student
@@ -38,7 +38,7 @@ from kr.generators import load_generator
 from kr.models import load_classifier
 from kr.generators.quality import save_grid
 from kr.methods import STUDENTS, dp_name, folder as model_folder, stage_folder
-from kr.privacy.audit import results_fields
+from kr.privacy.audit import recorded_audit
 from kr.privacy.dp import train_dpsgd
 from kr.report import write_report
 from kr.selection import optimise_checkpoint, tune
@@ -170,7 +170,7 @@ def run(config: Config, out: str | Path | None = None, data_dir: str | None = No
             results["audit_shipped"] = privacy["attacks"]
             if "memorisation" in privacy:
                 results["memorisation"] = privacy["memorisation"]
-            results.update(_procedure_audit(run_dir.path, evaluated, results["audit_shipped"]))
+            results.update(recorded_audit(run_dir.path, evaluated, results["audit_shipped"]))
         stage_times = run_dir.manifest().get("stages", {})
         ran = [s for s in ("teacher", "generator", "quality", "selection", "tuning") if s in wanted]
         ran += [stage_folder(m) for m in models if m != "real"]
@@ -215,14 +215,3 @@ def _real_grid(data: ImageDataset, config: Config, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     save_grid(torch.cat(rows), data.n_classes, path)
 
-
-def _procedure_audit(run: Path, evaluated: str, shipped_free: dict) -> dict:
-    """`kr audit`'s results, if they audited the models this run has now (else they are stale)."""
-    path = run / "audit" / "audit.json"
-    if not path.is_file():
-        return {}
-    audit = read_json(path)
-    if audit["meta"].get("evaluate_key") != evaluated:
-        log.warning("audit/audit.json audited other models than this run's: rerun `kr audit %s`", run)
-        return {}
-    return results_fields(audit, shipped_free)

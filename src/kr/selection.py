@@ -47,17 +47,17 @@ def _trial(data: ImageDataset, config: Config, gen: ConditionalGenerator, teache
            knobs: dict, threshold: float, folder: Path | None, name: str) -> dict:
     """One candidate's short student, or its kept result when an earlier attempt finished it."""
     done = folder / "trials" / f"{name}.json" if folder is not None else None
-    if done is not None and done.is_file():
+    if done and done.is_file():
         log.info("candidate %s: finished earlier, result reused", name)
         return read_json(done)
     start = time.perf_counter()
     r = train_student(data, config, gen, teacher, "kr", knobs, threshold,
-                      folder=folder / "trials" / name if folder is not None else None,
+                      folder=done.with_suffix("") if done else None,
                       epochs=config.select.epochs, seed_key="select")
     row = {"knobs": knobs, "threshold": threshold, "val": r["val"], "best_epoch": r["best_epoch"],
            "filter_acceptance": r["filter_acceptance"],
            "seconds": round(time.perf_counter() - start, 2)}  # of the last attempt, if resumed
-    if done is not None:
+    if done:
         write_json(done, row)
     return row
 

@@ -146,6 +146,19 @@ def results_fields(audit_json: dict, shipped_free: dict) -> dict:
             "audit_meta": audit_json["meta"]}
 
 
+def recorded_audit(run: Path, evaluated: str, shipped_free: dict) -> dict:
+    """`kr run`'s view of an earlier `kr audit`: its results.json fields, if it audited the models
+    the run has now (`evaluated`, the evaluate stage's key), else nothing (it is stale)."""
+    path = Path(run) / "audit" / "audit.json"
+    if not path.is_file():
+        return {}
+    doc = read_json(path)
+    if doc["meta"].get("evaluate_key") != evaluated:
+        log.warning("audit/audit.json audited other models than this run's: rerun `kr audit %s`", run)
+        return {}
+    return results_fields(doc, shipped_free)
+
+
 def load_run(run_dir: Path, overrides=(), data_dir: str | None = None) -> tuple[Config, ImageDataset, dict]:
     """The run's resolved config (plus overrides), its dataset, and its results.json."""
     run_dir = Path(run_dir)
