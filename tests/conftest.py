@@ -19,6 +19,15 @@ def medmnist_dir() -> Path:
     return Path(env)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _share_of_the_cores():
+    """The test process counts as a kr process: beside a run or a benchmark, it takes its share
+    of the cores instead of one thread per core each (kr.cores)."""
+    from kr.cores import claim
+
+    claim()
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Never read or write the user's real cache from tests."""

@@ -183,7 +183,7 @@ def test_tiny_kr_run_end_to_end_writes_every_artifact(tmp_path):
     out = tmp_path / "run"
     proc = kr("run", "--preset", "tiny", "--out", str(out), "--device", "cpu")
     assert proc.returncode == 0, proc.stderr
-    for text in ("kr ", "synthetic", "regen", "soft", "CAS gap", "← selected", "tuning", "chosen: guidance="):
+    for text in ("kr ", "synthetic", "regen", "soft", "CAS gap", "← selected", "tuning", "chosen: sigma="):
         assert text in proc.stdout, text
     for name in ("results.json", "selection/stage.json", "tuning/stage.json", "evaluate/stage.json",
                  *(f"methods/{m}/{f}" for m in ("kr", "synthetic", "regen", "soft")
@@ -197,7 +197,7 @@ def test_tiny_kr_run_end_to_end_writes_every_artifact(tmp_path):
         assert set(m["val"]) == set(m["test"]) == {"acc", "auc"}
     assert isinstance(results["cas_gap_pp"], float)
     assert results["selection"]["selected"] in {c["name"] for c in results["selection"]["candidates"]}
-    assert results["tuning"]["knob"] == "guidance" and "threshold" in results["tuning"]
+    assert results["tuning"]["knob"] == "sigma" and "threshold" in results["tuning"]
     for stage in ("teacher", "generator", "selection", "tuning", "methods/kr", "evaluate"):
         assert results["timings_s"][stage] > 0, stage
     student = json.loads((out / "methods/kr/config.json").read_text())

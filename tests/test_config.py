@@ -33,6 +33,13 @@ def test_int_is_accepted_for_float_but_not_the_reverse():
         load_config("cpu", overrides=["teacher.train.epochs=2.5"])
 
 
+def test_exponent_without_a_dot_is_a_float():
+    # YAML 1.1 (PyYAML) reads 5e-4 as the string "5e-4"; a float setting takes it as 0.0005
+    assert load_config("cpu", overrides=["generator.gan.lr_g=5e-4"]).generator.gan.lr_g == 5e-4
+    with pytest.raises(ConfigError, match="teacher.train.lr: expected float, got 'fast'"):
+        load_config("cpu", overrides=["teacher.train.lr=fast"])
+
+
 @pytest.mark.parametrize("override, message", [
     ("teacher.train.epoch=3", "unknown config key 'teacher.train.epoch'"),
     ("teacher.train.epochs=0", "teacher.train.epochs: must be ≥ 1"),

@@ -47,13 +47,36 @@ def test_rerun_reuses_and_config_change_reruns_only_downstream(tmp_path, caplog,
         assert _key(out, stage) == keys[stage]
     assert "tuning: cached" not in caplog.text and "methods/kr: cached" not in caplog.text
 
-    # A new teacher redoes everything that reads it, but not the generator.
+    # A new teacher redoes everything that reads it, the teacher-guided generator included.
     caplog.clear()
     changed = load_config("tiny", overrides=["teacher.train.epochs=1"], data={"dataset": small})
-    third = pipeline.run(changed, out=out, device="cpu")
-    assert "teacher: cached" not in caplog.text and "selection: cached" not in caplog.text
-    assert "generator: cached" in caplog.text and _key(out, "generator") == keys["generator"]
+    third = pipeline.run(changed, out=out, device="cpu", stages=("teacher", "generator", "quality"))
+    assert "teacher: cached" not in caplog.text and "quality: cached" not in caplog.text
+    assert "generator: cached" not in caplog.text and _key(out, "generator") != keys["generator"]
     assert third["methods"]["real"]["best_epoch"] == 0
+
+
+def test_a_new_teacher_keeps_an_unguided_generator(tmp_path, caplog, small):
+    caplog.set_level("INFO", logger="kr")
+    stages, out = ("teacher", "generator", "quality"), tmp_path / "run"
+    for unguided in (["generator.kind=diffusion"],
+                     ["generator.gan.teacher_ce=0", "generator.gan.teacher_bn=0"]):
+        pipeline.run(load_config("tiny", overrides=unguided, data={"dataset": small}),
+                     out=out, device="cpu", stages=stages)
+        key = _key(out, "generator")
+        caplog.clear()
+        pipeline.run(load_config("tiny", overrides=[*unguided, "teacher.train.epochs=1"],
+                                 data={"dataset": small}), out=out, device="cpu", stages=stages)
+        assert "teacher: cached" not in caplog.text and "quality: cached" not in caplog.text
+        assert "generator: cached" in caplog.text and _key(out, "generator") == key
+
+
+def test_generator_alone_trains_the_teacher_that_guides_it(tmp_path, small):
+    out = tmp_path / "run"
+    pipeline.run(load_config("tiny", data={"dataset": small}), out=out, device="cpu",
+                 stages=("generator",))
+    assert (out / "teacher" / "model.safetensors").is_file()
+    assert (out / "generator" / "stage.json").is_file()
 
 
 def _untimed(x):

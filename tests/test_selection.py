@@ -20,6 +20,24 @@ def test_nan_auc_never_wins_a_tie():
     assert _best([row("a", 0.7, float("nan")), row("b", 0.7, 0.6)], "acc")["name"] == "b"
 
 
+def test_acc_plus_auc_weighs_both_and_ties_go_to_accuracy():
+    # one validation image more (ACC +0.013) does not outweigh an AUC 0.09 lower
+    rows = [row("sigma-1", 0.7692, 0.8705), row("sigma-1.5", 0.7821, 0.7794)]
+    assert _best(rows, "acc")["name"] == "sigma-1.5"
+    assert _best(rows, "acc+auc")["name"] == "sigma-1"
+    assert _best([row("a", 0.7, 0.8), row("b", 0.8, 0.7)], "acc+auc")["name"] == "b"
+    assert _best([row("a", 0.7, float("nan")), row("b", 0.5, 0.6)], "acc+auc")["name"] == "b"
+
+
+def test_short_students_are_capped_in_images_not_only_epochs():
+    select = load_config("cpu").select
+    assert select.student_epochs(546) == 20        # BreastMNIST: 20 epochs, 10.9 k images
+    assert select.student_epochs(1257) == 9        # digits: capped at 12 k images
+    assert select.student_epochs(4708) == 2        # PneumoniaMNIST
+    assert select.student_epochs(10 ** 6) == 1     # never zero
+    assert load_config("cpu", overrides=["select.max_kimg=0"]).select.student_epochs(4708) == 20
+
+
 def test_each_backend_tunes_its_own_knob_from_its_config():
     for kind, knob in TUNED_KNOB.items():
         gen = build_generator(load_config("tiny", overrides=[f"generator.kind={kind}"]).generator, 1, 28, 2)

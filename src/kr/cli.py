@@ -37,13 +37,19 @@ def _run_options(f):
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="PyTorch threads of this process [default: KR_THREADS, else OMP_NUM_THREADS, "
+                   "else this process's share of the cores among running kr processes].")
 @click.version_option(package_name="knowledge-recycling")
-def cli(verbose: bool) -> None:
+def cli(verbose: bool, threads: int | None) -> None:
     """Knowledge Recycling: classifiers trained on synthetic data, with a privacy audit."""
+    from kr.cores import claim
+
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.DEBUG if verbose else logging.INFO)
+    log.debug("using %d PyTorch threads", claim(threads))
 
 
 def _execute(dataset, data_dir, preset, out, config_file, overrides, seed, device, dry_run, stages,

@@ -72,11 +72,13 @@ def gkd_loss(teacher: nn.Module, temperature: float, alpha: float) -> BatchLoss:
 def train_student(data: ImageDataset, config: Config, gen: ConditionalGenerator,
                   teacher: nn.Module, method: str, knobs: dict[str, Any], threshold: float,
                   folder: Path | None = None, epochs: int | None = None, seed_key: str = "student",
-                  on_epoch: Callable[[dict], None] | None = None, tag: str | None = None) -> dict:
+                  on_epoch: Callable[[dict], None] | None = None, tag: str | None = None,
+                  select_metric: str | None = None) -> dict:
     """Train one synthetic-data student; return its validation metrics and what it was fed.
 
     `folder` (if given) receives the model and a resumable per-epoch state.  `epochs`
-    shortens training for the candidates of checkpoint optimisation and tuning.  Students
+    shortens training for the candidates of checkpoint optimisation and tuning, and
+    `select_metric` picks their best epoch by the metric that ranks them.  Students
     given the same `tag` (naming this generator and teacher) share identical synthetic sets
     instead of sampling them again."""
     dcfg = config.distill
@@ -84,6 +86,8 @@ def train_student(data: ImageDataset, config: Config, gen: ConditionalGenerator,
     tcfg = dcfg.train
     if epochs is not None:
         tcfg = dataclasses.replace(tcfg, epochs=epochs, warmup_epochs=min(tcfg.warmup_epochs, epochs - 1))
+    if select_metric is not None:
+        tcfg = dataclasses.replace(tcfg, select_metric=select_metric)
     device = next(teacher.parameters()).device
     teacher.to(memory_format=CL)
     quotas = class_quotas(data.train.labels, data.n_classes, dcfg.size_factor, dcfg.prior)

@@ -1,8 +1,9 @@
 """Step 2 of Knowledge Recycling as pipeline stages: train the generator, then judge each
 checkpoint with the teacher.
 
-Training does not depend on the teacher, so the two are separate stages: a new teacher
-recomputes the quality signals without retraining the generator.  Quality is measured
+Judging is a separate stage, so a new teacher recomputes the quality signals of an unguided
+generator without retraining it; a teacher-guided generator (the `cpu` preset's cGAN) is
+retrained with its new teacher.  Quality is measured
 against the real validation split; the test split is never used to judge a checkpoint.
 """
 
@@ -32,7 +33,9 @@ def grid_labels(n_classes: int, per_class: int) -> torch.Tensor:
 
 
 def train_generator(data: ImageDataset, config: Config, folder: Path, device: torch.device,
-                    on_log: Callable[[dict], None] | None = None) -> dict:
+                    on_log: Callable[[dict], None] | None = None,
+                    teacher_dir: Path | None = None) -> dict:
+    """`teacher_dir`: the trained teacher, read only by teacher-guided generators."""
     if data.multi_label:
         raise KRError(f"{data.name} is multi-label: the class-conditional generator needs one "
                       f"class per image, so multi-label datasets are not supported yet")
@@ -45,7 +48,13 @@ def train_generator(data: ImageDataset, config: Config, folder: Path, device: to
         save_grid(g.sample(labels, derive_seed(seed, "grid")), data.n_classes, ckpt / "grid.png")
         return {}
 
-    checkpoints = gen.fit(data.train, data.hflip, folder, seed, on_checkpoint, on_log)
+    teacher = None
+    if cfg.uses_teacher():
+        if teacher_dir is None or not (teacher_dir / "model.safetensors").is_file():
+            raise KRError("the teacher-guided generator needs the trained teacher: run the "
+                          "teacher stage first (kr run / kr generator do)")
+        teacher = load_classifier(teacher_dir).to(device)
+    checkpoints = gen.fit(data.train, data.hflip, folder, seed, on_checkpoint, on_log, teacher)
     (folder / "state.pt").unlink(missing_ok=True)
     return {"kind": cfg.kind, "checkpoints": checkpoints, "last": checkpoints[-1]["name"]}
 

@@ -81,17 +81,22 @@ def run(config: Config, out: str | Path | None = None, data_dir: str | None = No
     wanted = [s for s in stages if s not in (*STUDENTS, "dpsgd") or s == "kr" or s in chosen]
     if any(s in STUDENTS for s in wanted):  # students need the whole chain before them
         wanted = [s for s in STAGES if s in {"teacher", "generator", "selection", "tuning", *wanted}]
+    if "generator" in wanted and config.generator.uses_teacher() and "teacher" not in wanted:
+        wanted.insert(0, "teacher")  # teacher guidance trains the generator with the teacher
     run_dir = RunDir(out or Path("runs") / default_run_name(config), config, data)
     tree = config.to_dict()
     try:
         base = {"kr": __version__, "data": data.fingerprint, "size": config.data.size,
                 "seed": config.seed}
-        keys = {"teacher": {**base, "teacher": tree["teacher"]},
-                "generator": {**base, "generator": tree["generator"]}}
+        keys = {"teacher": {**base, "teacher": tree["teacher"]}}
+        keys["generator"] = {**base, "generator": tree["generator"]}
+        if config.generator.uses_teacher():  # teacher guidance: a new teacher, a new generator
+            keys["generator"]["teacher"] = keys["teacher"]
         keys["quality"] = {"teacher": keys["teacher"], "generator": keys["generator"]}
         # Short students depend on the teacher, the generator, and the distillation settings;
         # the grids of the tuning stage do not change which checkpoint is selected.
-        keys["selection"] = {**keys["quality"], "epochs": config.select.epochs, "distill": tree["distill"]}
+        keys["selection"] = {**keys["quality"], "distill": tree["distill"],
+                             **{k: tree["select"][k] for k in ("epochs", "max_kimg", "metric")}}
         keys["tuning"] = {"selection": keys["selection"], "select": tree["select"]}
         for m in STUDENTS:
             keys[m] = {"tuning": keys["tuning"], "method": m}
@@ -109,7 +114,8 @@ def run(config: Config, out: str | Path | None = None, data_dir: str | None = No
         # Step 2: the class-conditional generator, with a checkpoint every checkpoint_kimg.
         if "generator" in wanted:
             gen = run_dir.stage("generator", keys["generator"], lambda folder: train_generator(
-                data, config, folder, dev, on_log=log_to("generator")))
+                data, config, folder, dev, on_log=log_to("generator"),
+                teacher_dir=run_dir.path / "teacher"))
             results["generator"] = {"kind": gen["kind"], "checkpoints": gen["checkpoints"]}
         # Each checkpoint judged by the teacher on the validation split.
         if "quality" in wanted:

@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
+
 from kr.artifacts import read_json, versions, write_json, write_text
 from kr.config import Config
 from kr.data import ImageDataset
@@ -49,6 +51,8 @@ class RunDir:
         manifest = self.manifest()
         manifest.update({
             "versions": versions(),
+            # float sums change order with the thread count: part of "same seed, same numbers"
+            "threads": torch.get_num_threads(),
             "command": sys.argv,
             "seed": config.seed,
             "preset": config.preset,
@@ -91,9 +95,11 @@ class RunDir:
         start = time.perf_counter()
         outputs = fn(folder)
         seconds = round(time.perf_counter() - start, 2)
-        write_json(done, {"key": key, "seconds": seconds, "inputs": inputs, "outputs": outputs})
+        threads = torch.get_num_threads()
+        write_json(done, {"key": key, "seconds": seconds, "threads": threads, "inputs": inputs,
+                          "outputs": outputs})
         manifest = self.manifest()
-        manifest.setdefault("stages", {})[name] = {"key": key, "seconds": seconds}
+        manifest.setdefault("stages", {})[name] = {"key": key, "seconds": seconds, "threads": threads}
         write_json(self.path / "manifest.json", manifest)
         self.log_metrics(name, {"event": "done", "seconds": seconds})
         return outputs

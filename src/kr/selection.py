@@ -1,10 +1,11 @@
 """Steps 3 and 4 of Knowledge Recycling: checkpoint optimisation and tuning.
 
 Both ask one question of a candidate, "how good a student does its synthetic data train?",
-answered by a short GKD student (`select.epochs`) scored on the real validation split.  The
-GaFi predecessors asked it of the test split; we never do.  Every candidate uses the same
-student seed and synthetic seeds (common random numbers), so candidates differ only in what
-is being chosen.
+answered by a short GKD student (`select.epochs`, at most `select.max_kimg` thousand synthetic
+images) scored on the real validation split by `select.metric` (by default ACC + AUC, ties
+broken by ACC).  The GaFi predecessors asked it of the test split; we never do.  Every
+candidate uses the same student seed and synthetic seeds (common random numbers), so
+candidates differ only in what is being chosen.
 
     checkpoint optimisation: every saved generator checkpoint, default knobs, no filtering;
     tuning:                  on the chosen checkpoint, the backend's knob (GAN latent σ,
@@ -24,11 +25,13 @@ import time
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from kr.artifacts import read_json, write_json
 from kr.config import Config, parse_floats
 from kr.data import ImageDataset
 from kr.distill import train_student
+from kr.synthetic import class_quotas
 from kr.generators import ConditionalGenerator, load_generator
 from kr.models import load_classifier
 from kr.train import better
@@ -53,13 +56,21 @@ def _trial(data: ImageDataset, config: Config, gen: ConditionalGenerator, teache
     start = time.perf_counter()
     r = train_student(data, config, gen, teacher, "kr", knobs, threshold,
                       folder=done.with_suffix("") if done else None,
-                      epochs=config.select.epochs, seed_key="select")
+                      epochs=student_epochs(data, config), seed_key="select",
+                      select_metric=config.select.metric)
     row = {"knobs": knobs, "threshold": threshold, "val": r["val"], "best_epoch": r["best_epoch"],
            "filter_acceptance": r["filter_acceptance"],
            "seconds": round(time.perf_counter() - start, 2)}  # of the last attempt, if resumed
     if done:
         write_json(done, row)
     return row
+
+
+def student_epochs(data: ImageDataset, config: Config) -> int:
+    """A candidate's epochs: `select.epochs`, capped at `select.max_kimg` synthetic images."""
+    d = config.distill
+    return config.select.student_epochs(sum(class_quotas(data.train.labels, data.n_classes,
+                                                         d.size_factor, d.prior)))
 
 
 def _best(rows: list[dict], metric: str) -> dict:
@@ -75,16 +86,16 @@ def optimise_checkpoint(data: ImageDataset, config: Config, generator_dir: Path,
     teacher = load_classifier(teacher_dir).to(device)
     checkpoints = read_json(generator_dir / "stage.json")["outputs"]["checkpoints"]
     rows = []
-    for info in checkpoints:
+    for info in tqdm(checkpoints, desc="selection", unit="candidate", disable=None, leave=False):
         gen = load_generator(generator_dir / "checkpoints" / info["name"]).to(device)
         row = {"name": info["name"], "kimg": info["kimg"],
                **_trial(data, config, gen, teacher, default_knobs(gen), 0.0, folder, info["name"])}
         rows.append(row)
         log.info("checkpoint %s: short student val acc %.4f auc %.4f", info["name"],
                  row["val"]["acc"], row["val"]["auc"])
-    best = _best(rows, config.distill.train.select_metric)
+    best = _best(rows, config.select.metric)
     log.info("checkpoint optimisation: selected %s", best["name"])
-    return {"split": "val", "student_epochs": config.select.epochs, "selected": best["name"],
+    return {"split": "val", "student_epochs": student_epochs(data, config), "selected": best["name"],
             "candidates": rows}
 
 
@@ -96,7 +107,10 @@ def tune(data: ImageDataset, config: Config, checkpoint_dir: Path, teacher_dir: 
     gen = load_generator(checkpoint_dir).to(device)
     knob = TUNED_KNOB[gen.kind]
     grid = parse_floats(getattr(config.select, knob))
-    metric = config.distill.train.select_metric
+    metric = config.select.metric
+    thresholds = [t for t in parse_floats(config.select.threshold) if t > 0]
+    bar = tqdm(total=len(grid) + len(thresholds), desc="tuning", unit="candidate", disable=None,
+               leave=False)
     trials = []
     for value in grid:
         if selected is not None and selected["knobs"] == {knob: value} and selected["threshold"] == 0:
@@ -104,15 +118,19 @@ def tune(data: ImageDataset, config: Config, checkpoint_dir: Path, teacher_dir: 
                                                     "filter_acceptance", "seconds")} | {"reused": True})
         else:
             trials.append(_trial(data, config, gen, teacher, {knob: value}, 0.0, folder, f"{knob}-{value:g}"))
-        log.info("tuning %s=%g: val acc %.4f", knob, value, trials[-1]["val"]["acc"])
+        log.info("tuning %s=%g: val acc %.4f auc %.4f", knob, value, trials[-1]["val"]["acc"],
+                 trials[-1]["val"]["auc"])
+        bar.update()
     best_knobs = _best(trials, metric)["knobs"]
-    for threshold in parse_floats(config.select.threshold):
-        if threshold > 0:
-            trials.append(_trial(data, config, gen, teacher, best_knobs, threshold, folder,
-                                 f"{knob}-{best_knobs[knob]:g}-threshold-{threshold:g}"))
-            log.info("tuning threshold %.2f (%s=%g): val acc %.4f, acceptance %s", threshold, knob,
-                     best_knobs[knob], trials[-1]["val"]["acc"], trials[-1]["filter_acceptance"])
+    for threshold in thresholds:
+        trials.append(_trial(data, config, gen, teacher, best_knobs, threshold, folder,
+                             f"{knob}-{best_knobs[knob]:g}-threshold-{threshold:g}"))
+        log.info("tuning threshold %.2f (%s=%g): val acc %.4f auc %.4f, acceptance %s", threshold,
+                 knob, best_knobs[knob], trials[-1]["val"]["acc"], trials[-1]["val"]["auc"],
+                 trials[-1]["filter_acceptance"])
+        bar.update()
+    bar.close()
     best = _best(trials, metric)
     log.info("tuning: %s=%g, filter threshold %.2f", knob, best["knobs"][knob], best["threshold"])
-    return {"split": "val", "student_epochs": config.select.epochs, "checkpoint": checkpoint_dir.name,
+    return {"split": "val", "student_epochs": student_epochs(data, config), "checkpoint": checkpoint_dir.name,
             "knob": knob, "knobs": best["knobs"], "threshold": best["threshold"], "trials": trials}

@@ -69,11 +69,20 @@ def score(model: nn.Module, split: Split, task: str) -> dict[str, float]:
 
 
 def better(a: dict[str, float], b: dict[str, float] | None, metric: str) -> bool:
+    """Whether validation metrics `a` beat `b`: by `acc` or `auc` (ties broken by the other),
+    or by `acc+auc`, their sum (ties broken by ACC).  A NaN AUC (one class present) ranks last."""
     if b is None:
         return True
-    other = "auc" if metric == "acc" else "acc"
-    key = lambda m: (m[metric], -math.inf if math.isnan(m[other]) else m[other])  # noqa: E731
-    return key(a) > key(b)
+    return _rank(a, metric) > _rank(b, metric)
+
+
+def _rank(m: dict[str, float], metric: str) -> tuple[float, float]:
+    auc = -math.inf if math.isnan(m["auc"]) else m["auc"]
+    if metric == "acc":
+        return m["acc"], auc
+    if metric == "auc":
+        return auc, m["acc"]
+    return m["acc"] + auc, m["acc"]
 
 
 def _lr_at(step: int, total: int, warmup: int, base: float) -> float:

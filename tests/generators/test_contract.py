@@ -9,9 +9,12 @@ from kr.config import load_config
 from kr.data import Split
 from kr.errors import KRError
 from kr.generators import GENERATORS, GeneratorFailed, build_generator, load_generator
+from kr.models import build_model
 from kr.seeding import make_generator
 
 KINDS = list(GENERATORS)
+# What guides the teacher-guided cGAN (the default); other backends ignore it.
+TEACHER = build_model("resnet8", 1, 3, width=8).eval()
 
 
 def tiny(kind, *overrides):
@@ -63,7 +66,7 @@ def test_labels_condition_the_output(kind):
 
 def test_save_load_identical_samples(kind, tmp_path):
     gen = build_generator(tiny(kind), 1, 28, 3)
-    gen.fit(toy_split(), False, tmp_path / "fit", seed=0)
+    gen.fit(toy_split(), False, tmp_path / "fit", seed=0, teacher=TEACHER)
     gen.save(tmp_path / "saved")
     for name in ("model.safetensors", "ema.safetensors", "config.json"):
         assert (tmp_path / "saved" / name).is_file()
@@ -87,7 +90,7 @@ def test_fit_writes_checkpoints_and_resumes_exactly(kind, tmp_path):
     cfg = tiny(kind, "generator.kimg=0.3", "generator.checkpoint_kimg=0.1")
     data = toy_split()
     full = build_generator(cfg, 1, 28, 3)
-    ckpts = full.fit(data, True, tmp_path / "full", seed=1)
+    ckpts = full.fit(data, True, tmp_path / "full", seed=1, teacher=TEACHER)
     assert len(ckpts) == 3 and ckpts[-1]["kimg"] == pytest.approx(full.kimg)
     for c in ckpts:
         assert (tmp_path / "full" / "checkpoints" / c["name"] / "ema.safetensors").is_file()
@@ -102,9 +105,10 @@ def test_fit_writes_checkpoints_and_resumes_exactly(kind, tmp_path):
 
     part = build_generator(cfg, 1, 28, 3)
     with pytest.raises(Stop):
-        part.fit(data, True, tmp_path / "part", seed=1, on_checkpoint=stop_at_second)
+        part.fit(data, True, tmp_path / "part", seed=1, on_checkpoint=stop_at_second,
+                 teacher=TEACHER)
     resumed = build_generator(cfg, 1, 28, 3)
-    again = resumed.fit(data, True, tmp_path / "part", seed=1)
+    again = resumed.fit(data, True, tmp_path / "part", seed=1, teacher=TEACHER)
     assert [c["name"] for c in again] == [c["name"] for c in ckpts]
     assert torch.allclose(resumed.sample([0, 1, 2], 0), full.sample([0, 1, 2], 0), atol=1e-6)
 
@@ -121,7 +125,7 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(kind, tmp_path, mon
 
     monkeypatch.setattr(gen, "train_step", flaky)
     with pytest.raises(GeneratorFailed, match="diverged at step 8.*last good checkpoint, kimg-"):
-        gen.fit(toy_split(), False, tmp_path, seed=0)
+        gen.fit(toy_split(), False, tmp_path, seed=0, teacher=TEACHER)
     saved = list((tmp_path / "checkpoints").iterdir())
     assert len(saved) == 1 and (saved[0] / "ema.safetensors").is_file()
 
@@ -130,7 +134,7 @@ def test_collapse_is_detected(kind, tmp_path, monkeypatch):
     gen = build_generator(tiny(kind), 1, 28, 3)
     monkeypatch.setattr(gen, "sample_batch", lambda labels, noise, **k: torch.zeros(len(labels), 1, 28, 28))
     with pytest.raises(GeneratorFailed, match="collapsed.*no checkpoint was saved"):
-        gen.fit(toy_split(), False, tmp_path, seed=0)
+        gen.fit(toy_split(), False, tmp_path, seed=0, teacher=TEACHER)
     assert not (tmp_path / "checkpoints").exists() or not list((tmp_path / "checkpoints").iterdir())
 
 

@@ -53,6 +53,7 @@ class ConditionalGenerator(ABC):
             self.model = self.build()             # the trained network (generator or denoiser)
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.kimg = 0.0
+        self.guide: Any = None                    # set by `fit` for teacher-guided backends
 
     # --- what a backend provides -------------------------------------------------------
     @abstractmethod
@@ -80,6 +81,15 @@ class ConditionalGenerator(ABC):
 
     def before_save(self) -> None:
         """Hook to refresh EMA buffers (e.g. BatchNorm statistics) before a checkpoint."""
+
+    @property
+    def uses_teacher(self) -> bool:
+        """Whether training needs the frozen teacher (kr.generators.guide)."""
+        return False
+
+    def make_guide(self, teacher: nn.Module | None) -> Any:
+        """What `train_step` consults of the teacher (as `self.guide`) when `uses_teacher`."""
+        return None
 
     # --- sampling ------------------------------------------------------------------------
     @torch.no_grad()
@@ -139,9 +149,20 @@ class ConditionalGenerator(ABC):
 
     def fit(self, train: Split, hflip: bool, folder: str | Path, seed: int,
             on_checkpoint: Callable[[Path, "ConditionalGenerator"], dict] | None = None,
-            on_log: Callable[[dict], None] | None = None) -> list[dict]:
-        """Train on the real split; save a checkpoint every `checkpoint_kimg`. Resumable."""
-        cfg, folder = self.config, Path(folder)
+            on_log: Callable[[dict], None] | None = None,
+            teacher: nn.Module | None = None) -> list[dict]:
+        """Train on the real split; save a checkpoint every `checkpoint_kimg`. Resumable.
+        `teacher`: the frozen teacher, for backends that train with its guidance."""
+        self.guide = self.make_guide(teacher) if self.uses_teacher else None
+        try:
+            return self._fit(train, hflip, Path(folder), seed, on_checkpoint, on_log)
+        finally:
+            if self.guide is not None and hasattr(self.guide, "close"):
+                self.guide.close()
+            self.guide = None
+
+    def _fit(self, train, hflip, folder, seed, on_checkpoint, on_log) -> list[dict]:
+        cfg = self.config
         device = next(self.model.parameters()).device
         x, y = train.images.to(device), train.labels.to(device)
         opts = self.opts = self.make_optimizers()

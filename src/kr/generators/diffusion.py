@@ -65,15 +65,12 @@ class FlowDiffusion(ConditionalGenerator):
         return {"loss": loss.item()}
 
     def sample_batch(self, labels, noise, guidance: float | None = None, steps: int | None = None):
-        from diffusers import FlowMatchEulerDiscreteScheduler
-
         c = self.config.diffusion
         w = c.guidance if guidance is None else float(guidance)
         steps = c.steps if steps is None else int(steps)
         n, device = len(labels), labels.device
         x = noise(self.channels, self.size, self.size)
-        scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=1.0)
-        scheduler.set_timesteps(steps, device=device)
+        scheduler = self._scheduler(steps, device)
         null = torch.full_like(labels, self.n_classes)
         for t in scheduler.timesteps:
             tb = (t / 1000).expand(n).to(device)
@@ -84,5 +81,17 @@ class FlowDiffusion(ConditionalGenerator):
                                      torch.cat([labels, null]))
                 v_cond, v_null = both.chunk(2)
                 v = v_null + w * (v_cond - v_null)
-            x = scheduler.step(v, t, x).prev_sample
+            x = scheduler.step(v, t, x, return_dict=False)[0]
         return x
+
+    def _scheduler(self, steps: int, device):
+        """One scheduler per sampler length, reset per batch (constructing one costs more
+        than a small batch's Euler updates)."""
+        from diffusers import FlowMatchEulerDiscreteScheduler
+
+        cache = self.__dict__.setdefault("_schedulers", {})
+        if steps not in cache:
+            cache[steps] = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=1.0)
+        scheduler = cache[steps]
+        scheduler.set_timesteps(steps, device=device)  # also resets its step index
+        return scheduler

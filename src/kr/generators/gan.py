@@ -7,6 +7,10 @@ down-sampling blocks with spectral normalisation and a projection head (Miyato &
 to real and fake images alike.  Sampling uses the EMA generator in eval mode, with
 BatchNorm "standing statistics" recomputed before each checkpoint, so a sample depends only
 on its own z and label, never on the rest of its batch.
+
+With `teacher_ce` / `teacher_bn` > 0 (the `cpu` preset) the generator's loss adds the frozen
+teacher's judgement of its samples (kr.generators.guide): what makes a CPU-budget cGAN good
+enough for GKD, where it samples a whole epoch's set in a fraction of a student epoch.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from kr.generators.base import ConditionalGenerator
 from kr.generators.diffaugment import diff_augment
+from kr.generators.guide import guide_for
 from kr.seeding import make_generator
 
 CL = torch.channels_last
@@ -129,6 +134,13 @@ class GAN(ConditionalGenerator):
     def extra_state(self):
         return {"disc": self.disc}
 
+    @property
+    def uses_teacher(self) -> bool:
+        return self.config.uses_teacher()
+
+    def make_guide(self, teacher):
+        return guide_for(teacher, self.config.gan.teacher_bn)
+
     def make_optimizers(self):
         c = self.config.gan
         return {"g": torch.optim.Adam(self.model.parameters(), c.lr_g, betas=(c.beta1, c.beta2)),
@@ -151,11 +163,17 @@ class GAN(ConditionalGenerator):
             opts["d"].step()
         z = torch.randn(bs, c.z_dim, generator=g, device=device)
         yf = yr[torch.randperm(bs, generator=g, device=device)]
-        g_loss = -self.disc(aug(self.model(z, yf)), yf).mean()
+        xg = self.model(z, yf)
+        g_loss = -self.disc(aug(xg), yf).mean()
+        losses = {"d_loss": d_loss.item(), "g_loss": g_loss.item()}
+        if self.guide is not None:  # the teacher's view of the un-augmented samples
+            ce, bn = self.guide(xg, yf)
+            g_loss = g_loss + c.teacher_ce * ce + c.teacher_bn * bn
+            losses.update(teacher_ce=ce.item(), teacher_bn=bn.item())
         opts["g"].zero_grad(set_to_none=True)
         g_loss.backward()
         opts["g"].step()
-        return {"d_loss": d_loss.item(), "g_loss": g_loss.item()}
+        return losses
 
     def sample_batch(self, labels, noise, sigma: float | None = None):
         sigma = self.config.gan.sigma if sigma is None else sigma
