@@ -47,3 +47,29 @@ def test_save_load_gives_identical_outputs(tmp_path):
     x = torch.randn(4, 3, 28, 28)
     assert not loaded.training
     assert torch.equal(model(x), loaded(x))
+
+
+@pytest.mark.parametrize("batch", [7, 15, 16])
+def test_channels_last_gradients_match_the_reference_layout(batch):
+    """oneDNN's strided 1×1 weight gradient on channels-last inputs narrower than its vector
+    block wrote past its buffer (a crash, or wrong gradients) at width 8 and odd batches: the
+    shortcut subsamples before a stride-1 conv, and its gradients match the plain layout."""
+    torch.manual_seed(0)
+    model = build_model("resnet8", 1, 3, width=8, norm="group")
+    x, y = torch.randn(batch, 1, 28, 28), torch.randint(0, 3, (batch,))
+    grads = []
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        model.zero_grad()
+        model.to(memory_format=fmt)
+        torch.nn.functional.cross_entropy(model(x.contiguous(memory_format=fmt)), y).backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    for plain, last in zip(*grads):
+        assert torch.allclose(plain, last, atol=1e-5, rtol=1e-4)
+
+
+def test_shortcut_is_a_strided_one_by_one_projection():
+    block = build_model("resnet8", 1, 2, width=8).blocks[1]
+    assert block.stride == 2 and block.shortcut[0].stride == (1, 1)
+    x = torch.randn(3, 8, 28, 28)
+    strided = torch.nn.functional.conv2d(x, block.shortcut[0].weight, stride=2)
+    assert torch.allclose(block.shortcut[0](x[:, :, ::2, ::2]), strided, atol=1e-6)

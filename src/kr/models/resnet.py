@@ -25,15 +25,20 @@ class BasicBlock(nn.Module):
         self.bn1 = _norm(norm, c_out)
         self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
         self.bn2 = _norm(norm, c_out)
-        self.shortcut = nn.Sequential()
+        self.shortcut, self.stride = nn.Sequential(), stride
         if stride != 1 or c_in != c_out:  # projection shortcut (option B) keeps the code simple
-            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False),
+            # Subsample, then a stride-1 1×1 conv: the same function as a strided 1×1 conv, but
+            # oneDNN's strided 1×1 weight gradient on channels-last inputs with fewer channels
+            # than its vector block (16 with AVX-512) writes past its buffer: a crash or wrong
+            # gradients (oneDNN issue 6035; seen here in DP-SGD at width 8, odd batches).
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, 1, bias=False),
                                           _norm(norm, c_out))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return F.relu(out + self.shortcut(x))
+        skip = x if self.stride == 1 else x[:, :, ::self.stride, ::self.stride]
+        return F.relu(out + self.shortcut(skip))
 
 
 class ResNet(nn.Module):
