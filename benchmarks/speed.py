@@ -68,10 +68,21 @@ def load() -> dict:
     return json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
 
 
+def _cpu() -> str:
+    """The CPU's model name and whether it has AVX-512 (oneDNN picks other kernels with it)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    name = re.search(r"model name\s*:\s*(.+)", info)
+    avx = " with AVX-512" if re.search(r"\bavx512f\b", info) else ", no AVX-512"
+    return (name.group(1).strip() if name else platform.machine()) + avx
+
+
 def save(key: str, rows) -> None:
     data = load()
     data[key] = rows
-    data["machine"] = {"cores": available_cores(), "processor": platform.processor() or platform.machine(),
+    data["machine"] = {"cores": available_cores(), "processor": _cpu(),
                        "torch": torch.__version__, "python": platform.python_version(),
                        "date": time.strftime("%Y-%m-%d")}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
@@ -97,6 +108,7 @@ def runs(args) -> None:
             manifest = json.loads((out / "manifest.json").read_text())
             data[f"{dataset}-s{seed}"] = {
                 "dataset": dataset, "seed": seed, "wall_s": wall, "resumed": bool(args.resume),
+                "shared": bool(args.shared), "cpu": _cpu(),
                 "threads": manifest.get("threads"),
                 "stage_s": {k: v["seconds"] for k, v in manifest["stages"].items()},
                 "test": {m: v["test"] for m, v in res["methods"].items()},
@@ -193,7 +205,46 @@ def ratios(args) -> None:
                             "regenerate_s": round(regen, 3), "student_epoch_s": round(train, 3),
                             "ratio": round(regen / train, 3)}
     print(rows["regeneration"], flush=True)
+    rows["parallel"] = parallel_gain()
+    print(rows["parallel"], flush=True)
     save("ratios", rows)
+
+
+_TRAIN_STEPS = """
+import sys, time, torch
+from torch.nn import functional as F
+from kr.models import build_model
+torch.set_num_threads(int(sys.argv[1]))
+torch.manual_seed(0)
+m = build_model("resnet20", 1, 2, width=16).to(memory_format=torch.channels_last)
+opt = torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9, nesterov=True)
+x = torch.randn(128, 1, 28, 28).contiguous(memory_format=torch.channels_last)
+y = torch.randint(0, 2, (128,))
+for i in range(3 + int(sys.argv[2])):
+    if i == 3:
+        start = time.perf_counter()
+    loss = F.cross_entropy(m(x), y)
+    opt.zero_grad(); loss.backward(); opt.step()
+print(time.perf_counter() - start)
+"""
+
+
+def parallel_gain(steps: int = 60) -> dict:
+    """Student training steps (ResNet-20, batch 128): one process with every core's threads
+    against one single-threaded process per core, the same total work, wall clock."""
+    cores = available_cores()
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", _TRAIN_STEPS, str(cores), str(steps * cores)], check=True,
+                   capture_output=True)
+    one = time.perf_counter() - start
+    start = time.perf_counter()
+    procs = [subprocess.Popen([sys.executable, "-c", _TRAIN_STEPS, "1", str(steps)],
+                              stdout=subprocess.DEVNULL) for _ in range(cores)]
+    for p in procs:
+        p.wait()
+    many = time.perf_counter() - start
+    return {"cores": cores, "steps": steps * cores, "one_process_s": round(one, 2),
+            "processes_s": round(many, 2), "speed_up": round(one / many, 3)}
 
 
 # --- generators ----------------------------------------------------------------------------
@@ -228,6 +279,7 @@ def generators(args) -> None:
             students.append({"seed": seed, "val": r["val"], "mode": r["mode"],
                              "seconds": round(time.perf_counter() - start, 1)})
         table[name] = {"run": str(out), "overrides": overrides, "checkpoint": quality["name"],
+                       "shared": bool(args.shared),
                        "generator_s": manifest["generator"]["seconds"], "sample_img_s": round(rate, 1),
                        **{k: quality[k] for k in ("teacher_agreement", "fd", "precision", "recall")},
                        "students": students}
@@ -240,6 +292,13 @@ def _mean(xs):
     return statistics.mean(xs) if xs else float("nan")
 
 
+def _ms(xs, fmt: str = ".3f") -> str:
+    if not xs:
+        return "-"
+    sd = f" ± {statistics.stdev(xs):{fmt.lstrip('+')}}" if len(xs) > 1 else ""
+    return f"{statistics.mean(xs):{fmt}}{sd}"
+
+
 def table(args) -> None:
     data = load()
     lines = ["# Speed", "",
@@ -249,13 +308,16 @@ def table(args) -> None:
              f"{data.get('machine', {}).get('torch', '?')}, no GPU. Wall-clock times, one thing "
              f"at a time on idle cores unless a row says otherwise.", ""]
     runs_ = data.get("runs", {})
+    machine = data.get("machine", {}).get("processor", "?")
     if runs_:
         lines += ["## `kr run`, default settings (every default method, DP-SGD included, no `kr audit`)", "",
                   "| dataset | seed | wall clock | target | before | test ACC kr / real | CAS gap (pp) |",
                   "| --- | --- | --- | --- | --- | --- | --- |"]
         for r in runs_.values():
             ds = r["dataset"]
-            lines.append(f"| {ds} | {r['seed']} | {r['wall_s'] / 60:.1f} min{' (resumed)' if r['resumed'] else ''}"
+            note = " (resumed)" if r["resumed"] else " (shared cores)" if r.get("shared") else ""
+            note += "" if r.get("cpu", machine) == machine else f" ({r.get('cpu', 'another CPU')})"
+            lines.append(f"| {ds} | {r['seed']} | {r['wall_s'] / 60:.1f} min{note}"
                          f" | ≤ {TARGET_MIN.get(ds, '?')} min | {BEFORE_TOTAL.get(ds, '-')} | "
                          f"{r['test']['kr']['acc']:.4f} / {r['test']['real']['acc']:.4f} | {r['cas_gap_pp']:+.2f} |")
         stages = list(dict.fromkeys(s for r in runs_.values() for s in r["stage_s"]))
@@ -264,7 +326,17 @@ def table(args) -> None:
         for ds, before in BEFORE.items():
             lines.append(f"| {ds}, before | " + " | ".join(str(before.get(s, "")) for s in stages) + " |")
         for key, r in runs_.items():
-            lines.append(f"| {key} | " + " | ".join(f"{r['stage_s'].get(s, 0):.0f}" for s in stages) + " |")
+            label = key + (" (shared cores)" if r.get("shared") else "")
+            lines.append(f"| {label} | " + " | ".join(f"{r['stage_s'].get(s, 0):.0f}" for s in stages) + " |")
+        methods = ("real", "kr", "synthetic", "regen", "soft")
+        lines += ["", "Test ACC, mean ± std over the seeds measured (the test split chose nothing):", "",
+                  "| dataset | seeds | " + " | ".join(methods) + " | CAS gap (pp) |",
+                  "|" + " --- |" * (len(methods) + 3)]
+        for ds in dict.fromkeys(r["dataset"] for r in runs_.values()):
+            rs = [r for r in runs_.values() if r["dataset"] == ds]
+            cells = [_ms([r["test"][m]["acc"] for r in rs if m in r["test"]]) for m in methods]
+            lines.append(f"| {ds} | {', '.join(str(r['seed']) for r in rs)} | " + " | ".join(cells)
+                         + f" | {_ms([r['cas_gap_pp'] for r in rs], '+.1f')} |")
     gens = data.get("generators", {})
     if gens:
         lines += ["", "## Generators (BreastMNIST, seed 0, `cpu` budgets; validation split only)", "",
@@ -275,6 +347,7 @@ def table(args) -> None:
             acc = _mean([s["val"]["acc"] for s in g["students"]])
             auc = _mean([s["val"]["auc"] for s in g["students"]])
             sec = _mean([s["seconds"] for s in g["students"]])
+            name += " (shared cores)" if g.get("shared") else ""
             lines.append(f"| {name} | {g['generator_s']:.0f} | {g['sample_img_s']:.0f} | "
                          f"{g['teacher_agreement']:.3f} | {g['fd']:.2f} | {g['precision']:.3f} | "
                          f"{g['recall']:.3f} | {acc:.3f} | {auc:.3f} | {sec:.0f} | "
@@ -296,6 +369,12 @@ def table(args) -> None:
                   f"threshold {g['threshold']}, acceptance {g['acceptance']}): {g['regenerate_s']:.2f} s; "
                   f"one student epoch on it: {g['student_epoch_s']:.2f} s; **ratio {g['ratio']:.2f}** "
                   f"(target ≤ 0.25). {rat['threads']} threads."]
+        par = rat.get("parallel")
+        if par:
+            lines += ["", f"Parallel processes: {par['steps']} student training steps (ResNet-20, batch "
+                      f"128) took {par['one_process_s']:.1f} s in one process with {par['cores']} threads "
+                      f"and {par['processes_s']:.1f} s as {par['cores']} single-threaded processes side by "
+                      f"side: **{par['speed_up']:.2f}×**."]
     text = "\n".join(lines) + "\n"
     page = ROOT / "SPEED.md"
     old = page.read_text() if page.is_file() else ""
@@ -312,15 +391,21 @@ def main() -> None:
     r.add_argument("--datasets", nargs="+", default=["breastmnist"])
     r.add_argument("--seeds", nargs="+", type=int, default=[0])
     r.add_argument("--resume", action="store_true")
+    r.add_argument("--shared", action="store_true",
+                   help="Other work shares the cores: the run's numbers count, its times do not.")
     q = sub.add_parser("ratios")
     q.add_argument("--run", required=True, help="A finished `kr run` directory (its teacher, generator, tuning).")
     g = sub.add_parser("generators")
     g.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     g.add_argument("--only", nargs="*", default=None, help="Names of GENERATORS to (re)measure.")
+    g.add_argument("--shared", action="store_true", help="Other work shares the cores: times do not count.")
     sub.add_parser("table")
     for s in (r, q, g):
         s.add_argument("--data-dir", default=os.environ.get("KR_DATA_DIR"))
     args = p.parse_args()
+    from kr.cores import claim
+
+    claim()  # a share of the cores beside other kr processes, as `kr` itself takes
     {"runs": runs, "ratios": ratios, "generators": generators, "table": table}[args.what](args)
 
 

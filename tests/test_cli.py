@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from safetensors.torch import load_file
@@ -78,6 +79,10 @@ def test_dry_run_prints_resolved_config_and_writes_nothing(tmp_path):
     (lambda d: "cifar10", [], "unknown dataset 'cifar10'"),
     (lambda d: "digits", ["--set", "teacher.train.epochs=-1"], "teacher.train.epochs: must be ≥ 1"),
     (lambda d: "digits", ["--set", "teacher.train.nope=1"], "unknown config key"),
+    (lambda d: "digits", ["--set", "teacher.train.epochs=[1"], "is not a YAML scalar"),
+    (lambda d: (d / "text.npz").write_text("a,b\n1,2\n") and d / "text.npz", [], "is not an .npz file"),
+    (lambda d: write_npz(d / "nan.npz", {**make_arrays(), "val_images": np.full((6, 28, 28), np.nan)}),
+     [], "NaN or infinite"),
 ])
 def test_bad_input_is_one_line_nonzero_and_leaves_no_run(tmp_path, make, args, message):
     dataset = make(tmp_path)
@@ -86,6 +91,45 @@ def test_bad_input_is_one_line_nonzero_and_leaves_no_run(tmp_path, make, args, m
     line = _one_clean_error(proc)
     assert message in line and line.startswith("kr: error:")
     assert not out.exists()
+
+
+def test_out_that_cannot_be_a_folder_is_one_line(tmp_path):
+    (tmp_path / "file").write_text("x")
+    line = _one_clean_error(kr("teacher", "--dataset", "digits", "--preset", "tiny",
+                               "--out", str(tmp_path / "file" / "run")))
+    assert "a file stands in its path" in line
+
+
+def test_out_at_a_users_folder_keeps_every_file(tmp_path):
+    """The issue's exact case: a folder with subfolders named like stages."""
+    folder = tmp_path / "P"
+    (folder / "teacher").mkdir(parents=True)
+    (folder / "evaluate").mkdir()
+    (folder / "teacher" / "notes.txt").write_text("notes")
+    line = _one_clean_error(kr("teacher", "--dataset", "digits", "--preset", "tiny", "--out", str(folder)))
+    assert "not a kr run directory" in line
+    assert (folder / "teacher" / "notes.txt").read_text() == "notes"
+    assert sorted(p.name for p in folder.rglob("*")) == ["evaluate", "notes.txt", "teacher"]
+
+
+def test_ctrl_c_says_how_to_resume(tmp_path):
+    import signal
+    import time
+
+    # A child inherits an ignored SIGINT (as under nohup), and Python then keeps ignoring it:
+    # the child starts with the default disposition, as from a terminal.
+    proc = subprocess.Popen([sys.executable, "-m", "kr", "teacher", "--dataset", "digits", "--preset",
+                             "tiny", "--out", str(tmp_path / "run"), "--set", "teacher.train.epochs=1000"],
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    for _ in range(600):
+        if (tmp_path / "run" / "manifest.json").is_file():
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err
+    assert "rerun the same command to resume" in err.strip().splitlines()[-1]
 
 
 def test_offline_missing_medmnist_file_says_where_to_put_it(tmp_path):
@@ -183,7 +227,8 @@ def test_tiny_kr_run_end_to_end_writes_every_artifact(tmp_path):
     out = tmp_path / "run"
     proc = kr("run", "--preset", "tiny", "--out", str(out), "--device", "cpu")
     assert proc.returncode == 0, proc.stderr
-    for text in ("kr ", "synthetic", "regen", "soft", "CAS gap", "← selected", "tuning", "chosen: sigma="):
+    for text in ("kr ", "synthetic", "regen", "soft", "CAS gap", "← selected", "tuning",
+                 "chosen by val acc+auc: sigma="):
         assert text in proc.stdout, text
     for name in ("results.json", "selection/stage.json", "tuning/stage.json", "evaluate/stage.json",
                  *(f"methods/{m}/{f}" for m in ("kr", "synthetic", "regen", "soft")

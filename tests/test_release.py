@@ -90,3 +90,91 @@ def test_onnx_export_when_available(finished_run, tmp_path):
     model = onnx.load(str(export(run, tmp_path / "o", onnx=True) / "model.onnx"))
     onnx.checker.check_model(model)
     assert [i.name for i in model.graph.input] == ["images"] and model.graph.output[0].name == "logits"
+
+
+def test_predict_refuses_labels_it_cannot_score(released, tmp_path):
+    folder, _, _ = released
+    images = np.zeros((4, 28, 28), np.uint8)
+    cases = [(np.array([0, 1, 5, 0]), r"labels must be in \[0, 1\].*found 0 … 5"),
+             (np.array([0, 1, 0]), r"labels are shaped \(3,\), expected \(4,\)"),
+             (np.array([0.0, 1.5, 0.0, 1.0]), "non-integer values")]
+    for labels, message in cases:
+        np.savez(tmp_path / "l.npz", images=images, labels=labels)
+        with pytest.raises(KRError, match=message):
+            predict(folder, tmp_path / "l.npz", tmp_path / "o.csv", "cpu")
+    np.savez(tmp_path / "w.npz", images=images, labels=np.array([0.0, 1.0, 1.0, 0.0]))
+    assert predict(folder, tmp_path / "w.npz", tmp_path / "o.csv", "cpu")["all"]["n"] == 4
+    good = tmp_path / "good.npz"
+    np.savez(good, images=images)
+    (tmp_path / "truncated.npz").write_bytes(good.read_bytes()[:200])
+    with pytest.raises(KRError, match="truncated or corrupt"):
+        predict(folder, tmp_path / "truncated.npz", tmp_path / "o.csv", "cpu")
+
+
+def _copy(folder, to):
+    import shutil
+
+    shutil.copytree(folder, to)
+    return to
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"num_classes": 10 ** 9}, r"num_classes = 1000000000 is not an integer in \[1, 1000\]"),
+    ({"kwargs": {"width": 10 ** 6}}, r"width = 1000000 is not an integer in \[1, 256\]"),
+    ({"kwargs": {"width": 16, "norm": "batch", "dropout": 0.0}}, "config and weights do not belong"),
+    ({"arch": "__import__('os')"}, "is not one of resnet8"),
+    ({"kwargs": {"evil": 1}}, "unexpected constructor arguments"),
+])
+def test_an_untrusted_model_folder_is_checked_before_anything_is_built(released, tmp_path, change, message):
+    folder = _copy(released[0], tmp_path / "m")
+    cfg = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**cfg, **change}))
+    with pytest.raises(KRError, match=message):
+        predict(folder, released[2], tmp_path / "o.csv", "cpu")
+
+
+def test_a_malformed_config_json_is_a_clear_error(released, tmp_path):
+    folder = _copy(released[0], tmp_path / "m")
+    (folder / "config.json").write_text("{not json")
+    with pytest.raises(KRError, match="not valid JSON"):
+        predict(folder, released[2], tmp_path / "o.csv", "cpu")
+    (folder / "config.json").write_text("[1, 2]")
+    with pytest.raises(KRError, match="not a kr model config"):
+        predict(folder, released[2], tmp_path / "o.csv", "cpu")
+
+
+def test_names_from_user_data_are_escaped_for_each_format(tmp_path):
+    """Label names and file names reach CSV, HTML and Markdown: each gets them literally."""
+    from kr import pipeline
+    from kr.config import load_config
+    from tests.conftest import make_arrays, write_npz
+
+    arrays = make_arrays(n=(40, 20, 20))
+    arrays["label_names"] = np.array(["=HYPERLINK(\"http://x\")", "<img src=x onerror=alert(1)>"])
+    data = write_npz(tmp_path / "a<b>.npz", arrays)
+    config = load_config("tiny", data={"dataset": str(data)}, overrides=["baselines="])
+    pipeline.run(config, out=tmp_path / "run", device="cpu")
+    html = (tmp_path / "run" / "report" / "report.html").read_text()
+    md = (tmp_path / "run" / "report" / "report.md").read_text()
+    md = "".join(md.split("```")[::2])  # code blocks show their text literally
+    assert "<img src=x" not in html and "a<b>" not in html and "a&lt;b&gt;" in html
+    assert "<img src=x" not in md and "a<b>" not in md and "a&lt;b&gt;" in md
+    folder = export(tmp_path / "run", tmp_path / "rel")
+    card = (folder / "MODEL_CARD.md").read_text()
+    assert "<img src=x" not in card and "a<b>" not in card
+    predict(folder, data, tmp_path / "p.csv", "cpu")
+    cells = [c for row in csv.reader(open(tmp_path / "p.csv")) for c in row]
+    assert "'=HYPERLINK(\"http://x\")" in cells and not any(c.startswith("=") for c in cells)
+
+
+def test_a_model_records_the_image_size_it_was_trained_on(tmp_path):
+    from kr import pipeline
+    from kr.config import load_config
+    from tests.conftest import make_arrays, write_npz
+
+    data = write_npz(tmp_path / "big.npz", make_arrays(n=(40, 20, 20), size=32))
+    config = load_config("tiny", data={"dataset": str(data)}, overrides=["baselines="])
+    pipeline.run(config, out=tmp_path / "run", device="cpu")
+    folder = export(tmp_path / "run", tmp_path / "rel")
+    assert json.loads((folder / "config.json").read_text())["release"]["input"]["size"] == 32
+    assert predict(folder, data, tmp_path / "p.csv", "cpu")["test"]["n"] == 20

@@ -108,4 +108,24 @@ def read_model_config(folder: str | Path) -> dict[str, Any]:
     path = Path(folder) / "config.json"
     if not path.is_file():
         raise KRError(f"no config.json in {folder}; it is not a saved kr model folder")
-    return read_json(path)
+    try:
+        config = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise KRError(f"{path} is not valid JSON ({exc}); the model folder is damaged") from None
+    if not isinstance(config, dict):
+        raise KRError(f"{path} is not a kr model config (a JSON object); the model folder is damaged")
+    return config
+
+
+def weight_shapes(folder: str | Path, filename: str = "model.safetensors") -> dict[str, tuple[int, ...]]:
+    """Each tensor's shape from the safetensors header, without reading the weights."""
+    from safetensors import safe_open
+
+    path = Path(folder) / filename
+    if not path.is_file():
+        raise KRError(f"no model weights at {path}; train the model first or point to its folder")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except Exception as exc:  # safetensors raises its own error types for corrupt headers
+        raise KRError(f"cannot read model weights {path} ({exc}); delete it and retrain") from None

@@ -29,6 +29,8 @@ def _run_options(f):
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
                      show_default=True, help="auto picks CUDA when PyTorch sees a GPU."),
         click.option("--dry-run", is_flag=True, help="Print the resolved config and exit."),
+        click.option("--wait", is_flag=True,
+                     help="If another kr process is using the run directory, wait for it instead of stopping."),
     ]
     for option in reversed(options):
         f = option(f)
@@ -52,8 +54,8 @@ def cli(verbose: bool, threads: int | None) -> None:
     log.debug("using %d PyTorch threads", claim(threads))
 
 
-def _execute(dataset, data_dir, preset, out, config_file, overrides, seed, device, dry_run, stages,
-             kind=None):
+def _execute(dataset, data_dir, preset, out, config_file, overrides, seed, device, dry_run, wait,
+             stages, kind=None):
     from kr import pipeline
     from kr.report import summary_table
 
@@ -63,7 +65,7 @@ def _execute(dataset, data_dir, preset, out, config_file, overrides, seed, devic
     if dry_run:
         click.echo(config.to_yaml(), nl=False)
         return
-    results = pipeline.run(config, out=out, data_dir=data_dir, device=device, stages=stages)
+    results = pipeline.run(config, out=out, data_dir=data_dir, device=device, stages=stages, wait=wait)
     click.echo(summary_table(results))
 
 
@@ -299,12 +301,11 @@ def main() -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except click.Abort:
-        click.echo("kr: aborted", err=True)
+    except (click.Abort, KeyboardInterrupt):  # click turns Ctrl-C into Abort
+        click.echo("kr: interrupted; finished stages and epochs are kept: rerun the same command "
+                   "to resume", err=True)
         sys.exit(130)
     except KRError as exc:
         click.echo(f"kr: error: {exc}", err=True)
         sys.exit(1)
-    except KeyboardInterrupt:
-        click.echo("kr: interrupted; rerun the same command to resume", err=True)
-        sys.exit(130)
+

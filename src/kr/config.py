@@ -396,7 +396,12 @@ def load_config(preset: str = "cpu", file: str | Path | None = None,
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"bad override {item!r}; write it as --set section.key=value")
-        _merge(tree, _nest(key.strip(), yaml.safe_load(raw) if raw.strip() else ""), "")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"bad override {item!r}: the value is not a YAML scalar "
+                              f"({str(exc).splitlines()[0]}); quote it or fix it") from None
+        _merge(tree, _nest(key.strip(), value), "")
     for key, value in top.items():
         if value is not None:
             _merge(tree, _nest(key, value), "")

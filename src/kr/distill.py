@@ -116,6 +116,7 @@ def train_student(data: ImageDataset, config: Config, gen: ConditionalGenerator,
     if folder is not None:
         save_classifier(model, folder, mcfg.arch, data.channels, data.n_classes,
                         extra={"seed": seed, "dataset": data.name, "task": data.task, "method": method,
+                               "image_size": data.size,
                                "label_names": list(data.label_names)}, **kwargs)
         write_json(folder / "metrics.json", {**out, "history": result.history,
                                              "filter": source.filter_stats})

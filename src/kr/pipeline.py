@@ -68,11 +68,12 @@ STAGES = ("teacher", "generator", "quality", "selection", "tuning", "kr", "synth
 
 def run(config: Config, out: str | Path | None = None, data_dir: str | None = None,
         device: str = "auto", stages: tuple[str, ...] = STAGES,
-        data: ImageDataset | None = None) -> dict:
+        data: ImageDataset | None = None, wait: bool = False) -> dict:
     """Run the requested stages (dataset validated before anything is written) and return results.
 
     `kr` needs the stages before it; asking for it alone runs them (from cache when done).
-    `data` replaces the configured dataset: the audit's reference runs pass a pool subset."""
+    `data` replaces the configured dataset: the audit's reference runs pass a pool subset.
+    `wait`: queue behind another kr process using the run directory instead of stopping."""
     dev = resolve_device(device)
     start = time.perf_counter()
     data = data if data is not None else prepare(config, data_dir)
@@ -83,7 +84,7 @@ def run(config: Config, out: str | Path | None = None, data_dir: str | None = No
         wanted = [s for s in STAGES if s in {"teacher", "generator", "selection", "tuning", *wanted}]
     if "generator" in wanted and config.generator.uses_teacher() and "teacher" not in wanted:
         wanted.insert(0, "teacher")  # teacher guidance trains the generator with the teacher
-    run_dir = RunDir(out or Path("runs") / default_run_name(config), config, data)
+    run_dir = RunDir(out or Path("runs") / default_run_name(config), config, data, wait=wait)
     tree = config.to_dict()
     try:
         base = {"kr": __version__, "data": data.fingerprint, "size": config.data.size,

@@ -10,18 +10,20 @@ from __future__ import annotations
 import csv
 import logging
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from kr.artifacts import atomic_path, read_json, read_model_config, write_json, write_text
-from kr.data.dataset import SPLITS, images_to_tensor
+from kr.data.dataset import SPLITS, images_to_tensor, read_npz
 from kr.errors import KRError
 from kr.metrics import evaluate, predict_labels
 from kr.methods import describe, folder as model_folder, is_dp, saw_real_images
 from kr.models import load_classifier
 from kr.privacy.audit import audit_of, best_attack
+from kr.report.document import md_escape
 from kr.train import predict_proba, resolve_device
 
 log = logging.getLogger(__name__)
@@ -50,7 +52,7 @@ def export(run_dir: str | Path, out: str | Path, method: str = "kr", onnx: bool 
     release = {"method": method, "what": describe(method, m), "dataset": results["dataset"],
                "task": results["task"], "preset": results["preset"], "seed": results["seed"],
                "label_names": config.get("label_names"),
-               "input": {"size": _size(run_dir),
+               "input": {"size": config.get("image_size") or _size(run_dir),
                          "channels": config["in_channels"], "scaling": SCALING},
                "test": m["test"], "val": m.get("val"),
                "teacher_test": results["methods"].get("real", {}).get("test"),
@@ -58,21 +60,27 @@ def export(run_dir: str | Path, out: str | Path, method: str = "kr", onnx: bool 
                "teacher_audit": audit.get("real", {}),
                "audit_meta": results.get("audit_meta"), "memorisation": results.get("memorisation"),
                "data_fingerprint": (manifest.get("dataset") or {}).get("fingerprint")}
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    shutil.copy2(folder / "model.safetensors", tmp / "model.safetensors")
-    write_json(tmp / "config.json", {**config, "release": release})
-    write_text(tmp / "MODEL_CARD.md", model_card(release))
-    if onnx:
-        _onnx(load_classifier(tmp), release, tmp / "model.onnx")
-    if out.exists():
-        out.rmdir()
-    tmp.rename(out)  # nothing half-written under the name a user ships
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # a fresh folder of our own beside `out`: nothing half-written under the name a user ships,
+    # and nothing of the user's is ever removed
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    try:
+        shutil.copy2(folder / "model.safetensors", tmp / "model.safetensors")
+        write_json(tmp / "config.json", {**config, "release": release})
+        write_text(tmp / "MODEL_CARD.md", model_card(release))
+        if onnx:
+            _onnx(load_classifier(tmp), release, tmp / "model.onnx")
+        if out.exists():
+            out.rmdir()
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return out
 
 
 def _size(run_dir: Path) -> int:
+    """Models saved before they recorded their input size: the run's configured size."""
     import yaml
 
     return int(yaml.safe_load((run_dir / "config.yaml").read_text())["data"]["size"])
@@ -97,6 +105,9 @@ def _fmt_attack(name: str, r: dict) -> str:
 
 
 def model_card(r: dict) -> str:
+    # names that came from the user's data are shown literally, never as Markdown or HTML
+    r = {**r, "dataset": md_escape(r["dataset"]),
+         "label_names": [md_escape(str(n)) for n in r.get("label_names") or []]}
     test, teacher = r["test"], r["teacher_test"] or {}
     meta = r.get("audit_meta") or {}
     exp = ("experiment 1 (the procedure): whole training runs on halves of the "
@@ -164,15 +175,14 @@ def _arrays(file: Path) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
     (optionally `labels`), or an .npy of images."""
     if not file.is_file():
         raise KRError(f"{file}: no such file")
-    try:
-        if file.suffix == ".npy":
+    if file.suffix == ".npy":
+        try:
             return {"all": (np.load(file, allow_pickle=False), None)}
-        if file.suffix != ".npz":
-            raise KRError(f"{file}: give a .npz (MedMNIST-style or `images`) or an .npy of images")
-        with np.load(file, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError) as exc:
-        raise KRError(f"cannot read {file} ({exc})") from None
+        except (OSError, ValueError, EOFError) as exc:
+            raise KRError(f"cannot read {file} as an .npy array of images ({exc})") from None
+    if file.suffix != ".npz":
+        raise KRError(f"{file}: give a .npz (MedMNIST-style or `images`) or an .npy of images")
+    arrays = read_npz(file)
     splits = {s: (arrays[f"{s}_images"], arrays.get(f"{s}_labels")) for s in SPLITS if f"{s}_images" in arrays}
     if splits:
         return splits
@@ -180,6 +190,35 @@ def _arrays(file: Path) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
         return {"all": (arrays["images"], arrays.get("labels"))}
     raise KRError(f"{file} has neither `<split>_images` (MedMNIST) nor an `images` array "
                   f"(keys: {', '.join(arrays) or 'none'})")
+
+
+def _csv_cell(value):
+    """A spreadsheet runs a cell that starts with = + - @ as a formula: label names come from
+    the user's data, so such a text cell is stored with a leading apostrophe."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+def _labels(labels: np.ndarray, n: int, classes: int, multi: bool, where: str) -> np.ndarray:
+    """Integer labels that fit the model, or one line saying what is wrong with them."""
+    y = np.asarray(labels)
+    if y.dtype.kind == "f" and np.isfinite(y).all() and (y == np.round(y)).all():
+        y = y.astype(np.int64)  # whole numbers stored as floats are taken as they are
+    if y.dtype.kind not in "iu":
+        raise KRError(f"{where}: labels have dtype {y.dtype} with non-integer values; labels are "
+                      f"class indices (integers)")
+    y = y.astype(np.int64)
+    if not multi and y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    shape = (n, classes) if multi else (n,)
+    if y.shape != shape:
+        raise KRError(f"{where}: labels are shaped {y.shape}, expected {shape} for {n} images")
+    low, high = (0, 1) if multi else (0, classes - 1)
+    if len(y) and (y.min() < low or y.max() > high):
+        raise KRError(f"{where}: labels must be in [{low}, {high}] for this model, found "
+                      f"{y.min()} … {y.max()}")
+    return y
 
 
 def predict(model_dir: str | Path, file: str | Path, out: str | Path, device: str = "auto") -> dict:
@@ -202,8 +241,7 @@ def predict(model_dir: str | Path, file: str | Path, out: str | Path, device: st
         pred = predict_labels(task, probs)
         summary[split] = {"n": len(x)}
         if labels is not None:
-            y = np.asarray(labels).astype(np.int64)
-            y = y[:, 0] if y.ndim == 2 and y.shape[1] == 1 and not multi else y
+            y = _labels(labels, len(x), len(names), multi, f"{file} ({split})")
             summary[split].update(evaluate(task, y, probs))
         for i in range(len(x)):
             row = {"split": split, "index": i,
@@ -212,6 +250,7 @@ def predict(model_dir: str | Path, file: str | Path, out: str | Path, device: st
             if labels is not None:
                 row["label"] = ";".join(map(str, y[i].tolist())) if multi else names[int(y[i])]
             rows.append(row)
+    rows = [{k: _csv_cell(v) for k, v in r.items()} for r in rows]
     fields = list(dict.fromkeys(k for r in rows for k in r))
     with atomic_path(out) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields, restval="")

@@ -17,7 +17,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
+import socket
 import sys
 import time
 from pathlib import Path
@@ -28,6 +30,7 @@ import torch
 from kr.artifacts import read_json, versions, write_json, write_text
 from kr.config import Config
 from kr.data import ImageDataset
+from kr.errors import KRError
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +40,25 @@ def stage_key(inputs: dict[str, Any]) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
+# manifest.json carries this key: it is what makes a folder a kr run directory, the only
+# kind of folder whose contents kr deletes (a stage folder whose inputs changed).
+MARKER = "kr_run_directory"
+FORMAT = 1
+
+
 class RunDir:
-    def __init__(self, path: str | Path, config: Config, dataset: ImageDataset):
+    def __init__(self, path: str | Path, config: Config, dataset: ImageDataset, wait: bool = False):
         self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise KRError(f"cannot create the run directory {self.path}: a file stands in its "
+                          f"path; choose another --out") from None
+        except PermissionError:
+            raise KRError(f"cannot create the run directory {self.path}: permission denied; "
+                          f"choose a writable --out") from None
+        _check_is_run_directory(self.path)  # before writing anything into it
+        self._lock = RunLock(self.path, wait)
         self._handler = logging.FileHandler(self.path / "log.txt")
         self._handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logger = logging.getLogger("kr")
@@ -61,6 +79,7 @@ class RunDir:
                         "splits": {s: len(dataset.split(s)) for s in ("train", "val", "test")}},
             "created": manifest.get("created", _now()),
             "updated": _now(),
+            MARKER: FORMAT,
         })
         manifest.setdefault("stages", {})
         write_json(self.path / "manifest.json", manifest)
@@ -69,6 +88,7 @@ class RunDir:
     def close(self) -> None:
         logging.getLogger("kr").removeHandler(self._handler)
         self._handler.close()
+        self._lock.release()
 
     def manifest(self) -> dict[str, Any]:
         path = self.path / "manifest.json"
@@ -88,6 +108,9 @@ class RunDir:
             return read_json(done)["outputs"]
         key_file = folder / "key"
         if folder.exists() and not (key_file.is_file() and key_file.read_text() == key):
+            if not key_file.is_file():  # kr writes `key` first: without it the folder is not ours
+                raise KRError(f"{folder} was not written by kr (it has no stage key), so kr will "
+                              f"not replace it; move it away or choose another --out")
             log.info("%s: inputs changed, discarding the old stage folder", name)
             shutil.rmtree(folder)
         folder.mkdir(parents=True, exist_ok=True)
@@ -103,6 +126,68 @@ class RunDir:
         write_json(self.path / "manifest.json", manifest)
         self.log_metrics(name, {"event": "done", "seconds": seconds})
         return outputs
+
+
+def _check_is_run_directory(path: Path) -> None:
+    """An existing, non-empty folder must be a kr run directory: kr replaces stage folders in
+    one, and would otherwise delete a user's files that happen to bear a stage's name."""
+    if not any(e.name != LOCK_NAME for e in path.iterdir()):
+        return
+    try:
+        manifest = read_json(path / "manifest.json")
+    except (OSError, ValueError):
+        manifest = None
+    # runs of kr before the marker existed: a manifest with kr's version stamp and stage table
+    legacy = isinstance(manifest, dict) and "stages" in manifest and "kr" in manifest.get("versions", {})
+    if not (isinstance(manifest, dict) and MARKER in manifest or legacy):
+        raise KRError(f"{path} is not empty and is not a kr run directory (no manifest.json "
+                      f"written by kr); kr writes into a run directory and replaces its stage "
+                      f"folders, so choose a new or empty folder for --out")
+
+
+LOCK_NAME = ".kr.lock"
+
+
+class RunLock:
+    """One kr process at a time in a run directory: an advisory lock (flock) on RUN/.kr.lock,
+    which holds who took it.  The kernel releases a flock when its process dies, so a killed
+    run never leaves a stale lock behind; the holder's details are only for the message."""
+
+    def __init__(self, path: Path, wait: bool = False):
+        self.file = path / LOCK_NAME
+        self._fd: int | None = None
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: run unlocked
+            return
+        fd = os.open(self.file, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _holder(self.file)
+            if not wait:
+                os.close(fd)
+                raise KRError(f"{path} is in use by another kr process ({holder}); wait for it "
+                              f"to finish, or rerun with --wait to queue behind it") from None
+            log.info("%s is in use (%s); waiting for it", path, holder)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                 "command": " ".join(sys.argv), "since": _now()}).encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor releases the flock
+            self._fd = None
+
+
+def _holder(file: Path) -> str:
+    try:
+        h = json.loads(file.read_text() or "{}")
+        return f"pid {h['pid']} on {h['host']}, since {h['since']}: {h['command']}"
+    except (OSError, ValueError, KeyError):
+        return "its details are unreadable"
 
 
 def _now() -> str:

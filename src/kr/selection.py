@@ -95,7 +95,8 @@ def optimise_checkpoint(data: ImageDataset, config: Config, generator_dir: Path,
                  row["val"]["acc"], row["val"]["auc"])
     best = _best(rows, config.select.metric)
     log.info("checkpoint optimisation: selected %s", best["name"])
-    return {"split": "val", "student_epochs": student_epochs(data, config), "selected": best["name"],
+    return {"split": "val", "metric": config.select.metric,
+            "student_epochs": student_epochs(data, config), "selected": best["name"],
             "candidates": rows}
 
 
@@ -132,5 +133,6 @@ def tune(data: ImageDataset, config: Config, checkpoint_dir: Path, teacher_dir: 
     bar.close()
     best = _best(trials, metric)
     log.info("tuning: %s=%g, filter threshold %.2f", knob, best["knobs"][knob], best["threshold"])
-    return {"split": "val", "student_epochs": student_epochs(data, config), "checkpoint": checkpoint_dir.name,
+    return {"split": "val", "metric": metric, "student_epochs": student_epochs(data, config),
+            "checkpoint": checkpoint_dir.name,
             "knob": knob, "knobs": best["knobs"], "threshold": best["threshold"], "trials": trials}

@@ -36,7 +36,7 @@ def train_teacher(data: ImageDataset, config: Config, folder: Path, device: torc
     # The test split is not read here: the final evaluation stage scores every method on it.
     metrics = {"best_epoch": result.best_epoch, "val": result.best_val}
     save_classifier(model, folder, mcfg.arch, data.channels, data.n_classes,
-                    extra={"seed": seed, "dataset": data.name, "task": data.task,
+                    extra={"seed": seed, "dataset": data.name, "task": data.task, "image_size": data.size,
                            "label_names": list(data.label_names)}, **kwargs)
     write_json(folder / "metrics.json", {**metrics, "history": result.history})
     (folder / "state.pt").unlink(missing_ok=True)  # training state is only needed to resume

@@ -77,8 +77,17 @@ GOOD = make_arrays()
     (_bad(GOOD, test_labels=GOOD["test_labels"][:3]), "test has 6 images but 3 labels"),
     (_bad(GOOD, train_images=np.zeros((12, 28), np.uint8)), "train_images has shape"),
     (_bad(GOOD, train_images=GOOD["train_images"].astype(np.int32)), "dtype int32"),
-    (_bad(GOOD, train_images=GOOD["train_images"] * 2.0), "dtype float64"),
-    (_bad(GOOD, val_labels=np.full((6, 1), -1, np.int64)), "outside"),
+    (_bad(GOOD, train_images=GOOD["train_images"] * 2.0), r"floats must be in \[0, 1\]"),
+    (_bad(GOOD, train_images=np.full((12, 28, 28), np.nan)), "NaN or infinite"),
+    (_bad(GOOD, val_labels=np.full((6, 1), -1, np.int64)), "labels must be ≥ 0"),
+    (_bad(GOOD, test_labels=np.full((6, 1), 10 ** 9, np.int64)),
+     r"test_labels goes up to 1000000000, but train_labels has 2 classes.*absent from train: \[2, 3"),
+    (_bad(GOOD, train_labels=(np.arange(12) % 3 * 2)[:, None]),
+     r"train_labels goes up to 4.*absent from train: \[1, 3\]"),
+    (_bad(GOOD, **{f"{s}_images": np.zeros((n, 28, 32), np.uint8) for s, n in
+                   (("train", 12), ("val", 6), ("test", 6))}), "28×32; kr needs square images"),
+    (_bad(GOOD, **{f"{s}_images": np.zeros((n, 48, 48), np.uint8) for s, n in
+                   (("train", 12), ("val", 6), ("test", 6))}), r"7·2\^k or 4·2\^k.*e.g. to 56×56"),
     (_bad(GOOD, train_labels=GOOD["train_labels"].astype(np.float32)), "train_labels has shape"),
     (_bad(GOOD, val_images=np.zeros((0, 28, 28), np.uint8), val_labels=np.zeros((0, 1), np.uint8)),
      "the val split is empty"),
@@ -104,9 +113,18 @@ def test_truncated_and_corrupt_files(tmp_path):
     with pytest.raises(DataError, match="truncated or corrupt"):
         load_dataset(str(truncated))
     junk = tmp_path / "junk.npz"
-    junk.write_bytes(b"not a zip file at all")
-    with pytest.raises(DataError, match="truncated or corrupt"):
+    junk.write_bytes(b"not a zip file at all")  # e.g. a text file renamed
+    with pytest.raises(DataError, match="is not an .npz file"):
         load_dataset(str(junk))
+    single = tmp_path / "single.npz"  # an .npy renamed
+    np.save(tmp_path / "single.npy", np.zeros((3, 28, 28), np.uint8))
+    (tmp_path / "single.npy").rename(single)
+    with pytest.raises(DataError, match="single .npy array, not an .npz archive"):
+        load_dataset(str(single))
+    pickled = tmp_path / "pickled.npz"
+    np.savez(pickled, **make_arrays(), label_names=np.array([{"a": 1}, {"b": 2}], dtype=object))
+    with pytest.raises(DataError, match="Python objects"):
+        load_dataset(str(pickled))
 
 
 def test_missing_path(tmp_path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,7 +86,7 @@ def load_dataset(name: str, data_dir: str | Path | None = None, size: int = 28,
 
 
 def load_npz(path: Path, info: DatasetInfo | None, fingerprint: str) -> ImageDataset:
-    arrays = _read_npz(path)
+    arrays = read_npz(path)
     missing = [f"{s}_{k}" for s in SPLITS for k in ("images", "labels") if f"{s}_{k}" not in arrays]
     if missing:
         raise DataError(f"{path} lacks the keys {', '.join(missing)}; a MedMNIST-style .npz needs "
@@ -94,6 +95,7 @@ def load_npz(path: Path, info: DatasetInfo | None, fingerprint: str) -> ImageDat
     shapes = {s: tuple(splits[s][0].shape[1:]) for s in SPLITS}
     if len(set(shapes.values())) != 1:
         raise DataError(f"{path}: splits have different image shapes {shapes}; all must match")
+    _check_geometry(path, *shapes["train"][1:])
     label_dims = {s: splits[s][1].shape[1:] for s in SPLITS}
     if len(set(label_dims.values())) != 1:
         raise DataError(f"{path}: splits have different label shapes {label_dims}; all must match")
@@ -113,7 +115,7 @@ def load_npz(path: Path, info: DatasetInfo | None, fingerprint: str) -> ImageDat
             names = tuple(str(i) for i in range(splits["train"][1].shape[1]))
             task = "multi-label, binary-class"
         else:
-            n = int(max(int(splits[s][1].max()) for s in SPLITS)) + 1
+            n = _class_count(path, {s: splits[s][1] for s in SPLITS})
             names = _user_label_names(arrays, n, path)
             task = "binary-class" if len(names) == 2 else "multi-class"
 
@@ -130,13 +132,56 @@ def load_npz(path: Path, info: DatasetInfo | None, fingerprint: str) -> ImageDat
     return ImageDataset(name, task, tuple(names), hflip, str(path), fingerprint, **out)
 
 
-def _read_npz(path: Path) -> dict[str, np.ndarray]:
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    """Every array of an .npz, or one DataError that says what the file is instead.  Each
+    member's header is read before its data: an array is never larger than the archive says
+    its member is, so a forged header cannot make kr allocate at will."""
     try:
+        with open(path, "rb") as f:
+            head = f.read(6)
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if head.startswith(b"\x93NUMPY"):
+        raise DataError(f"{path} is a single .npy array, not an .npz archive of named arrays; "
+                        f"save the splits with numpy.savez(…)")
+    if not head.startswith(b"PK"):
+        raise DataError(f"{path} is not an .npz file (a NumPy zip archive of named arrays)")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                _check_member(path, archive, info)
         with np.load(path, allow_pickle=False) as npz:
             return {k: npz[k] for k in npz.files}
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
+    except DataError:
+        raise
+    except ValueError as exc:
+        if "pickle" in str(exc):
+            raise DataError(f"{path} holds Python objects (pickled arrays), which kr never loads; "
+                            f"store plain numeric arrays") from None
         raise DataError(f"cannot read {path}: the file is truncated or corrupt ({exc}); "
                         f"delete it and fetch it again") from None
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, KeyError, RuntimeError) as exc:
+        raise DataError(f"cannot read {path}: the file is truncated or corrupt ({exc}); "
+                        f"delete it and fetch it again") from None
+
+
+def _check_member(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> None:
+    if not info.filename.endswith(".npy"):
+        return
+    with archive.open(info) as f:
+        try:
+            major, _ = np.lib.format.read_magic(f)
+            read = (np.lib.format.read_array_header_1_0 if major == 1
+                    else np.lib.format.read_array_header_2_0)  # 2.0 and 3.0 share the layout
+            shape, _, dtype = read(f)
+        except (ValueError, EOFError, SyntaxError, TypeError) as exc:
+            raise DataError(f"cannot read {path}: member {info.filename} has a bad header ({exc})") from None
+    if dtype.hasobject:
+        raise DataError(f"{path} holds Python objects (pickled arrays), which kr never loads; "
+                        f"store plain numeric arrays")
+    if int(np.prod(shape, dtype=np.float64)) * dtype.itemsize > info.file_size:
+        raise DataError(f"cannot read {path}: member {info.filename} declares {shape} {dtype}, "
+                        f"more than it holds; the file is corrupt")
 
 
 def _image_array(images: np.ndarray, where: str) -> np.ndarray:
@@ -150,10 +195,19 @@ def _image_array(images: np.ndarray, where: str) -> np.ndarray:
     else:
         raise DataError(f"{where} has shape {images.shape}; expected N×H×W "
                         f"(grayscale) or N×H×W×3 (RGB)")
+    if 0 in images.shape:
+        raise DataError(f"{where} has an empty dimension (shape {images.shape}); images need "
+                        f"at least one pixel")
     if images.dtype == np.uint8:
         return images
-    if np.issubdtype(images.dtype, np.floating) and images.min() >= 0 and images.max() <= 1:
-        return np.round(images * 255).astype(np.uint8)
+    if np.issubdtype(images.dtype, np.floating):
+        if not np.isfinite(images).all():
+            raise DataError(f"{where} contains NaN or infinite values; every pixel must be a "
+                            f"number in [0, 1] (floats) or [0, 255] (uint8)")
+        if images.min() >= 0 and images.max() <= 1:
+            return np.round(images * 255).astype(np.uint8)
+        raise DataError(f"{where} has float values in [{images.min():g}, {images.max():g}]; "
+                        f"floats must be in [0, 1] (or store uint8 in [0, 255])")
     raise DataError(f"{where} has dtype {images.dtype}; expected uint8 in "
                     f"[0, 255] (or floats in [0, 1])")
 
@@ -164,6 +218,9 @@ def images_to_tensor(images: np.ndarray, where: str) -> torch.Tensor:
 
 
 def _split(path: Path, split: str, images: np.ndarray, labels: np.ndarray):
+    for key, a in ((f"{split}_images", images), (f"{split}_labels", labels)):
+        if a.ndim == 0:
+            raise DataError(f"{path}: {key} is a single value, not an array of one entry per image")
     if len(images) == 0:
         raise DataError(f"{path}: the {split} split is empty; every split needs at least one image")
     images = _image_array(images, f"{path}: {split}_images")
@@ -177,12 +234,59 @@ def _split(path: Path, split: str, images: np.ndarray, labels: np.ndarray):
     return images, labels.astype(np.int64)
 
 
+def _check_geometry(path: Path, height: int, width: int) -> None:
+    """Square images whose side the generators can build: 7·2^k or 4·2^k (28, 32, 56, 64, …,
+    224), the up-sampling ladders of the cGAN (the diffusion UNet takes them too)."""
+    if height != width:
+        raise DataError(f"{path}: images are {height}×{width}; kr needs square images (crop or "
+                        f"pad them, e.g. to {max(height, width)}×{max(height, width)})")
+    ok = [b * 2 ** k for b in (4, 7) for k in range(2, 7)]
+    if height not in ok:
+        near = min(ok, key=lambda v: abs(v - height))
+        raise DataError(f"{path}: images are {height}×{height}; kr's generators need a side of "
+                        f"7·2^k or 4·2^k ({', '.join(map(str, sorted(ok)))}): resize them, e.g. to "
+                        f"{near}×{near}")
+
+
+MAX_CLASSES = 1000  # more classes than images per class, or than any medical benchmark has
+
+
+def _class_count(path: Path, labels: dict[str, np.ndarray]) -> int:
+    """Classes are 0 … K−1, each present in the train split: checked on the labels before
+    anything is sized by them, so one stray label (say 10⁹) is an error, not a 10⁹-class task."""
+    low = min(int(v.min()) for v in labels.values())
+    if low < 0:
+        raise DataError(f"{path}: labels must be ≥ 0, found {low}")
+    present = np.unique(labels["train"])
+    top = max(int(v.max()) for v in labels.values())
+    if len(present) > MAX_CLASSES:
+        raise DataError(f"{path}: train_labels has {len(present)} classes; kr supports at most "
+                        f"{MAX_CLASSES}")
+    if top >= len(present):
+        where = next(s for s, v in labels.items() if int(v.max()) == top)
+        absent = sorted(set(range(min(top + 1, len(present) + 5))) - set(present.tolist()))
+        raise DataError(f"{path}: {where}_labels goes up to {top}, but train_labels has "
+                        f"{len(present)} classes; labels must be 0 … K−1 with every class in the "
+                        f"train split (absent from train: {absent[:5]}{' …' if len(absent) > 5 else ''})")
+    return len(present)
+
+
 def _user_label_names(arrays: dict[str, np.ndarray], n: int, path: Path) -> tuple[str, ...]:
+    if n < 2:
+        raise DataError(f"{path}: train_labels has a single class; a classifier needs at least two")
     if "label_names" not in arrays:
-        return tuple(str(i) for i in range(max(n, 2)))
-    names = tuple(str(x) for x in arrays["label_names"].tolist())
-    if len(names) < n:
-        raise DataError(f"{path}: labels go up to {n - 1} but label_names has {len(names)} entries")
+        return tuple(str(i) for i in range(n))
+    names = arrays["label_names"]
+    if names.ndim != 1 or names.dtype.kind not in "USiuf":
+        raise DataError(f"{path}: label_names must be a 1-D array of names, one per class; it is "
+                        f"shaped {names.shape} with dtype {names.dtype}")
+    names = tuple(str(x) for x in names.tolist())
+    if len(names) != n:
+        raise DataError(f"{path}: label_names has {len(names)} entries but the labels have {n} "
+                        f"classes (0 … {n - 1}); give one name per class")
+    if len(set(names)) != n or any(not x.strip() or len(x) > 200 for x in names):
+        raise DataError(f"{path}: label_names must be distinct, non-empty names of at most 200 "
+                        f"characters")
     return names
 
 

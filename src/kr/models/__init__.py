@@ -7,8 +7,8 @@ from typing import Callable
 
 from torch import nn
 
-from kr.artifacts import load_state, read_model_config, save_model
-from kr.errors import ConfigError
+from kr.artifacts import load_state, read_model_config, save_model, weight_shapes
+from kr.errors import ConfigError, KRError
 from kr.models.resnet import ResNet
 
 ARCHS: dict[str, Callable[..., nn.Module]] = {
@@ -33,12 +33,49 @@ def save_classifier(model: nn.Module, folder, arch: str, in_channels: int, num_c
     save_model(model, folder, config)
 
 
+# What a saved classifier may ask to be built with: a folder may come from anywhere (`kr
+# predict`), so its config is checked against these bounds and against its weights' shapes
+# before anything is allocated.
+LIMITS = {"in_channels": (1, 4), "num_classes": (1, 1000), "width": (1, 256)}
+
+
 def load_classifier(folder) -> nn.Module:
     """Rebuild a classifier from its folder alone, in eval mode."""
     cfg = read_model_config(folder)
-    model = build_model(cfg["arch"], cfg["in_channels"], cfg["num_classes"], **cfg["kwargs"])
+    arch, channels, classes, kwargs = _checked(cfg, folder)
+    model = build_model(arch, channels, classes, **kwargs)
     model.load_state_dict(load_state(folder))
     return model.eval()
+
+
+def _checked(cfg: dict, folder) -> tuple[str, int, int, dict]:
+    def bad(why: str) -> KRError:
+        return KRError(f"{folder}/config.json: {why}; it is not a kr classifier folder, or it is damaged")
+
+    if cfg.get("kind", "classifier") != "classifier" or cfg.get("arch") not in ARCHS:
+        raise bad(f"arch {cfg.get('arch')!r} is not one of {', '.join(ARCHS)}")
+    kwargs = cfg.get("kwargs", {})
+    if not isinstance(kwargs, dict) or set(kwargs) - {"width", "norm", "dropout"}:
+        raise bad(f"unexpected constructor arguments {kwargs!r}")
+    values = {"in_channels": cfg.get("in_channels"), "num_classes": cfg.get("num_classes"),
+              "width": kwargs.get("width", 16)}
+    for key, (low, high) in LIMITS.items():
+        v = values[key]
+        if not isinstance(v, int) or isinstance(v, bool) or not low <= v <= high:
+            raise bad(f"{key} = {v!r} is not an integer in [{low}, {high}]")
+    if kwargs.get("norm", "batch") not in ("batch", "group"):
+        raise bad(f"norm {kwargs.get('norm')!r} is not batch or group")
+    dropout = kwargs.get("dropout", 0.0)
+    if not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        raise bad(f"dropout {dropout!r} is not in [0, 1)")
+    shapes = weight_shapes(folder)
+    w, c, k = values["width"], values["in_channels"], values["num_classes"]
+    expected = {"stem.0.weight": (w, c, 3, 3), "fc.weight": (k, 4 * w)}
+    for name, shape in expected.items():
+        if shapes.get(name) != shape:
+            raise KRError(f"{folder}: config.json describes {name} as {shape}, the weights hold "
+                          f"{shapes.get(name)}; the folder's config and weights do not belong together")
+    return cfg["arch"], c, k, kwargs
 
 
 __all__ = ["ARCHS", "build_model", "load_classifier", "save_classifier"]

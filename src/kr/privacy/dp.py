@@ -115,6 +115,7 @@ def train_dpsgd(data: ImageDataset, config: Config, epsilon: float, folder: Path
            "epochs": dcfg.epochs, "accountant": dcfg.accountant}
     save_classifier(model.eval(), folder, mcfg.arch, data.channels, data.n_classes,
                     extra={"seed": seed, "dataset": data.name, "task": data.task, "method": dp_name(epsilon),
+                           "image_size": data.size,
                            "label_names": list(data.label_names), "dp": out}, **kwargs)
     write_json(folder / "metrics.json", {**out, "history": history})
     log.info("%s: best epoch %d, val acc %.4f auc %.4f, ε = %.3f (δ = %.2g), noise σ = %.3f",

@@ -129,6 +129,13 @@ def privacy_points(runs: list[Run]) -> list[dict]:
     return points
 
 
+def md_escape(text: str, cell: bool = False) -> str:
+    """Text as Markdown shows it literally: names from user data (a file name, a label) must
+    not become HTML in a Markdown viewer, nor end a table cell."""
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return text.replace("|", "\\|").replace("\n", " ") if cell else text
+
+
 class Page:
     """Collects the report once and writes it twice: HTML (images inline) and Markdown (beside)."""
 
@@ -138,18 +145,18 @@ class Page:
     def heading(self, level: int, text: str, anchor: str | None = None) -> None:
         ident = f' id="{anchor}"' if anchor else ""
         self.html.append(f"<h{level}{ident}>{html.escape(text)}</h{level}>")
-        self.md.append(f"\n{'#' * level} {text}\n")
+        self.md.append(f"\n{'#' * level} {md_escape(text)}\n")
 
     def text(self, text: str) -> None:
         self.html.append(f"<p>{html.escape(text)}</p>")
-        self.md.append(text + "\n")
+        self.md.append(md_escape(text) + "\n")
 
     def table(self, rows: list[list[str]]) -> None:
         head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
         body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows[1:])
         self.html.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
-        self.md.append("| " + " | ".join(rows[0]) + " |\n|" + " --- |" * len(rows[0]))
-        self.md += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows[1:]]
+        self.md.append("| " + " | ".join(md_escape(c, cell=True) for c in rows[0]) + " |\n|" + " --- |" * len(rows[0]))
+        self.md += ["| " + " | ".join(md_escape(c, cell=True) for c in r) + " |" for r in rows[1:]]
         self.md.append("")
 
     def image(self, path: Path | None, caption: str, cls: str = "") -> None:
@@ -166,7 +173,7 @@ class Page:
         src = "data:image/png;base64," + base64.b64encode(data).decode()
         self.html.append(f'<figure class="{cls}"><img src="{src}" alt="{html.escape(caption)}">'
                          f"<figcaption>{html.escape(caption)}</figcaption></figure>")
-        self.md.append(f"![{caption}]({rel.as_posix()})\n")
+        self.md.append(f"![{md_escape(caption).replace('[', '(').replace(']', ')')}]({rel.as_posix()})\n")
 
     def pre(self, text: str) -> None:
         self.html.append(f"<pre>{html.escape(text)}</pre>")

@@ -26,7 +26,7 @@ def summary_table(results: dict) -> str:
     if quality or selection:
         kind = results["generator"]["kind"]
         lines.append(f"{kind} generator checkpoints (all judged on the validation split):")
-        lines.append(f"  {'checkpoint':<18}{'kimg':>8}{'agree':>8}{'FD':>9}{'student acc':>13}")
+        lines.append(f"  {'checkpoint':<18}{'kimg':>8}{'agree':>8}{'FD':>9}{'student acc':>13}{'auc':>8}")
         q = {c["name"]: c for c in (quality or {}).get("checkpoints", [])}
         names = [c["name"] for c in selection["candidates"]] if selection else list(q)
         students = {c["name"]: c for c in (selection or {}).get("candidates", [])}
@@ -37,14 +37,16 @@ def summary_table(results: dict) -> str:
             agree = f"{c['teacher_agreement']:.3f}" if c else "-"
             fd = f"{c['fd']:.2f}" if c else "-"
             acc = f"{students[n]['val']['acc']:.4f}" if n in students else "-"
-            lines.append(f"  {n:<18}{kimg:>8.1f}{agree:>8}{fd:>9}{acc:>13}{mark}")
+            auc = f"{students[n]['val']['auc']:.4f}" if n in students else "-"
+            lines.append(f"  {n:<18}{kimg:>8.1f}{agree:>8}{fd:>9}{acc:>13}{auc:>8}{mark}")
     tuning = results.get("tuning")
     if tuning:
         knob = tuning["knob"]
-        tried = ", ".join(f"{knob}={t['knobs'][knob]:g}/thr={t['threshold']:g}: {t['val']['acc']:.3f}"
-                          for t in tuning["trials"])
-        lines.append(f"tuning (val acc of short students): {tried}")
-        lines.append(f"  chosen: {knob}={tuning['knobs'][knob]:g}, filter threshold {tuning['threshold']:g}")
+        tried = ", ".join(f"{knob}={t['knobs'][knob]:g}/thr={t['threshold']:g}: "
+                          f"{t['val']['acc']:.3f}/{t['val']['auc']:.3f}" for t in tuning["trials"])
+        lines.append(f"tuning (val acc/auc of short students): {tried}")
+        by = f" by val {tuning['metric']}" if "metric" in tuning else ""
+        lines.append(f"  chosen{by}: {knob}={tuning['knobs'][knob]:g}, filter threshold {tuning['threshold']:g}")
     if results.get("audit_shipped"):
         lines.append(audit_table(results))
     timings = ", ".join(f"{k} {v:.1f}s" for k, v in results.get("timings_s", {}).items())

@@ -1,0 +1,127 @@
+"""The run directory keeps users' files and admits one kr process at a time."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from kr.config import load_config
+from kr.errors import KRError
+from kr.rundir import LOCK_NAME, MARKER, RunDir, RunLock
+from tests.toys import toy_dataset
+
+HOLD = """
+import sys, time
+from pathlib import Path
+from kr.rundir import RunLock
+lock = RunLock(Path(sys.argv[1]))
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+def _open(path, **kw):
+    return RunDir(path, load_config("tiny"), toy_dataset(), **kw)
+
+
+def _tree(path):
+    return sorted(str(p.relative_to(path)) for p in path.rglob("*"))
+
+
+@pytest.mark.parametrize("stage", ["teacher", "evaluate", "methods"])
+def test_a_folder_that_is_not_a_run_keeps_every_file(tmp_path, stage):
+    (tmp_path / stage).mkdir()
+    (tmp_path / stage / "notes.txt").write_text("mine")
+    before = _tree(tmp_path)
+    with pytest.raises(KRError, match="not a kr run directory.*new or empty folder"):
+        _open(tmp_path)
+    assert _tree(tmp_path) == before and (tmp_path / stage / "notes.txt").read_text() == "mine"
+
+
+def test_a_stage_folder_kr_did_not_write_is_never_replaced(tmp_path):
+    run = _open(tmp_path / "run")
+    run.stage("teacher", {"a": 1}, lambda folder: {"ok": 1})
+    (tmp_path / "run" / "evaluate").mkdir()
+    (tmp_path / "run" / "evaluate" / "notes.txt").write_text("mine")
+    with pytest.raises(KRError, match="not written by kr"):
+        run.stage("evaluate", {"b": 1}, lambda folder: {"ok": 1})
+    assert (tmp_path / "run" / "evaluate" / "notes.txt").read_text() == "mine"
+    # kr's own stage folder, with its key, is replaced when its inputs change
+    assert run.stage("teacher", {"a": 2}, lambda folder: {"ok": 2}) == {"ok": 2}
+    run.close()
+
+
+def test_a_run_directory_is_marked_and_reopens(tmp_path):
+    run = _open(tmp_path / "run")
+    run.close()
+    assert json.loads((tmp_path / "run" / "manifest.json").read_text())[MARKER] == 1
+    _open(tmp_path / "run").close()  # reopened: resume
+    _open(tmp_path / "empty").close()
+    (tmp_path / "legacy").mkdir()    # a run of kr before the marker: resumable
+    (tmp_path / "legacy" / "manifest.json").write_text(json.dumps(
+        {"versions": {"kr": "0.1.0"}, "stages": {}}))
+    _open(tmp_path / "legacy").close()
+
+
+def test_out_where_a_file_stands_is_a_clean_error(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(KRError, match="a file stands in its path"):
+        _open(tmp_path / "file" / "run")
+
+
+def test_one_process_at_a_time_and_no_stale_lock(tmp_path):
+    run_path = tmp_path / "run"
+    _open(run_path).close()
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(run_path), "60"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(KRError, match=f"in use by another kr process \\(pid {holder.pid} .*--wait"):
+            _open(run_path)
+        holder.send_signal(signal.SIGKILL)  # killed mid-run: the kernel drops its lock
+        holder.wait()
+        _open(run_path).close()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_wait_queues_behind_the_holder(tmp_path):
+    (tmp_path / "run").mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path / "run"), "1.5"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        start = time.perf_counter()
+        lock = RunLock(tmp_path / "run", wait=True)
+        assert time.perf_counter() - start > 0.5 and holder.wait(timeout=10) == 0
+        info = json.loads((tmp_path / "run" / LOCK_NAME).read_text())
+        assert info["pid"] == os.getpid()
+        lock.release()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_two_kr_runs_on_one_folder(tmp_path):
+    """End to end: the second `kr run` on a folder in use stops with one line naming the first."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "kr", "teacher", "--dataset", "digits", "--preset", "tiny",
+           "--out", str(out), "--device", "cpu", "--set", "teacher.train.epochs=30"]
+    first = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(600):  # until the first has taken the lock
+            if (out / "manifest.json").is_file():
+                break
+            time.sleep(0.05)
+        second = subprocess.run(cmd, capture_output=True, text=True)
+        assert second.returncode == 1 and "Traceback" not in second.stderr
+        lines = second.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("kr: error:") and f"pid {first.pid}" in lines[0]
+    finally:
+        first.kill()
+        first.wait()
