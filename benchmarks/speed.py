@@ -116,7 +116,8 @@ def runs(args) -> None:
                 "cas_gap_pp": res["cas_gap_pp"], "selected": res["selection"]["selected"],
                 "tuned": {**res["tuning"]["knobs"], "threshold": res["tuning"]["threshold"]}}
             print(json.dumps(data[f"{dataset}-s{seed}"]), flush=True)
-            save("runs", data)
+            data = {**load().get("runs", {}), f"{dataset}-s{seed}": data[f"{dataset}-s{seed}"]}
+            save("runs", data)  # merged with what runs side by side saved meanwhile
 
 
 # --- ratios --------------------------------------------------------------------------------
@@ -315,7 +316,8 @@ def table(args) -> None:
                   "| --- | --- | --- | --- | --- | --- | --- |"]
         for r in runs_.values():
             ds = r["dataset"]
-            note = " (resumed)" if r["resumed"] else " (shared cores)" if r.get("shared") else ""
+            flags = [f for f, on in (("resumed", r["resumed"]), ("shared cores", r.get("shared"))) if on]
+            note = f" ({', '.join(flags)})" if flags else ""
             note += "" if r.get("cpu", machine) == machine else f" ({r.get('cpu', 'another CPU')})"
             lines.append(f"| {ds} | {r['seed']} | {r['wall_s'] / 60:.1f} min{note}"
                          f" | ≤ {TARGET_MIN.get(ds, '?')} min | {BEFORE_TOTAL.get(ds, '-')} | "
@@ -405,7 +407,8 @@ def main() -> None:
     args = p.parse_args()
     from kr.cores import claim
 
-    claim()  # a share of the cores beside other kr processes, as `kr` itself takes
+    if args.what != "runs":  # `runs` only waits on its `kr run`, which must get every core
+        claim()  # a share of the cores beside other kr processes, as `kr` itself takes
     {"runs": runs, "ratios": ratios, "generators": generators, "table": table}[args.what](args)
 
 
