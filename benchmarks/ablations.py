@@ -1,0 +1,118 @@
+"""Benchmark (issue 16): KR against its ablations over many student seeds, one generator.
+
+    python benchmarks/ablations.py --run benchmarks/results/runs/speed-breastmnist-s0 \
+        --data-dir ../shared/data/medmnist --seeds 1 2 3 4 5
+    python benchmarks/ablations.py --table          # benchmarks/ABLATIONS.md from the JSON
+
+A finished `kr run` fixes the teacher, the selected generator checkpoint and the tuned knobs;
+only the student seed changes (its initial weights, synthetic stream and augmentation), so
+the four methods differ in one ingredient each (tests/test_distill.py pins that contract) and
+the spread over seeds says what a difference between them is worth.  Full students (the
+run's `distill` settings).  Each student's result is kept as it finishes: a rerun trains only
+what is missing.  Validation and test ACC/AUC are both recorded; nothing here chooses anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+RESULTS = ROOT / "results" / "ablations.json"
+METHODS = ("kr", "regen", "soft", "synthetic")
+
+
+def load() -> dict:
+    return json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+
+
+def measure(args) -> None:
+    from kr.config import load_config
+    from kr.cores import claim
+    from kr.data import load_dataset
+    from kr.distill import train_student
+    from kr.generation import checkpoint_folder
+    from kr.generators import load_generator
+    from kr.models import load_classifier
+    from kr.train import score
+
+    claim()
+    run = Path(args.run)
+    config = load_config("cpu", run / "config.yaml")
+    data = load_dataset(config.data.dataset, data_dir=args.data_dir, size=config.data.size)
+    tuning = json.loads((run / "tuning" / "stage.json").read_text())["outputs"]
+    gen, teacher = load_generator(checkpoint_folder(run)), load_classifier(run / "teacher")
+    rows = load()
+    for seed in args.seeds:
+        for method in METHODS:
+            key = f"{run.name}|{method}|{seed}"
+            if key in rows:
+                continue
+            start = time.perf_counter()
+            folder = ROOT / "results" / "runs" / "ablations" / f"{run.name}-{method}-s{seed}"
+            folder.mkdir(parents=True, exist_ok=True)
+            out = train_student(data, dataclasses.replace(config, seed=seed), gen, teacher, method,
+                                tuning["knobs"], tuning["threshold"], folder)
+            test = score(load_classifier(folder), data.test, data.task)
+            rows[key] = {"run": run.name, "method": method, "seed": seed, "val": out["val"],
+                         "test": test, "seconds": round(time.perf_counter() - start, 1)}
+            print(json.dumps(rows[key]), flush=True)
+            RESULTS.parent.mkdir(parents=True, exist_ok=True)
+            tmp = RESULTS.with_suffix(".tmp")
+            tmp.write_text(json.dumps(rows, indent=1) + "\n")
+            tmp.replace(RESULTS)
+
+
+def _ms(xs) -> str:
+    xs = [x for x in xs if x is not None]
+    if not xs:
+        return "-"
+    return f"{statistics.mean(xs):.3f} ± {statistics.stdev(xs):.3f}" if len(xs) > 1 else f"{xs[0]:.3f}"
+
+
+def table(_args) -> None:
+    rows = load()
+    lines = ["# KR against its ablations (issue 16)", "",
+             "Written by `python benchmarks/ablations.py --table` from `results/ablations.json`: one "
+             "finished `kr run` (teacher, selected checkpoint, tuned knobs) per block, full "
+             "students, mean ± std over student seeds.", ""]
+    for run in dict.fromkeys(r["run"] for r in rows.values()):
+        rs = [r for r in rows.values() if r["run"] == run]
+        seeds = sorted({r["seed"] for r in rs})
+        lines += [f"## {run} (student seeds {', '.join(map(str, seeds))})", "",
+                  "| method | val ACC | val AUC | test ACC | test AUC | seconds |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        for m in METHODS:
+            ms = [r for r in rs if r["method"] == m]
+            if ms:
+                lines.append(f"| {m} | {_ms([r['val']['acc'] for r in ms])} | {_ms([r['val']['auc'] for r in ms])} | "
+                             f"{_ms([r['test']['acc'] for r in ms])} | {_ms([r['test']['auc'] for r in ms])} | "
+                             f"{statistics.mean(r['seconds'] for r in ms):.0f} |")
+        lines.append("")
+    (ROOT / "ABLATIONS.md").write_text("\n".join(lines))
+    print(ROOT / "ABLATIONS.md")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--run", help="A finished `kr run` directory.")
+    p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3, 4, 5])
+    p.add_argument("--data-dir", default=os.environ.get("KR_DATA_DIR"))
+    p.add_argument("--table", action="store_true")
+    args = p.parse_args()
+    if args.table:
+        table(args)
+    elif args.run:
+        measure(args)
+        table(args)
+    else:
+        p.error("give --run RUN (measure) or --table")
+
+
+if __name__ == "__main__":
+    main()
