@@ -98,9 +98,9 @@ class GanConfig:
     z_dim: int = 64
     g_width: int = 16             # generator channels at full resolution; ×2 per lower level
     d_width: int = 16
-    # One D step per G step at 5e-4: twice the generator steps per kimg.  On digits (10 classes)
-    # the guided cGAN reached teacher agreement 0.95 and FD 4.5 at 40 kimg, against 0.41 and 15.4
-    # with 2 D steps at 2e-4; on BreastMNIST the two were equal within noise (SPEED.md).
+    # One D step per G step at 5e-4: twice the generator steps per kimg.  In exploration runs on
+    # digits (10 classes) the guided cGAN's 20-epoch KR student reached val ACC 0.93, against
+    # 0.51–0.60 with 2 D steps at 2e-4 (benchmarks/SPEED.md, "Generators").
     d_steps: int = 1              # discriminator steps per generator step
     lr_g: float = 5e-4
     lr_d: float = 5e-4
@@ -157,10 +157,11 @@ class GeneratorConfig:
     `checkpoint_kimg`.
     """
 
-    # The teacher-guided cGAN by default: it samples a whole epoch's set in a fraction of a
-    # student epoch, so GKD regenerates every epoch as the paper does, and its 40-epoch KR
-    # students matched the diffusion model's on BreastMNIST (benchmarks/SPEED.md).  Diffusion
-    # samples 50× slower on CPU and runs GKD from a pool (`distill.strategy=auto`).
+    # The teacher-guided cGAN by default: it samples a whole epoch's set in a fifth of that
+    # epoch's training, so GKD regenerates every epoch as the paper does, and its KR students
+    # reach test ACC 0.827 ± 0.006 on BreastMNIST (the diffusion preset's: 0.791 ± 0.044;
+    # benchmarks/SPEED.md).  Diffusion samples 30–90× slower on CPU and runs GKD from a pool
+    # (`distill.strategy=auto`).
     kind: str = "gan"
     kimg: float = 40.0
     checkpoint_kimg: float = 20.0
@@ -234,8 +235,8 @@ class SelectConfig:
 
     # 10-epoch students of the teacher-guided cGAN sat at the majority rate and ranked its
     # checkpoints against what 40-epoch students showed; 20-epoch ones did better.  Ranked by
-    # ACC alone, on 78 validation images, one image decided σ against the 40-epoch evidence;
-    # ACC + AUC agreed with it in every case we measured (benchmarks/SPEED.md).
+    # ACC alone, on 78 validation images, one image decided σ against the 40-epoch evidence
+    # (an exploration run); ranked by ACC + AUC, three BreastMNIST seeds chose alike (SPEED.md).
     epochs: int = 20              # epochs of each candidate's short student …
     # … but at most this many thousand synthetic images (0 = no cap): a short student's worth
     # is in its optimiser steps, so PneumoniaMNIST's (4,708 a set) take as long as BreastMNIST's.
@@ -272,7 +273,7 @@ class DPConfig:
     delta: float = 0.0         # 0 = 1/N, N the real train size
     max_grad_norm: float = 1.0  # per-sample clipping bound C
     # 20 epochs: on BreastMNIST val AUC 0.749 (ε = 8) and 0.653 (ε = 1) against 0.672 and 0.646
-    # with 40 (same ε, so less noise per step), in half the time (benchmarks/SPEED.md).
+    # with 40 (same ε, so less noise per step), in half the time (an exploration run, SPEED.md).
     epochs: int = 20
     batch_size: int = 128      # expected batch size (Poisson sampling)
     # Clipped gradients are small (norm ≤ C), so DP-SGD wants a larger step than the teacher's

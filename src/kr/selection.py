@@ -31,9 +31,9 @@ from kr.artifacts import read_json, write_json
 from kr.config import Config, parse_floats
 from kr.data import ImageDataset
 from kr.distill import train_student
-from kr.synthetic import class_quotas
 from kr.generators import ConditionalGenerator, load_generator
 from kr.models import load_classifier
+from kr.synthetic import class_quotas
 from kr.train import better
 
 log = logging.getLogger(__name__)

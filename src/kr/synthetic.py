@@ -48,7 +48,7 @@ def class_quotas(train_labels: torch.Tensor, n_classes: int, size_factor: float,
 
 def resolve_mode(strategy: str, kind: str) -> str:
     """`auto`: the paper's every-epoch regeneration, except for diffusion, whose CPU sampling
-    costs ~50 student epochs per set (benchmarks/README.md), so it draws from a pool."""
+    costs 7–20 student epochs per set (benchmarks/SPEED.md), so it draws from a pool."""
     if strategy == "auto":
         return "pool" if kind == "diffusion" else "every-epoch"
     return strategy
