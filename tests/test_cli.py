@@ -132,6 +132,25 @@ def test_ctrl_c_says_how_to_resume(tmp_path):
     assert "rerun the same command to resume" in err.strip().splitlines()[-1]
 
 
+def test_ctrl_c_inside_exec_still_exits_130(tmp_path):
+    import os
+    import signal
+
+    # The interrupt lands inside exec()'d code (as when torch's lazy imports build dataclasses):
+    # CPython 3.11 then kills a `python -m` process with SIGINT at exit unless kr raised its own.
+    (tmp_path / "fake_kr.py").write_text(
+        "from kr import cli\n"
+        "def interrupted_inside_exec(**kwargs):\n"
+        "    exec('import os, signal, time\\nos.kill(os.getpid(), signal.SIGINT)\\ntime.sleep(30)')\n"
+        "cli.cli.main = interrupted_inside_exec\n"
+        "cli.main()\n")
+    proc = subprocess.run([sys.executable, "-m", "fake_kr"], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(tmp_path)},
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert proc.returncode == 130 and "Traceback" not in proc.stderr
+    assert "rerun the same command to resume" in proc.stderr
+
+
 def test_offline_missing_medmnist_file_says_where_to_put_it(tmp_path):
     # A dead proxy makes the download fail fast whether or not this machine is online.
     proc = kr("data", "info", "bloodmnist", "--data-dir", str(tmp_path),

@@ -292,8 +292,25 @@ def _table(rows) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
 
+class _Interrupted(BaseException):
+    """Ctrl-C, raised by kr's own SIGINT handler in place of KeyboardInterrupt.
+
+    CPython 3.11 flags a KeyboardInterrupt that escapes code run by exec() (dataclasses build their
+    __init__ so, torch's lazy imports create dataclasses mid-run) as unhandled even after we catch
+    it, and under `python -m` then kills the process with SIGINT at exit: status -2, not 130.
+    """
+
+
+def _on_sigint(signum, frame):
+    raise _Interrupted
+
+
 def main() -> None:
     """Entry point: user errors become one line on stderr and a non-zero exit, never a traceback."""
+    import signal
+
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not when SIGINT is ignored
+        signal.signal(signal.SIGINT, _on_sigint)
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Exit as exc:
@@ -301,7 +318,7 @@ def main() -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except (click.Abort, KeyboardInterrupt):  # click turns Ctrl-C into Abort
+    except (click.Abort, KeyboardInterrupt, _Interrupted):
         click.echo("kr: interrupted; finished stages and epochs are kept: rerun the same command "
                    "to resume", err=True)
         sys.exit(130)
