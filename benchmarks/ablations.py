@@ -2,12 +2,17 @@
 
     python benchmarks/ablations.py --run benchmarks/results/runs/speed-breastmnist-s0 \
         --data-dir ../shared/data/medmnist --seeds 1 2 3 4 5
+    python benchmarks/ablations.py --run … --methods kr --variant t2 --set distill.temperature=2
+    python benchmarks/ablations.py --run … --methods kr soft --variant no-ls --teacher T
     python benchmarks/ablations.py --table          # benchmarks/ABLATIONS.md from the JSON
 
 A finished `kr run` fixes the teacher, the selected generator checkpoint and the tuned knobs;
 only the student seed changes (its initial weights, synthetic stream and augmentation), so
 the four methods differ in one ingredient each (tests/test_distill.py pins that contract) and
-the spread over seeds says what a difference between them is worth.  Full students (the
+the spread over seeds says what a difference between them is worth.  A `--variant` changes
+one thing against that baseline (distillation settings with `--set`, or the distilling
+teacher with `--teacher`, a model folder such as a `kr teacher` run's `teacher/`); the
+generator, checkpoint and knobs stay the run's.  Full students (the
 run's `distill` settings).  Each student's result is kept as it finishes: a rerun trains only
 what is missing.  Validation and test ACC/AUC are both recorded; nothing here chooses anything.
 """
@@ -43,29 +48,44 @@ def measure(args) -> None:
 
     claim()
     run = Path(args.run)
-    config = load_config("cpu", run / "config.yaml")
+    config = load_config("cpu", run / "config.yaml", args.set)
     data = load_dataset(config.data.dataset, data_dir=args.data_dir, size=config.data.size)
     tuning = json.loads((run / "tuning" / "stage.json").read_text())["outputs"]
-    gen, teacher = load_generator(checkpoint_folder(run)), load_classifier(run / "teacher")
+    gen = load_generator(checkpoint_folder(run))
+    teacher = load_classifier(Path(args.teacher) if args.teacher else run / "teacher")
     rows = load()
     for seed in args.seeds:
-        for method in METHODS:
-            key = f"{run.name}|{method}|{seed}"
+        for method in args.methods:
+            key = f"{run.name}|{method}|{seed}" + (f"|{args.variant}" if args.variant else "")
             if key in rows:
                 continue
             start = time.perf_counter()
-            folder = ROOT / "results" / "runs" / "ablations" / f"{run.name}-{method}-s{seed}"
+            name = f"{run.name}-{method}-s{seed}" + (f"-{args.variant}" if args.variant else "")
+            folder = ROOT / "results" / "runs" / "ablations" / name
             folder.mkdir(parents=True, exist_ok=True)
             out = train_student(data, dataclasses.replace(config, seed=seed), gen, teacher, method,
                                 tuning["knobs"], tuning["threshold"], folder)
             test = score(load_classifier(folder), data.test, data.task)
-            rows[key] = {"run": run.name, "method": method, "seed": seed, "val": out["val"],
+            rows[key] = {"run": run.name, "method": method, "seed": seed, "variant": args.variant,
+                         "change": " ".join(args.set + ([f"teacher={args.teacher}"] if args.teacher else [])),
+                         "val": out["val"],
                          "test": test, "seconds": round(time.perf_counter() - start, 1)}
             print(json.dumps(rows[key]), flush=True)
-            RESULTS.parent.mkdir(parents=True, exist_ok=True)
-            tmp = RESULTS.with_suffix(".tmp")
-            tmp.write_text(json.dumps(rows, indent=1) + "\n")
-            tmp.replace(RESULTS)
+            save(key, rows[key])
+
+
+def save(key: str, row: dict) -> None:
+    """Add one row, merged under a lock with what other benchmark processes saved meanwhile."""
+    import fcntl
+
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    with open(RESULTS.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        rows = load()
+        rows[key] = row
+        tmp = RESULTS.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(rows, indent=1) + "\n")
+        tmp.replace(RESULTS)
 
 
 def _ms(xs) -> str:
@@ -85,17 +105,21 @@ def table(_args) -> None:
         rs = [r for r in rows.values() if r["run"] == run]
         seeds = sorted({r["seed"] for r in rs})
         lines += [f"## {run} (student seeds {', '.join(map(str, seeds))})", "",
-                  "| method | val ACC | val AUC | test ACC | test AUC | seconds |",
-                  "| --- | --- | --- | --- | --- | --- |"]
-        for m in METHODS:
-            ms = [r for r in rs if r["method"] == m]
-            if ms:
-                lines.append(f"| {m} | {_ms([r['val']['acc'] for r in ms])} | {_ms([r['val']['auc'] for r in ms])} | "
-                             f"{_ms([r['test']['acc'] for r in ms])} | {_ms([r['test']['auc'] for r in ms])} | "
-                             f"{statistics.mean(r['seconds'] for r in ms):.0f} |")
+                  "| method | change (one, against the run's settings) | n | val ACC | val AUC | test ACC | test AUC | seconds |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        groups = dict.fromkeys((r["method"], r.get("variant", "")) for r in rs)
+        for m, v in sorted(groups, key=lambda g: (g[1] != "", g[1], METHODS.index(g[0]))):
+            ms = [r for r in rs if r["method"] == m and r.get("variant", "") == v]
+            change = ms[0].get("change") or "—"
+            lines.append(f"| {m}{' · ' + v if v else ''} | {change} | {len(ms)} | {_ms([r['val']['acc'] for r in ms])} | "
+                         f"{_ms([r['val']['auc'] for r in ms])} | {_ms([r['test']['acc'] for r in ms])} | "
+                         f"{_ms([r['test']['auc'] for r in ms])} | {statistics.mean(r['seconds'] for r in ms):.0f} |")
         lines.append("")
-    (ROOT / "ABLATIONS.md").write_text("\n".join(lines))
-    print(ROOT / "ABLATIONS.md")
+    path = ROOT / "ABLATIONS.md"
+    marker = "<!-- generated above; written by hand below -->"
+    tail = path.read_text().split(marker, 1)[1] if path.is_file() and marker in path.read_text() else "\n"
+    path.write_text("\n".join(lines) + "\n" + marker + tail)
+    print(path)
 
 
 def main() -> None:
@@ -103,8 +127,14 @@ def main() -> None:
     p.add_argument("--run", help="A finished `kr run` directory.")
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3, 4, 5])
     p.add_argument("--data-dir", default=os.environ.get("KR_DATA_DIR"))
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    p.add_argument("--variant", default="", help="Name of a one-change row (with --set or --teacher).")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="Config overrides of the variant.")
+    p.add_argument("--teacher", help="Distil from this model folder instead of the run's teacher.")
     p.add_argument("--table", action="store_true")
     args = p.parse_args()
+    if (args.set or args.teacher) and not args.variant:
+        p.error("name the change with --variant")
     if args.table:
         table(args)
     elif args.run:

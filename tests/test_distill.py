@@ -161,3 +161,30 @@ def test_ablations_are_one_ingredient_apart(toy, monkeypatch):
         for method, (_, soft_labels) in METHODS.items():
             assert seen[method]["loss"](probe, x, y).item() == pytest.approx(soft if soft_labels else hard)
     assert soft != pytest.approx(hard)
+
+
+def test_clean_soft_targets_come_from_the_unaugmented_image(toy, monkeypatch):
+    data, teacher, config = toy
+    config = dataclasses.replace(config, distill=dataclasses.replace(
+        config.distill, soft_targets="clean", train=dataclasses.replace(config.distill.train, crop_padding=4)))
+    seen = {}
+    real_fit = kr.distill.fit_classifier
+
+    def spy(model, train, *args, loss_fn=None, **kwargs):
+        seen["first"], seen["loss"] = train(0), loss_fn
+        return real_fit(model, train, *args, loss_fn=loss_fn, **kwargs)
+
+    monkeypatch.setattr(kr.distill, "fit_classifier", spy)
+    out = train_student(data, config, toy_generator(), teacher, "kr", {"sigma": 1.0}, 0.0)
+    split = seen["first"]
+    with torch.no_grad():
+        logits = teacher(split.images)
+    assert split.labels.shape == (len(split.images), 1 + data.n_classes)
+    assert torch.allclose(split.labels[:, 1:], logits, atol=1e-5)
+    # The batch's targets stay those of the clean image whatever augmentation does to x.
+    probe = build_model("resnet8", 1, 3, width=8).eval()
+    shifted = torch.roll(split.images[:8], 3, dims=3)
+    with torch.no_grad():
+        expected = kd_loss(probe(shifted), logits[:8], split.labels[:8, 0].long()).item()
+        assert seen["loss"](probe, shifted, split.labels[:8]).item() == pytest.approx(expected, rel=1e-5)
+    assert math.isfinite(out["val"]["acc"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 
 import click
 
@@ -11,6 +12,36 @@ from kr.config import PRESETS, load_config
 from kr.errors import KRError
 
 log = logging.getLogger("kr")
+
+
+def _executor_options():
+    return [
+        click.option("--executor", type=click.Choice(["inprocess", "processes", "ray"]), default="inprocess",
+                     show_default=True, help="Where independent stages (baselines, DP-SGD models; the "
+                     "audit's reference runs) run: here one after another, in local worker processes, "
+                     "or as tasks on a Ray cluster."),
+        click.option("--workers", type=click.IntRange(min=1), default=None,
+                     help="processes: worker processes [default: one per core; each gets cores ÷ workers threads]."),
+        click.option("--ray-address", default=None, metavar="ADDRESS",
+                     help="ray: the cluster to join (e.g. auto, ray://head:10001) [default: RAY_ADDRESS, "
+                          "else a local Ray started for this command]."),
+        click.option("--task-cpus", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="ray: CPUs (and PyTorch threads) each task asks for."),
+    ]
+
+
+def _executor(executor, workers, ray_address, task_cpus, run_path):
+    from kr.executors import make_executor
+
+    return make_executor(executor, workers, ray_address, run_path, task_cpus)
+
+
+def _apply(options):
+    def decorate(f):
+        for option in reversed(options):
+            f = option(f)
+        return f
+    return decorate
 
 
 def _run_options(f):
@@ -31,6 +62,7 @@ def _run_options(f):
         click.option("--dry-run", is_flag=True, help="Print the resolved config and exit."),
         click.option("--wait", is_flag=True,
                      help="If another kr process is using the run directory, wait for it instead of stopping."),
+        *_executor_options(),
     ]
     for option in reversed(options):
         f = option(f)
@@ -55,7 +87,7 @@ def cli(verbose: bool, threads: int | None) -> None:
 
 
 def _execute(dataset, data_dir, preset, out, config_file, overrides, seed, device, dry_run, wait,
-             stages, kind=None):
+             stages, executor, workers, ray_address, task_cpus, kind=None):
     from kr import pipeline
     from kr.report import summary_table
 
@@ -65,7 +97,9 @@ def _execute(dataset, data_dir, preset, out, config_file, overrides, seed, devic
     if dry_run:
         click.echo(config.to_yaml(), nl=False)
         return
-    results = pipeline.run(config, out=out, data_dir=data_dir, device=device, stages=stages, wait=wait)
+    out = out or str(Path("runs") / pipeline.default_run_name(config))
+    results = pipeline.run(config, out=out, data_dir=data_dir, device=device, stages=stages, wait=wait,
+                           executor=_executor(executor, workers, ray_address, task_cpus, Path(out).absolute()))
     click.echo(summary_table(results))
 
 
@@ -154,7 +188,8 @@ def sample(run_dir, n, cls, seed, checkpoint, sigma, guidance, steps, out, devic
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="Folder holding the run's MedMNIST .npz (else $KR_DATA_DIR, the cache, or download).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-def audit(run_dir, overrides, only, data_dir, device):
+@_apply(_executor_options())
+def audit(run_dir, overrides, only, data_dir, device, executor, workers, ray_address, task_cpus):
     """Membership-inference audit of every model of a finished run: reference runs replay the
     whole procedure on pool halves; LOSS, LiRA and RMIA attacks; AUC and TPR at low FPR."""
     from kr.privacy.audit import audit as run_audit
@@ -170,7 +205,8 @@ def audit(run_dir, overrides, only, data_dir, device):
             indices = tuple(int(i) for i in only.split(","))
         except ValueError:
             raise KRError(f"--only {only!r}: write reference indices as 0,1,2") from None
-    results = run_audit(run_dir, overrides, data_dir, device, indices)
+    results = run_audit(run_dir, overrides, data_dir, device, indices,
+                        _executor(executor, workers, ray_address, task_cpus, Path(run_dir).absolute()))
     if results is None:
         click.echo(f"reference runs {only} trained; rerun without --only to attack")
     else:

@@ -181,6 +181,17 @@ class GeneratorConfig:
         _check(self.grid_per_class >= 1, "grid_per_class", "must be ≥ 1")
         _check(self.eval_per_class >= 2, "eval_per_class", "must be ≥ 2")
 
+    # What defines a trained generator (its stage key, its saved config.json): the settings all
+    # backends share, then its own backend's section; eval_per_class sizes the quality stage.
+    TRAINING = ("kind", "kimg", "checkpoint_kimg", "batch_size", "ema_decay", "grid_per_class")
+
+    def training_fields(self) -> tuple[str, ...]:
+        return (*self.TRAINING, self.kind)
+
+    def training_dict(self) -> dict[str, Any]:
+        return {**{k: getattr(self, k) for k in self.TRAINING},
+                self.kind: dataclasses.asdict(getattr(self, self.kind))}
+
     def uses_teacher(self) -> bool:
         """Whether training reads the teacher (teacher guidance, kr.generators.guide)."""
         return self.kind == "gan" and (self.gan.teacher_ce > 0 or self.gan.teacher_bn > 0)
@@ -209,6 +220,7 @@ class DistillConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     temperature: float = 1.0      # T of the soft targets; the loss is scaled by T² (Hinton et al.)
     alpha: float = 0.0            # weight of the hard conditioning label; the authors' GKD uses 0
+    soft_targets: str = "augmented"  # the teacher labels the augmented batch, or the clean image
     size_factor: float = 1.0      # synthetic images per epoch, as a multiple of the real train size
     prior: str = "train"          # class counts per epoch: the real train prior, or "balanced"
     strategy: str = "auto"        # every-epoch (the paper), pool, or auto (pool only for diffusion)
@@ -219,6 +231,7 @@ class DistillConfig:
     def __post_init__(self):
         _check(self.temperature > 0, "temperature", "must be > 0")
         _check(0 <= self.alpha <= 1, "alpha", "must be in [0, 1]")
+        _check(self.soft_targets in ("augmented", "clean"), "soft_targets", "must be augmented or clean")
         _check(self.size_factor > 0, "size_factor", "must be > 0")
         _check(self.prior in ("train", "balanced"), "prior", "must be 'train' or 'balanced'")
         _check(self.strategy in ("auto", "every-epoch", "pool"), "strategy",

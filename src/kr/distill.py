@@ -27,7 +27,7 @@ from torch.nn import functional as F
 
 from kr.artifacts import write_json
 from kr.config import Config
-from kr.data import ImageDataset
+from kr.data import ImageDataset, Split
 from kr.generators import ConditionalGenerator
 from kr.models import build_model, save_classifier
 from kr.seeding import derive_seed
@@ -69,6 +69,28 @@ def gkd_loss(teacher: nn.Module, temperature: float, alpha: float) -> BatchLoss:
     return loss
 
 
+def clean_gkd_loss(temperature: float, alpha: float) -> BatchLoss:
+    """Distil towards targets computed on the clean (unaugmented) image: the batch's labels
+    column 0 holds the conditioning label, the rest the teacher's logits (`teacher_logits_on`)."""
+
+    def loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return kd_loss(model(x), y[:, 1:], y[:, 0].long(), temperature, alpha)
+
+    return loss
+
+
+def teacher_logits_on(source: Callable[[int], Split], teacher: nn.Module) -> Callable[[int], Split]:
+    """Epoch → the source's set with the teacher's logits on each clean image beside its label."""
+
+    def labelled(epoch: int) -> Split:
+        split = source(epoch)
+        with torch.no_grad():
+            logits = torch.cat([teacher(b.contiguous(memory_format=CL)) for b in split.images.split(256)])
+        return Split(split.images, torch.cat([split.labels[:, None].float(), logits.float()], 1))
+
+    return labelled
+
+
 def train_student(data: ImageDataset, config: Config, gen: ConditionalGenerator,
                   teacher: nn.Module, method: str, knobs: dict[str, Any], threshold: float,
                   folder: Path | None = None, epochs: int | None = None, seed_key: str = "student",
@@ -103,9 +125,15 @@ def train_student(data: ImageDataset, config: Config, gen: ConditionalGenerator,
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(seed, "init"))
         model = build_model(mcfg.arch, data.channels, data.n_classes, **kwargs).to(device)
-    loss = gkd_loss(teacher, dcfg.temperature, dcfg.alpha) if soft else \
-        supervised_loss(data.task, tcfg.label_smoothing)
-    result = fit_classifier(model, source, data.val, data.task, tcfg, seed, data.hflip,
+    train = source
+    if not soft:
+        loss = supervised_loss(data.task, tcfg.label_smoothing)
+    elif dcfg.soft_targets == "clean":
+        teacher.eval().requires_grad_(False)
+        train, loss = teacher_logits_on(source, teacher), clean_gkd_loss(dcfg.temperature, dcfg.alpha)
+    else:
+        loss = gkd_loss(teacher, dcfg.temperature, dcfg.alpha)
+    result = fit_classifier(model, train, data.val, data.task, tcfg, seed, data.hflip,
                             state_path=folder / "state.pt" if folder else None,
                             on_epoch=on_epoch, desc=f"student {method}", loss_fn=loss)
     out = {"method": method, "mode": mode, "soft_labels": soft, "knobs": knobs,

@@ -21,15 +21,18 @@ so a rerun resumes, and a changed setting reruns only its stage and those downst
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 from kr import __version__
-from kr.artifacts import write_json
-from kr.config import Config
+from kr.artifacts import read_json, write_json
+from kr.config import Config, DPConfig
 from kr.data import ImageDataset, load_dataset
 from kr.distill import train_student
 from kr.evaluation import cas_gap_pp, evaluate_models
@@ -37,12 +40,15 @@ from kr.generation import judge_checkpoints, train_generator
 from kr.generators import load_generator
 from kr.models import load_classifier
 from kr.generators.quality import save_grid
-from kr.methods import STUDENTS, dp_name, folder as model_folder, stage_folder
-from kr.privacy.audit import recorded_audit
+from kr.executors import InProcess
+from kr.graph import Stage, closure, keys, walk
+from kr.methods import DP_PREFIX, STUDENTS, dp_name, is_dp, stage_folder
 from kr.privacy.dp import train_dpsgd
+from kr.privacy.results import recorded_audit
+from kr.privacy.scoring import shipped_audit
 from kr.report import write_report
+from kr.rundir import RunDir
 from kr.selection import optimise_checkpoint, tune
-from kr.rundir import RunDir, stage_key
 from kr.teacher import train_teacher
 from kr.train import resolve_device
 
@@ -63,126 +69,171 @@ def prepare(config: Config, data_dir: str | None) -> ImageDataset:
 
 
 STAGES = ("teacher", "generator", "quality", "selection", "tuning", "kr", "synthetic", "regen",
-          "soft", "dpsgd", "audit", "report")
+          "soft", "dpsgd", "audit", "report")  # what `run(stages=…)` may ask for
+
+
+@dataclass(frozen=True)
+class Context:
+    """What every stage gets besides its inputs; picklable, so a worker process rebuilds it."""
+    data: ImageDataset
+    config: Config
+    device: str
+    run: Path
+
+    def log_to(self, stage: str) -> Callable[[dict], None]:
+        def log_metrics(record: dict) -> None:  # small appends: safe from several processes
+            with open(self.run / "metrics.jsonl", "a") as f:
+                f.write(json.dumps({"stage": stage, "time": round(time.time(), 3), **record}) + "\n")
+        return log_metrics
+
+
+def stage_graph(config: Config) -> dict[str, Stage]:
+    """The method as a graph, in its order: each stage, what it needs, the config it reads."""
+    guided = ("teacher",) if config.generator.uses_teacher() else ()
+    common = ("seed", "data.size")
+    graph = [
+        # Step 1: the teacher, trained on the real train split and selected on validation.
+        Stage("teacher", (), (*common, "teacher"), _teacher),
+        # Step 2: the class-conditional generator, with a checkpoint every checkpoint_kimg;
+        # only its own backend's section (editing gan.* keeps a diffusion generator).
+        Stage("generator", guided, (*common, *(f"generator.{k}" for k in config.generator.training_fields())),
+              _generator),
+        # Each checkpoint judged by the teacher on the validation split.
+        Stage("quality", ("teacher", "generator"), ("generator.eval_per_class",), _quality, trains=False),
+        # Step 3: checkpoint optimisation, by the validation accuracy of a short GKD student.
+        Stage("selection", ("teacher", "generator"),
+              ("distill", "select.epochs", "select.max_kimg", "select.metric"),
+              _selection),
+        # Step 4: tuning the generator's knob and Dynamic Sample Filtering on validation.
+        Stage("tuning", ("teacher", "generator", "selection"), ("select",), _tuning),
+    ]
+    # Step 5: GKD, and the baselines of step 6 that each lack one of its ingredients.
+    graph += [Stage(stage_folder(m), ("teacher", "generator", "selection", "tuning"), (),
+                    _student, params={"method": m})
+              for m in STUDENTS if m == "kr" or m in config.methods_to_run()]
+    # The standard alternative: DP-SGD on the real images, one model per target ε.
+    if "dpsgd" in config.methods_to_run():
+        graph += [Stage(stage_folder(dp_name(eps)), (), (*common, *DP_READS), _dpsgd,
+                        params={"epsilon": eps}) for eps in config.dpsgd.epsilon_list()]
+    return {s.name: s for s in graph}
+
+
+# DP-SGD trains the teacher's architecture with its crop and epoch selection; each model's ε is
+# its own parameter, so adding an ε to the list keeps the others.
+DP_READS = ("teacher.model", "teacher.train.crop_padding", "teacher.train.select_metric",
+            *(f"dpsgd.{f.name}" for f in fields(DPConfig) if f.name != "epsilons"))
+
+
+def _after(models: list[str], audit: bool, kr: bool) -> list[Stage]:
+    """Step 6: the test split, read once for what validation chose, then the shipped models'
+    privacy (reference-free attacks, and whether the generator copies train images)."""
+    out = [Stage("evaluate", tuple(models), (), _evaluate, trains=False)]
+    if audit:
+        needs = ("evaluate", *models, *(("selection", "tuning") if kr else ()))
+        # "outputs" names what the stage writes: older stages lack scores.npz and ROC curves
+        out.append(Stage("audit/shipped", needs, ("audit.bootstrap", "audit.memorisation_samples",
+                                                   "distill.prior"), _audit_shipped,
+                         params={"outputs": 2}, trains=False))
+    return out
+
+
+def _teacher(ctx: Context, inputs: dict, folder: Path) -> dict:
+    return train_teacher(ctx.data, ctx.config, folder, ctx.device, on_epoch=ctx.log_to("teacher"))
+
+
+def _generator(ctx: Context, inputs: dict, folder: Path) -> dict:
+    return train_generator(ctx.data, ctx.config, folder, ctx.device, on_log=ctx.log_to("generator"),
+                           teacher_dir=ctx.run / "teacher")
+
+
+def _quality(ctx: Context, inputs: dict, folder: Path) -> dict:
+    return judge_checkpoints(ctx.data, ctx.config, ctx.run / "generator", ctx.run / "teacher", ctx.device)
+
+
+def _selection(ctx: Context, inputs: dict, folder: Path) -> dict:
+    return optimise_checkpoint(ctx.data, ctx.config, ctx.run / "generator", ctx.run / "teacher",
+                               ctx.device, folder)
+
+
+def _checkpoint(ctx: Context, selection: dict) -> Path:
+    return ctx.run / "generator" / "checkpoints" / selection["selected"]
+
+
+def _tuning(ctx: Context, inputs: dict, folder: Path) -> dict:
+    selection = inputs["selection"]
+    chosen = next(c for c in selection["candidates"] if c["name"] == selection["selected"])
+    return tune(ctx.data, ctx.config, _checkpoint(ctx, selection), ctx.run / "teacher", ctx.device,
+                selected=chosen, folder=folder)
+
+
+def _student(ctx: Context, inputs: dict, folder: Path, method: str) -> dict:
+    tuning = inputs["tuning"]
+    return train_student(ctx.data, ctx.config, load_generator(_checkpoint(ctx, inputs["selection"])).to(ctx.device),
+                         load_classifier(ctx.run / "teacher").to(ctx.device), method, tuning["knobs"],
+                         tuning["threshold"], folder, on_epoch=ctx.log_to(stage_folder(method)),
+                         tag=(ctx.run / "tuning" / "key").read_text())  # students of one tuning share sets
+
+
+def _dpsgd(ctx: Context, inputs: dict, folder: Path, epsilon: float) -> dict:
+    return train_dpsgd(ctx.data, ctx.config, epsilon, folder, ctx.device,
+                       on_epoch=ctx.log_to(stage_folder(dp_name(epsilon))))
+
+
+def _models(ctx: Context, names) -> dict[str, Path]:
+    return {("real" if n == "teacher" else n.split("/", 1)[1]): ctx.run / n
+            for n in names if n == "teacher" or n.startswith("methods/")}
+
+
+def _evaluate(ctx: Context, inputs: dict, folder: Path) -> dict:
+    return evaluate_models(ctx.data, _models(ctx, inputs), ctx.device)
+
+
+def _audit_shipped(ctx: Context, inputs: dict, folder: Path, outputs: int = 2) -> dict:
+    models = _models(ctx, inputs)
+    kr = (_checkpoint(ctx, inputs["selection"]), inputs["tuning"]) if "kr" in models else None
+    return _privacy(ctx.data, ctx.config, models, folder, ctx.device, kr)
+
+
+def _stage_task(ctx: Context, name: str, inputs: dict, folder: str) -> dict:
+    """One stage, where an executor runs it (this process, a worker, a Ray node)."""
+    graph = stage_graph(ctx.config)
+    graph.update({s.name: s for s in _after(list(inputs), True, "selection" in inputs)})
+    return graph[name].fn(ctx, inputs, Path(folder), **graph[name].params)
 
 
 def run(config: Config, out: str | Path | None = None, data_dir: str | None = None,
         device: str = "auto", stages: tuple[str, ...] = STAGES,
-        data: ImageDataset | None = None, wait: bool = False) -> dict:
-    """Run the requested stages (dataset validated before anything is written) and return results.
-
-    `kr` needs the stages before it; asking for it alone runs them (from cache when done).
-    `data` replaces the configured dataset: the audit's reference runs pass a pool subset.
-    `wait`: queue behind another kr process using the run directory instead of stopping."""
-    dev = resolve_device(device)
+        data: ImageDataset | None = None, wait: bool = False, executor=None) -> dict:
+    """Run the requested stages and what they need (dataset validated before anything is
+    written) and return results.  `data` replaces the configured dataset: the audit's
+    reference runs pass a pool subset.  `wait`: queue behind another kr process using the run
+    directory instead of stopping.  `executor` (kr.executors): where independent stages run."""
+    wanted = stages
+    dev = str(resolve_device(device))
     start = time.perf_counter()
     data = data if data is not None else prepare(config, data_dir)
     timings = {"prepare": round(time.perf_counter() - start, 2)}
-    chosen = config.methods_to_run()
-    wanted = [s for s in stages if s not in (*STUDENTS, "dpsgd") or s == "kr" or s in chosen]
-    if any(s in STUDENTS for s in wanted):  # students need the whole chain before them
-        wanted = [s for s in STAGES if s in {"teacher", "generator", "selection", "tuning", *wanted}]
-    if "generator" in wanted and config.generator.uses_teacher() and "teacher" not in wanted:
-        wanted.insert(0, "teacher")  # teacher guidance trains the generator with the teacher
+    graph = stage_graph(config)
+    asked = [n for n in graph if n in wanted or n.split("/", 1)[-1] in wanted
+             or n.startswith(f"methods/{DP_PREFIX}") and "dpsgd" in wanted]
+    order = closure(graph, asked)
+    models = [n for n in order if n == "teacher" or n.startswith("methods/")]
+    if models:
+        kr_trained = stage_folder("kr") in order
+        for s in _after(models, "audit" in wanted, kr_trained):
+            graph[s.name] = s
+        order += [s.name for s in _after(models, "audit" in wanted, kr_trained)]
     run_dir = RunDir(out or Path("runs") / default_run_name(config), config, data, wait=wait)
-    tree = config.to_dict()
+    executor = executor or InProcess()
     try:
-        base = {"kr": __version__, "data": data.fingerprint, "size": config.data.size,
-                "seed": config.seed}
-        keys = {"teacher": {**base, "teacher": tree["teacher"]}}
-        keys["generator"] = {**base, "generator": tree["generator"]}
-        if config.generator.uses_teacher():  # teacher guidance: a new teacher, a new generator
-            keys["generator"]["teacher"] = keys["teacher"]
-        keys["quality"] = {"teacher": keys["teacher"], "generator": keys["generator"]}
-        # Short students depend on the teacher, the generator, and the distillation settings;
-        # the grids of the tuning stage do not change which checkpoint is selected.
-        keys["selection"] = {**keys["quality"], "distill": tree["distill"],
-                             **{k: tree["select"][k] for k in ("epochs", "max_kimg", "metric")}}
-        keys["tuning"] = {"selection": keys["selection"], "select": tree["select"]}
-        for m in STUDENTS:
-            keys[m] = {"tuning": keys["tuning"], "method": m}
-        results: dict = {"dataset": data.name, "preset": config.preset, "seed": config.seed,
-                         "task": data.task, "methods": {}}
-        log_to = lambda stage: (lambda record: run_dir.log_metrics(stage, record))  # noqa: E731
-        models: dict[str, Path] = {}
-
-        # Step 1: the teacher, trained on the real train split and selected on validation.
-        if "teacher" in wanted:
-            teacher = run_dir.stage("teacher", keys["teacher"], lambda folder: train_teacher(
-                data, config, folder, dev, on_epoch=log_to("teacher")))
-            models["real"] = model_folder(run_dir.path, "real")
-            results["methods"]["real"] = {"best_epoch": teacher["best_epoch"]}
-        # Step 2: the class-conditional generator, with a checkpoint every checkpoint_kimg.
-        if "generator" in wanted:
-            gen = run_dir.stage("generator", keys["generator"], lambda folder: train_generator(
-                data, config, folder, dev, on_log=log_to("generator"),
-                teacher_dir=run_dir.path / "teacher"))
-            results["generator"] = {"kind": gen["kind"], "checkpoints": gen["checkpoints"]}
-        # Each checkpoint judged by the teacher on the validation split.
-        if "quality" in wanted:
-            q = run_dir.stage("quality", keys["quality"], lambda folder: judge_checkpoints(
-                data, config, run_dir.path / "generator", run_dir.path / "teacher", dev))
-            results["generator"]["quality"] = q
-        # Step 3: checkpoint optimisation, by the validation accuracy of a short GKD student.
-        if "selection" in wanted:
-            selection = run_dir.stage("selection", keys["selection"], lambda folder: optimise_checkpoint(
-                data, config, run_dir.path / "generator", run_dir.path / "teacher", dev, folder))
-            results["selection"] = selection
-            checkpoint = run_dir.path / "generator" / "checkpoints" / selection["selected"]
-        # Step 4: tuning the generator's knob and Dynamic Sample Filtering on validation.
-        if "tuning" in wanted:
-            chosen = next(c for c in selection["candidates"] if c["name"] == selection["selected"])
-            tuning = run_dir.stage("tuning", keys["tuning"], lambda folder: tune(
-                data, config, checkpoint, run_dir.path / "teacher", dev, selected=chosen, folder=folder))
-            results["tuning"] = tuning
-        # Step 5: GKD, and the baselines of step 6 that each lack one of its ingredients.
-        for method in (m for m in STUDENTS if m in wanted):
-            name = stage_folder(method)
-            student = run_dir.stage(name, keys[method], lambda folder, method=method: train_student(
-                data, config, load_generator(checkpoint).to(dev),
-                load_classifier(run_dir.path / "teacher").to(dev), method, tuning["knobs"],
-                tuning["threshold"], folder, on_epoch=log_to(name),
-                tag=stage_key(keys["tuning"])))
-            models[method] = model_folder(run_dir.path, method)
-            results["methods"][method] = {k: student[k] for k in (
-                "best_epoch", "mode", "soft_labels", "knobs", "threshold", "images_generated")}
-        # The standard alternative: DP-SGD on the real images, at each target ε.
-        if "dpsgd" in wanted:
-            dp_settings = {k: v for k, v in tree["dpsgd"].items() if k != "epsilons"}
-            for eps in config.dpsgd.epsilon_list():
-                name = dp_name(eps)
-                keys[name] = {**base, "teacher": tree["teacher"]["model"], "dpsgd": dp_settings, "epsilon": eps}
-                dp = run_dir.stage(stage_folder(name), keys[name], lambda folder, eps=eps, name=name: train_dpsgd(
-                    data, config, eps, folder, dev, on_epoch=log_to(stage_folder(name))))
-                models[name] = model_folder(run_dir.path, name)
-                results["methods"][name] = {k: dp[k] for k in (
-                    "best_epoch", "epsilon", "epsilon_target", "delta", "noise_multiplier")}
-        # Step 6: the test split, read once, for what validation chose.
-        if models:
-            scores = run_dir.stage("evaluate", {m: stage_key(keys["teacher" if m == "real" else m])
-                                                for m in models},
-                                   lambda folder: evaluate_models(data, models, dev))
-            for m, s in scores.items():
-                results["methods"][m].update(s)
-            results["cas_gap_pp"] = cas_gap_pp(results["methods"])
-        # Step 6, privacy: what the shipped models leak without reference runs, and whether the
-        # generator copies train images.  `kr audit` adds the reference-based attacks.
-        if models and "audit" in wanted:
-            evaluated = run_dir.manifest()["stages"]["evaluate"]["key"]
-            settings = {k: tree["audit"][k] for k in ("bootstrap", "memorisation_samples")}
-            # "outputs" names what the stage writes: older stages lack scores.npz and ROC curves
-            privacy = run_dir.stage("audit/shipped", {"evaluate": evaluated, **settings, "outputs": 2},
-                                    lambda folder: _privacy(
-                data, config, models, folder, dev, (checkpoint, tuning) if "kr" in models else None))
-            results["audit_shipped"] = privacy["attacks"]
-            if "memorisation" in privacy:
-                results["memorisation"] = privacy["memorisation"]
-            results.update(recorded_audit(run_dir.path, evaluated, results["audit_shipped"]))
+        base = {"kr": __version__, "data": data.fingerprint}
+        key_inputs = keys(graph, config.to_dict(), base)
+        ctx = Context(data, config, dev, run_dir.path)
+        outputs = walk(graph, order, key_inputs, run_dir, executor,
+                       lambda name, inputs, folder: (_stage_task, (ctx, name, inputs, str(folder))))
+        results = _results(config, data, outputs, run_dir.path)
         stage_times = run_dir.manifest().get("stages", {})
-        ran = [s for s in ("teacher", "generator", "quality", "selection", "tuning") if s in wanted]
-        ran += [stage_folder(m) for m in models if m != "real"]
-        ran += ["evaluate"] + (["audit/shipped"] if "audit" in wanted else [])
-        timings.update({name: stage_times[name]["seconds"] for name in ran if name in stage_times})
+        timings.update({name: stage_times[name]["seconds"] for name in order if name in stage_times})
         results["timings_s"] = timings
         results["run_dir"] = str(run_dir.path)
         write_json(run_dir.path / "results.json", results)
@@ -192,12 +243,47 @@ def run(config: Config, out: str | Path | None = None, data_dir: str | None = No
             results["report"] = str(write_report([run_dir.path]))
         return results
     finally:
+        executor.close()
         run_dir.close()
+
+
+def _results(config: Config, data: ImageDataset, outputs: dict[str, dict], run: Path) -> dict:
+    """results.json from the stages' outputs."""
+    results: dict = {"dataset": data.name, "preset": config.preset, "seed": config.seed,
+                     "task": data.task, "methods": {}}
+    if "teacher" in outputs:
+        results["methods"]["real"] = {"best_epoch": outputs["teacher"]["best_epoch"]}
+    if "generator" in outputs:
+        gen = outputs["generator"]
+        results["generator"] = {"kind": gen["kind"], "checkpoints": gen["checkpoints"]}
+        if "quality" in outputs:
+            results["generator"]["quality"] = outputs["quality"]
+    for name in ("selection", "tuning"):
+        if name in outputs:
+            results[name] = outputs[name]
+    for name, out in outputs.items():
+        if not name.startswith("methods/"):
+            continue
+        method = name.split("/", 1)[1]
+        fields = ("best_epoch", "epsilon", "epsilon_target", "delta", "noise_multiplier") if is_dp(method) \
+            else ("best_epoch", "mode", "soft_labels", "knobs", "threshold", "images_generated")
+        results["methods"][method] = {k: out[k] for k in fields}
+    if "evaluate" in outputs:
+        for m, s in outputs["evaluate"].items():
+            results["methods"][m].update(s)
+        results["cas_gap_pp"] = cas_gap_pp(results["methods"])
+    if "audit/shipped" in outputs:
+        privacy = outputs["audit/shipped"]
+        results["audit_shipped"] = privacy["attacks"]
+        if "memorisation" in privacy:
+            results["memorisation"] = privacy["memorisation"]
+        evaluated = read_json(run / "manifest.json")["stages"]["evaluate"]["key"]
+        results.update(recorded_audit(run, evaluated, results["audit_shipped"]))
+    return results
 
 
 def _privacy(data: ImageDataset, config: Config, models: dict[str, Path], folder: Path, dev,
              student_data: tuple[Path, dict] | None) -> dict:
-    from kr.privacy.audit import shipped_audit
     from kr.privacy.memorisation import run_memorisation
 
     out = {"attacks": shipped_audit(data, config, models, dev, folder)}

@@ -22,7 +22,7 @@ from kr.errors import KRError
 from kr.metrics import evaluate, predict_labels
 from kr.methods import describe, folder as model_folder, is_dp, saw_real_images
 from kr.models import load_classifier
-from kr.privacy.audit import audit_of, best_attack
+from kr.privacy.results import audit_of, best_attack
 from kr.report.document import md_escape
 from kr.train import predict_proba, resolve_device
 

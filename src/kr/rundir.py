@@ -100,12 +100,29 @@ class RunDir:
 
     def stage(self, name: str, inputs: dict[str, Any], fn: Callable[[Path], dict]) -> dict:
         """Run `fn(folder)` unless a finished stage with the same key exists; return its outputs."""
+        cached = self.cached(name, inputs)
+        if cached is not None:
+            return cached
+        folder = self.begin(name, inputs)
+        start = time.perf_counter()
+        outputs = fn(folder)
+        self.finish(name, inputs, outputs, round(time.perf_counter() - start, 2), torch.get_num_threads())
+        return outputs
+
+    def cached(self, name: str, inputs: dict[str, Any]) -> dict | None:
+        """The outputs of a finished stage with this key, or None."""
         key = stage_key(inputs)
-        folder = self.path / name
-        done = folder / "stage.json"
+        done = self.path / name / "stage.json"
         if done.is_file() and read_json(done).get("key") == key:
             log.info("%s: cached (key %s)", name, key)
             return read_json(done)["outputs"]
+        return None
+
+    def begin(self, name: str, inputs: dict[str, Any]) -> Path:
+        """The stage's folder, ready for its work: a folder of other inputs is discarded, one
+        of the same inputs (an interrupted stage) kept for it to resume."""
+        key = stage_key(inputs)
+        folder = self.path / name
         key_file = folder / "key"
         if folder.exists() and not (key_file.is_file() and key_file.read_text() == key):
             if not key_file.is_file():  # kr writes `key` first: without it the folder is not ours
@@ -115,17 +132,18 @@ class RunDir:
             shutil.rmtree(folder)
         folder.mkdir(parents=True, exist_ok=True)
         write_text(key_file, key)
-        start = time.perf_counter()
-        outputs = fn(folder)
-        seconds = round(time.perf_counter() - start, 2)
-        threads = torch.get_num_threads()
-        write_json(done, {"key": key, "seconds": seconds, "threads": threads, "inputs": inputs,
-                          "outputs": outputs})
+        return folder
+
+    def finish(self, name: str, inputs: dict[str, Any], outputs: dict, seconds: float,
+               threads: int) -> None:
+        """Record a finished stage (only the process holding the run directory writes here)."""
+        key = stage_key(inputs)
+        write_json(self.path / name / "stage.json", {"key": key, "seconds": seconds, "threads": threads,
+                                                     "inputs": inputs, "outputs": outputs})
         manifest = self.manifest()
         manifest.setdefault("stages", {})[name] = {"key": key, "seconds": seconds, "threads": threads}
         write_json(self.path / "manifest.json", manifest)
         self.log_metrics(name, {"event": "done", "seconds": seconds})
-        return outputs
 
 
 def _check_is_run_directory(path: Path) -> None:

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from kr.config import load_config
-from kr.privacy import audit, references, signals
+from kr.privacy import references, scoring, signals
 
 N, SIDE = 160, 6
 
@@ -39,13 +39,13 @@ def experiment():
 def summary(scores, members, refs=0):
     config = load_config("tiny", overrides=["audit.bootstrap=300"])
     groups = np.broadcast_to(np.arange(N), members.shape) if members.ndim == 2 else None
-    return audit.summarise(scores, members, {}, config, groups)
+    return scoring.summarise(scores, members, {}, config, groups)
 
 
 def test_overfit_classifier_is_caught(experiment):
     _, labels, matrix, logits = experiment
-    result = summary(audit.procedure_scores(logits, labels, matrix), matrix)
-    for attack in audit.FREE_ATTACKS.keys() | audit.REFERENCE_ATTACKS.keys():
+    result = summary(scoring.procedure_scores(logits, labels, matrix), matrix)
+    for attack in scoring.FREE_ATTACKS.keys() | scoring.REFERENCE_ATTACKS.keys():
         assert result[attack]["auc_ci"][0] > 0.6, (attack, result[attack]["auc_ci"])
     # the strongest attacks see it plainly (offline LiRA is weaker here: a model that memorises
     # random labels has a wide out-distribution; measured 0.71)
@@ -61,8 +61,8 @@ def test_model_that_never_saw_the_members_scores_chance(experiment):
     other_y = torch.randint(0, 2, (80,), generator=g)
     outsider = signals.query(memorising_model(other_x, other_y, seed=99), x)
     claimed = np.random.default_rng(0).random(N) < 0.5  # "members" it never trained on
-    proc = audit.procedure_scores(logits, labels, matrix)
-    result = summary(audit.shipped_scores(outsider, logits, labels, matrix, proc), claimed)
+    proc = scoring.procedure_scores(logits, labels, matrix)
+    result = summary(scoring.shipped_scores(outsider, logits, labels, matrix, proc), claimed)
     for attack in ("loss", "lira-offline-fixed", "rmia-offline"):
         lo, hi = result[attack]["auc_ci"]
         assert lo < 0.5 < hi, (attack, result[attack]["auc"], lo, hi)
@@ -70,7 +70,7 @@ def test_model_that_never_saw_the_members_scores_chance(experiment):
 
 def test_shuffled_membership_scores_chance(experiment):
     _, labels, matrix, logits = experiment
-    proc = audit.procedure_scores(logits, labels, matrix)
+    proc = scoring.procedure_scores(logits, labels, matrix)
     shuffled = np.random.default_rng(0).permuted(matrix, axis=1)
     result = summary(proc, shuffled)
     for attack in ("loss", "lira-online", "rmia-online"):

@@ -9,7 +9,7 @@ import pytest
 from kr import pipeline
 from kr.config import load_config
 from kr.errors import KRError
-from kr.privacy import audit
+from kr.privacy import audit, scoring
 from tests.conftest import make_arrays, write_npz
 
 
@@ -27,7 +27,7 @@ def audited(tmp_path_factory):
 def test_run_has_reference_free_audit_and_memorisation(audited):
     run, _, shipped, _ = audited
     assert set(shipped["audit_shipped"]) == {"real", "kr", "synthetic"}
-    assert set(shipped["audit_shipped"]["kr"]) == set(audit.FREE_ATTACKS)
+    assert set(shipped["audit_shipped"]["kr"]) == set(scoring.FREE_ATTACKS)
     assert shipped["memorisation"]["samples"] >= 1 and "pixel" in shipped["memorisation"]
     assert (run / "audit/shipped/closest_pairs.png").is_file()
 
@@ -35,18 +35,18 @@ def test_run_has_reference_free_audit_and_memorisation(audited):
 def test_audit_results_follow_the_schema(audited):
     run, _, _, results = audited
     for target in ("real", "kr"):
-        for attack in (*audit.FREE_ATTACKS, *audit.REFERENCE_ATTACKS):
+        for attack in (*scoring.FREE_ATTACKS, *scoring.REFERENCE_ATTACKS):
             row = results["audit"][target][attack]
             assert {"auc", "auc_ci", "tpr_at_0.1%fpr", "tpr_at_1%fpr", "references"} <= set(row)
             assert 0 <= row["auc"] <= 1 and row["auc_ci"][0] <= row["auc_ci"][1]
             assert row["tpr_at_0.1%fpr"] is None  # 60 pool images: not resolvable
-            assert row["references"] == (2 if attack in audit.REFERENCE_ATTACKS else 0)
+            assert row["references"] == (2 if attack in scoring.REFERENCE_ATTACKS else 0)
             assert len(row["auc_per_target"]) == 4
-        assert set(results["audit_shipped"][target]) == {*audit.FREE_ATTACKS, *audit.SHIPPED_REFERENCE_ATTACKS}
+        assert set(results["audit_shipped"][target]) == {*scoring.FREE_ATTACKS, *scoring.SHIPPED_REFERENCE_ATTACKS}
         assert results["audit"][target]["loss"]["points"] == 60
     # a model outside audit.targets keeps `kr run`'s reference-free figures, and no more
     assert "synthetic" not in results["audit"]
-    assert set(results["audit_shipped"]["synthetic"]) == set(audit.FREE_ATTACKS)
+    assert set(results["audit_shipped"]["synthetic"]) == set(scoring.FREE_ATTACKS)
     assert results["audit"]["kr"]["loss"]["auc_below_real"] == pytest.approx(
         results["audit"]["real"]["loss"]["auc"] - results["audit"]["kr"]["loss"]["auc"])
     assert json.loads((run / "results.json").read_text())["audit"] == json.loads(json.dumps(results["audit"]))

@@ -17,7 +17,6 @@ import copy
 import logging
 import math
 from abc import ABC, abstractmethod
-from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable
@@ -121,7 +120,7 @@ class ConditionalGenerator(ABC):
         self.before_save()
         meta = {"kind": "generator", "backend": self.kind, "channels": self.channels,
                 "size": self.size, "n_classes": self.n_classes, "kimg": self.kimg,
-                "config": asdict(self.config)}
+                "config": self.config.training_dict()}
         save_model(self.model, folder, meta, filename="model.safetensors")
         save_model(self.ema, folder, meta, filename="ema.safetensors")
 

@@ -13,15 +13,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from kr.config import Config
 from kr.data import ImageDataset, Split
-from kr.errors import KRError
-from kr.methods import stage
 from kr.seeding import derive_seed
 
 log = logging.getLogger(__name__)
@@ -82,35 +79,3 @@ def membership(config: Config, data: ImageDataset) -> np.ndarray:
 def reference_config(config: Config, index: int) -> Config:
     """The target's config with its own seed: references differ in data and randomness only."""
     return dataclasses.replace(config, seed=derive_seed(config.seed, "audit-reference", index))
-
-
-def reference_stages(methods: tuple[str, ...]) -> tuple[str, ...]:
-    """What a reference must run for these targets (the pipeline adds what students need)."""
-    from kr.pipeline import STAGES
-
-    return tuple(s for s in STAGES if s == "teacher" or s in map(stage, methods))
-
-
-def train_references(config: Config, folder: Path, data: ImageDataset, methods: tuple[str, ...],
-                     device: str = "auto", only: tuple[int, ...] | None = None) -> list[Path]:
-    """Train (or resume, or find cached) every reference run; return their folders."""
-    from kr import pipeline
-
-    matrix = membership(config, data)
-    if only is not None and not set(only) <= set(range(len(matrix))):
-        raise KRError(f"reference indices {sorted(set(only))} out of range: this audit has "
-                      f"{len(matrix)} reference runs, 0–{len(matrix) - 1} (audit.references)")
-    stages = reference_stages(methods)
-    baselines = ",".join(dict.fromkeys(stage(m) for m in methods if m not in ("real", "kr")))
-    paths = []
-    for i in range(len(matrix)):
-        path = folder / f"r{i}"
-        paths.append(path)
-        if only is not None and i not in only:
-            continue
-        log.info("audit: reference run %d of %d (%d members) → %s", i + 1, len(matrix),
-                 int(matrix[i].sum()), path)
-        ref_config = dataclasses.replace(reference_config(config, i), baselines=baselines)
-        pipeline.run(ref_config, out=path, device=device, stages=stages,
-                     data=subset(data, matrix[i], i))
-    return paths

@@ -13,7 +13,7 @@ from pathlib import Path
 from kr.artifacts import atomic_path, read_json
 from kr.errors import KRError
 from kr.methods import describe
-from kr.privacy.audit import audit_of, best_attack
+from kr.privacy.results import audit_of, best_attack
 from kr.report import figures
 
 SECTIONS = (("results", "Results"), ("privacy-utility", "Privacy–utility"), ("audit", "Membership inference"),

@@ -1,0 +1,105 @@
+"""Executors (kr.executors): a tiny run and a tiny audit give the same numbers in this process,
+in local worker processes and on a local Ray cluster; a dead worker is reported, and a rerun
+resumes from the stages that finished."""
+
+import json
+import os
+import signal
+
+import pytest
+import torch
+
+from kr import pipeline
+from kr.config import load_config
+from kr.errors import KRError
+from kr.executors import InProcess, LocalProcesses, timed
+
+STAGE_FILES = ("teacher", "methods/kr", "methods/synthetic", "methods/dpsgd-eps8")
+
+
+@pytest.fixture
+def one_thread():
+    # the same numbers need the same thread count in every task (kr.executors' docstring)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _config():
+    return load_config("tiny", overrides=["baselines=synthetic,dpsgd", "dpsgd.epsilons=8"])
+
+
+def _numbers(results):
+    return {m: (r["val"], r["test"]) for m, r in results["methods"].items()}
+
+
+def _weights(run):
+    return {s: (run / s / "model.safetensors").read_bytes() for s in STAGE_FILES}
+
+
+def test_processes_give_the_in_process_numbers(tmp_path, one_thread):
+    a = pipeline.run(_config(), out=tmp_path / "a", device="cpu")
+    b = pipeline.run(_config(), out=tmp_path / "b", device="cpu", executor=LocalProcesses(workers=2, threads=2))
+    assert _numbers(a) == _numbers(b) and a["cas_gap_pp"] == b["cas_gap_pp"]
+    assert _weights(tmp_path / "a") == _weights(tmp_path / "b")
+    # the independent students and DP model ran in workers, one thread each
+    threads = {s: json.loads((tmp_path / "b" / s / "stage.json").read_text())["threads"] for s in STAGE_FILES}
+    assert threads == dict.fromkeys(STAGE_FILES, 1)
+
+
+def _die(_):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_killed_worker_is_reported_and_the_rerun_resumes(tmp_path, one_thread, monkeypatch, caplog):
+    executor = LocalProcesses(workers=2, threads=2)
+    with pytest.raises(KRError, match="worker process died.*rerun the same command"):
+        executor.run([((_die, (0,)), None), ((_die, (1,)), None)])
+    assert executor._pool is None  # a broken pool is dropped; the next wave starts a new one
+
+    out = tmp_path / "run"
+    real_run = LocalProcesses.run
+
+    def dies_on_the_students(self, calls_):
+        if any(stage.name == "methods/kr" for _, stage in calls_):  # a worker dies in the students' wave
+            return real_run(self, [((_die, (0,)), None)] + list(calls_[1:]))
+        return real_run(self, calls_)
+
+    monkeypatch.setattr(LocalProcesses, "run", dies_on_the_students)
+    with pytest.raises(KRError, match="worker process died"):
+        pipeline.run(_config(), out=out, device="cpu", executor=LocalProcesses(workers=2, threads=2))
+    monkeypatch.setattr(LocalProcesses, "run", real_run)
+    caplog.set_level("INFO", logger="kr")
+    pipeline.run(_config(), out=out, device="cpu", executor=LocalProcesses(workers=2, threads=2))
+    for stage in ("teacher", "methods/dpsgd-eps8", "generator", "selection", "tuning"):
+        assert f"{stage}: cached" in caplog.text, stage
+    assert "methods/kr: cached" not in caplog.text
+
+
+def test_timed_sets_threads_and_checks_the_shared_folder(tmp_path, one_thread):
+    out, seconds, threads = timed(torch.get_num_threads, (), 1, str(tmp_path))
+    assert out == threads == 1 and seconds >= 0
+    with pytest.raises(KRError, match="filesystem every node shares"):
+        timed(int, (), None, str(tmp_path / "not-here"))
+
+
+def test_ray_gives_the_in_process_numbers(tmp_path, one_thread):
+    ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install '.[ray]')")
+    from kr.executors import RayExecutor
+    from kr.privacy.audit import audit
+
+    a = pipeline.run(_config(), out=tmp_path / "a", device="cpu")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        b = pipeline.run(_config(), out=tmp_path / "b", device="cpu",
+                         executor=RayExecutor(cpus_per_task=1, run_path=tmp_path))
+        assert _numbers(a) == _numbers(b) and _weights(tmp_path / "a") == _weights(tmp_path / "b")
+        # the audit's reference runs as Ray tasks, against the same audit here
+        overrides = ["audit.targets=real", "audit.references=4"]  # references train teachers only
+        local = audit(tmp_path / "a", overrides, device="cpu", executor=InProcess())
+        remote = audit(tmp_path / "b", overrides, device="cpu",
+                       executor=RayExecutor(cpus_per_task=1, run_path=tmp_path))
+        assert local["audit"] == remote["audit"]
+    finally:
+        ray.shutdown()

@@ -1,0 +1,184 @@
+"""The declared stage graph (kr.graph, kr.pipeline.stage_graph): keys cover what stages read."""
+
+import ast
+import dataclasses
+import threading
+from pathlib import Path
+
+import pytest
+
+from kr import graph, pipeline
+from kr.config import load_config
+from kr.rundir import stage_key
+
+
+def _leaves(tree, prefix=""):
+    for k, v in tree.items():
+        path = f"{prefix}{k}"
+        if isinstance(v, dict):
+            yield from _leaves(v, path + ".")
+        else:
+            yield path
+
+
+def _changed(tree, path):
+    tree = __import__("copy").deepcopy(tree)
+    node, parts = tree, path.split(".")
+    for p in parts[:-1]:
+        node = node[p]
+    v = node[parts[-1]]
+    node[parts[-1]] = (not v) if isinstance(v, bool) else v + 1 if isinstance(v, (int, float)) else f"{v}x"
+    return tree
+
+
+def _upstream(stages, name):
+    seen, todo = set(), [name]
+    while todo:
+        n = todo.pop()
+        if n not in seen:
+            seen.add(n)
+            todo.extend(stages[n].needs)
+    return seen
+
+
+def _covered(stages, name, path):
+    return any(path == r or path.startswith(r + ".") for n in _upstream(stages, name) for r in stages[n].reads)
+
+
+@pytest.mark.parametrize("kind", ["gan", "diffusion"])
+def test_every_config_field_changes_exactly_the_keys_of_stages_that_read_it(kind):
+    config = load_config("tiny", generator={"kind": kind})
+    stages = pipeline.stage_graph(config)
+    stages.update({s.name: s for s in pipeline._after(["teacher", "methods/kr", "methods/dpsgd-eps8"],
+                                                      True, True)})
+    tree, base = config.to_dict(), {"kr": "x", "data": "d"}
+    before = {n: stage_key(k) for n, k in graph.keys(stages, tree, base).items()}
+    for path in _leaves(tree):
+        after = {n: stage_key(k) for n, k in graph.keys(stages, _changed(tree, path), base).items()}
+        for name in stages:
+            assert (after[name] != before[name]) == _covered(stages, name, path), (path, name)
+    # the two defects of the hand-written keys: DP-SGD reads the teacher's crop and selection
+    # metric; a generator reads its own backend's section only
+    for path in ("teacher.train.crop_padding", "teacher.train.select_metric"):
+        assert _covered(stages, "methods/dpsgd-eps8", path)
+    other = "diffusion" if kind == "gan" else "gan"
+    assert not _covered(stages, "generator", f"generator.{other}.lr" if other == "diffusion" else "generator.gan.lr_g")
+    assert not _covered(stages, "teacher", "distill.temperature")
+
+
+class _Recorder:
+    """Config whose every dataclass records the dotted paths of the leaves a stage reads."""
+
+    def __init__(self):
+        self.stage = threading.local()
+        self.reads: dict[str, set[str]] = {}
+        self.classes: dict[tuple[type, str], type] = {}
+
+    def wrap(self, obj, path=""):
+        if not dataclasses.is_dataclass(obj):
+            return obj
+        cls = self._class(type(obj), path)
+        new = object.__new__(cls)
+        for f in dataclasses.fields(obj):
+            object.__setattr__(new, f.name, self.wrap(object.__getattribute__(obj, f.name),
+                                                      f"{path}{f.name}."))
+        return new
+
+    def _class(self, base, path):
+        key = (base, path)
+        if key not in self.classes:
+            recorder, names = self, {f.name for f in dataclasses.fields(base)}
+
+            def getattribute(self, name):
+                value = object.__getattribute__(self, name)
+                stage = getattr(recorder.stage, "name", None)
+                if stage and name in names and not dataclasses.is_dataclass(value) \
+                        and not getattr(recorder.stage, "init", False):
+                    recorder.reads.setdefault(stage, set()).add(path + name)
+                return value
+
+            def init(self, *args, **kwargs):  # validation in __post_init__ is not a read
+                recorder.stage.init = True
+                try:
+                    base.__init__(self, *args, **kwargs)
+                finally:
+                    recorder.stage.init = False
+            self.classes[key] = type(base.__name__, (base,), {"__getattribute__": getattribute,
+                                                              "__init__": init})
+        return self.classes[key]
+
+
+def test_stages_read_only_config_their_keys_cover(tmp_path, monkeypatch):
+    """Run the tiny pipeline with a config that records every leaf each stage reads: each must
+    be in the slice the stage declares, or in a slice of a stage it needs (whose key its key
+    includes)."""
+    recorder = _Recorder()
+    real_graph, real_after = pipeline.stage_graph, pipeline._after
+    declared = {}
+
+    def traced(stage):
+        def fn(ctx, inputs, folder, **params):
+            recorder.stage.name = stage.name
+            try:
+                return stage.fn(ctx, inputs, folder, **params)
+            finally:
+                recorder.stage.name = None
+        declared[stage.name] = stage
+        return dataclasses.replace(stage, fn=fn)
+
+    monkeypatch.setattr(pipeline, "stage_graph", lambda c: {n: traced(s) for n, s in real_graph(c).items()})
+    monkeypatch.setattr(pipeline, "_after", lambda *a: [traced(s) for s in real_after(*a)])
+    config = recorder.wrap(load_config("tiny", overrides=["dpsgd.epsilons=8"]))
+    pipeline.run(config, out=tmp_path / "run", device="cpu")
+    assert set(recorder.reads) >= {"teacher", "generator", "selection", "tuning", "methods/kr",
+                                   "methods/dpsgd-eps8"}
+    for name, paths in recorder.reads.items():
+        missed = sorted(p for p in paths if not _covered(declared, name, p))
+        assert not missed, f"{name} reads {missed} but its key does not cover them"
+
+
+def test_any_stage_can_be_asked_for_alone(tmp_path):
+    config = load_config("tiny", overrides=["baselines=", "teacher.train.epochs=1",
+                                            "generator.kimg=0.25", "generator.checkpoint_kimg=0.25"])
+    for stage in ("quality", "tuning"):
+        results = pipeline.run(config, out=tmp_path / stage, device="cpu", stages=(stage,))
+        assert stage in (results["generator"] if stage == "quality" else results)
+        assert not (tmp_path / stage / "methods").exists()
+
+
+def _imports(root: Path) -> dict[str, set[str]]:
+    """kr module → the kr modules it imports, function-local imports included."""
+    modules = {".".join(p.relative_to(root.parent).with_suffix("").parts).removesuffix(".__init__"): p
+               for p in root.rglob("*.py")}
+    out = {}
+    for name, path in modules.items():
+        deps = set()
+        package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                mod = node.module or ""
+                if node.level:
+                    mod = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([mod] if mod else []))
+                # `from pkg import submodule` depends on the submodule; `from mod import name` on mod
+                subs = {f"{mod}.{a.name}" for a in node.names} & modules.keys()
+                deps |= subs if len(subs) == len(node.names) else subs | {mod}
+        out[name] = {d for d in deps if d in modules and d != name}
+    return out
+
+
+def test_the_package_import_graph_has_no_cycle():
+    deps = _imports(Path(pipeline.__file__).parent)
+    state: dict[str, int] = {}
+
+    def visit(m, trail):
+        if state.get(m) == 1:
+            raise AssertionError("import cycle: " + " → ".join(trail[trail.index(m):] + [m]))
+        if state.get(m) != 2:
+            state[m] = 1
+            for d in sorted(deps[m]):
+                visit(d, trail + [m])
+            state[m] = 2
+    for m in sorted(deps):
+        visit(m, [])
