@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from kr.errors import ConfigError
+from kr.methods import BASELINES
 
 
 def _check(ok: bool, key: str, message: str) -> None:
@@ -272,9 +273,6 @@ class SelectConfig:
         _check_grid(self.sigma, "sigma", 1.0, 10.0)
         _check_grid(self.guidance, "guidance", 0.0, 20.0)
         _check_grid(self.threshold, "threshold", 0.0, 0.99)
-
-
-BASELINES = ("synthetic", "regen", "soft", "dpsgd")
 
 
 @dataclass(frozen=True)

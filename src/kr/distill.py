@@ -29,6 +29,7 @@ from kr.artifacts import write_json
 from kr.config import Config
 from kr.data import ImageDataset, Split
 from kr.generators import ConditionalGenerator
+from kr.methods import RECIPES
 from kr.models import build_model, save_classifier
 from kr.seeding import derive_seed
 from kr.synthetic import SyntheticSource, class_quotas, resolve_mode
@@ -36,9 +37,7 @@ from kr.train import CL, BatchLoss, fit_classifier, supervised_loss
 
 log = logging.getLogger(__name__)
 
-# method → (regenerated every epoch, teacher soft labels)
-METHODS: dict[str, tuple[bool, bool]] = {
-    "synthetic": (False, False), "regen": (True, False), "soft": (False, True), "kr": (True, True)}
+METHODS = RECIPES  # method → (regenerated every epoch, teacher soft labels), from kr.methods
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
@@ -113,7 +112,7 @@ def train_student(data: ImageDataset, config: Config, gen: ConditionalGenerator,
     device = next(teacher.parameters()).device
     teacher.to(memory_format=CL)
     quotas = class_quotas(data.train.labels, data.n_classes, dcfg.size_factor, dcfg.prior)
-    mode = resolve_mode(dcfg.strategy, gen.kind) if regenerate else "fixed"
+    mode = resolve_mode(dcfg.strategy, gen) if regenerate else "fixed"
     # Every method draws from the same synthetic stream and starts from the same weights, so
     # the baselines differ from KR only in the ingredient they remove.
     source = SyntheticSource(gen, quotas, derive_seed(config.seed, "synthetic", seed_key), mode,

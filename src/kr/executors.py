@@ -77,9 +77,9 @@ class LocalProcesses:
         if len(calls) == 1 and self.threads == torch.get_num_threads():
             (fn, args), _ = calls[0]
             return [timed(fn, args)]
+        import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
         from concurrent.futures.process import BrokenProcessPool
-        import multiprocessing
 
         if self._pool is None:
             self._pool = ProcessPoolExecutor(

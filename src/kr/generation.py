@@ -15,13 +15,14 @@ from typing import Callable
 
 import torch
 
-from kr.artifacts import read_json, write_json
+from kr.artifacts import write_json
 from kr.config import Config
 from kr.data import ImageDataset
 from kr.errors import KRError
 from kr.generators import ConditionalGenerator, build_generator, load_generator
 from kr.generators.quality import quality, save_grid
 from kr.models import load_classifier
+from kr.rundir import stage_outputs
 from kr.seeding import derive_seed
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ def judge_checkpoints(data: ImageDataset, config: Config, generator_dir: Path, t
                       device: torch.device) -> dict:
     """Teacher agreement, per-class Fréchet distance and precision/recall of every checkpoint."""
     teacher = load_classifier(teacher_dir).to(device)
-    checkpoints = read_json(generator_dir / "stage.json")["outputs"]["checkpoints"]
+    checkpoints = stage_outputs(generator_dir.parent, generator_dir.name)["checkpoints"]
     labels = grid_labels(data.n_classes, config.generator.eval_per_class)
     seed = derive_seed(config.seed, "quality")
     rows = []
@@ -85,14 +86,12 @@ def checkpoint_folder(run_or_checkpoint: str | Path, name: str | None = None) ->
     path = Path(run_or_checkpoint)
     if (path / "ema.safetensors").is_file():
         return path
-    stage = path / "generator" / "stage.json"
-    if not stage.is_file():
+    outputs = stage_outputs(path, "generator")
+    if outputs is None:
         raise KRError(f"{path} holds no trained generator; run `kr generator` (or `kr run`) "
                       f"with --out {path} first, or pass a checkpoint folder")
-    outputs = read_json(stage)["outputs"]
     names = [c["name"] for c in outputs["checkpoints"]]
-    selection = path / "selection" / "stage.json"
-    selected = read_json(selection)["outputs"]["selected"] if selection.is_file() else None
+    selected = (stage_outputs(path, "selection") or {}).get("selected")
     chosen = name or selected or outputs["last"]
     if chosen not in names:
         raise KRError(f"no checkpoint {chosen!r} in {path}; it has {', '.join(names)}")

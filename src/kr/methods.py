@@ -13,7 +13,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-STUDENTS = ("kr", "synthetic", "regen", "soft")  # trained on synthetic images only (kr.distill)
+# The students trained on synthetic images only (kr.distill): method → (regenerated every
+# epoch, teacher soft labels).  The baselines of step 6 each lack one of KR's two ingredients.
+RECIPES: dict[str, tuple[bool, bool]] = {
+    "kr": (True, True), "synthetic": (False, False), "regen": (True, False), "soft": (False, True)}
+STUDENTS = tuple(RECIPES)
+BASELINES = (*(m for m in STUDENTS if m != "kr"), "dpsgd")  # what `baselines` may list
 DESCRIPTIONS = {"real": "teacher, real images", "kr": "GKD: regenerated + teacher labels",
                 "synthetic": "fixed synthetic set, hard labels", "regen": "regenerated, hard labels",
                 "soft": "fixed synthetic set, teacher labels"}

@@ -31,23 +31,23 @@ from typing import Callable
 import torch
 
 from kr import __version__
-from kr.artifacts import read_json, write_json
+from kr.artifacts import write_json
 from kr.config import Config, DPConfig
 from kr.data import ImageDataset, load_dataset
 from kr.distill import train_student
 from kr.evaluation import cas_gap_pp, evaluate_models
+from kr.executors import InProcess
 from kr.generation import judge_checkpoints, train_generator
 from kr.generators import load_generator
-from kr.models import load_classifier
 from kr.generators.quality import save_grid
-from kr.executors import InProcess
 from kr.graph import Stage, closure, keys, walk
 from kr.methods import DP_PREFIX, STUDENTS, dp_name, is_dp, stage_folder
+from kr.models import load_classifier
 from kr.privacy.dp import train_dpsgd
 from kr.privacy.results import recorded_audit
 from kr.privacy.scoring import shipped_audit
 from kr.report import write_report
-from kr.rundir import RunDir
+from kr.rundir import RunDir, evaluated_key
 from kr.selection import optimise_checkpoint, tune
 from kr.teacher import train_teacher
 from kr.train import resolve_device
@@ -277,7 +277,7 @@ def _results(config: Config, data: ImageDataset, outputs: dict[str, dict], run: 
         results["audit_shipped"] = privacy["attacks"]
         if "memorisation" in privacy:
             results["memorisation"] = privacy["memorisation"]
-        evaluated = read_json(run / "manifest.json")["stages"]["evaluate"]["key"]
+        evaluated = evaluated_key(run)
         results.update(recorded_audit(run, evaluated, results["audit_shipped"]))
     return results
 

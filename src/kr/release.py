@@ -16,14 +16,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kr.artifacts import atomic_path, read_json, read_model_config, write_json, write_text
+from kr.artifacts import (
+    atomic_path,
+    read_model_config,
+    write_json,
+    write_text,
+)
 from kr.data.dataset import SPLITS, images_to_tensor, read_npz
 from kr.errors import KRError
+from kr.methods import describe, is_dp, saw_real_images
+from kr.methods import folder as model_folder
 from kr.metrics import evaluate, predict_labels
-from kr.methods import describe, folder as model_folder, is_dp, saw_real_images
 from kr.models import load_classifier
 from kr.privacy.results import audit_of, best_attack
 from kr.report.document import md_escape
+from kr.rundir import read_config_tree, read_manifest, read_results
 from kr.train import predict_proba, resolve_device
 
 log = logging.getLogger(__name__)
@@ -33,9 +40,7 @@ SCALING = "uint8 pixels x → x / 127.5 − 1 (floats in [0, 1] are first scaled
 def export(run_dir: str | Path, out: str | Path, method: str = "kr", onnx: bool = False) -> Path:
     """Copy `method`'s classifier and write config.json (with a `release` section) and MODEL_CARD.md."""
     run_dir, out = Path(run_dir), Path(out)
-    if not (run_dir / "results.json").is_file():
-        raise KRError(f"{run_dir}: no results.json; export from a run directory that `kr run` finished")
-    results = read_json(run_dir / "results.json")
+    results = read_results(run_dir, "exporting a model")
     m = results["methods"].get(method)
     folder = model_folder(run_dir, method)
     if m is None or "test" not in m or not (folder / "model.safetensors").is_file():
@@ -47,7 +52,7 @@ def export(run_dir: str | Path, out: str | Path, method: str = "kr", onnx: bool 
         log.warning("exporting the teacher: it was trained on the real images and leaks more "
                     "(see its audit figures in MODEL_CARD.md)")
     config = read_model_config(folder)
-    manifest = read_json(run_dir / "manifest.json") if (run_dir / "manifest.json").is_file() else {}
+    manifest = read_manifest(run_dir)
     exp, audit = audit_of(results)
     release = {"method": method, "what": describe(method, m), "dataset": results["dataset"],
                "task": results["task"], "preset": results["preset"], "seed": results["seed"],
@@ -81,9 +86,7 @@ def export(run_dir: str | Path, out: str | Path, method: str = "kr", onnx: bool 
 
 def _size(run_dir: Path) -> int:
     """Models saved before they recorded their input size: the run's configured size."""
-    import yaml
-
-    return int(yaml.safe_load((run_dir / "config.yaml").read_text())["data"]["size"])
+    return int(read_config_tree(run_dir)["data"]["size"])
 
 
 def _onnx(model: torch.nn.Module, release: dict, path: Path) -> None:

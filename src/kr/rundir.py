@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+import yaml
 
 from kr.artifacts import read_json, versions, write_json, write_text
 from kr.config import Config
@@ -144,6 +145,39 @@ class RunDir:
         manifest.setdefault("stages", {})[name] = {"key": key, "seconds": seconds, "threads": threads}
         write_json(self.path / "manifest.json", manifest)
         self.log_metrics(name, {"event": "done", "seconds": seconds})
+
+
+# --- reading a run directory (what RunDir writes) --------------------------------------------
+
+def stage_outputs(run: str | Path, name: str) -> dict | None:
+    """A finished stage's outputs (its stage.json), or None if it has not finished."""
+    path = Path(run) / name / "stage.json"
+    return read_json(path)["outputs"] if path.is_file() else None
+
+
+def read_results(run: str | Path, needed_for: str) -> dict:
+    """results.json, or a one-line error saying the run must finish first."""
+    path = Path(run) / "results.json"
+    if not path.is_file():
+        raise KRError(f"{run} has no results.json: run `kr run` to completion before {needed_for} "
+                      f"(rerun the same command to resume)")
+    return read_json(path)
+
+
+def read_manifest(run: str | Path) -> dict:
+    path = Path(run) / "manifest.json"
+    return read_json(path) if path.is_file() else {}
+
+
+def read_config_tree(run: str | Path) -> dict:
+    """config.yaml as written (a plain tree: configs of older kr versions may not validate)."""
+    path = Path(run) / "config.yaml"
+    return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+
+
+def evaluated_key(run: str | Path) -> str:
+    """The evaluate stage's key: names the set of models a run evaluated (and an audit audited)."""
+    return read_manifest(run)["stages"]["evaluate"]["key"]
 
 
 def _check_is_run_directory(path: Path) -> None:

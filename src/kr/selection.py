@@ -33,16 +33,14 @@ from kr.data import ImageDataset
 from kr.distill import train_student
 from kr.generators import ConditionalGenerator, load_generator
 from kr.models import load_classifier
+from kr.rundir import stage_outputs
 from kr.synthetic import class_quotas
 from kr.train import better
 
 log = logging.getLogger(__name__)
 
-TUNED_KNOB = {"gan": "sigma", "diffusion": "guidance"}
-
-
 def default_knobs(gen: ConditionalGenerator) -> dict[str, float]:
-    knob = TUNED_KNOB[gen.kind]
+    knob = gen.tuned_knob
     return {knob: float(getattr(getattr(gen.config, gen.kind), knob))}
 
 
@@ -84,7 +82,7 @@ def _best(rows: list[dict], metric: str) -> dict:
 def optimise_checkpoint(data: ImageDataset, config: Config, generator_dir: Path, teacher_dir: Path,
                         device: torch.device, folder: Path | None = None) -> dict:
     teacher = load_classifier(teacher_dir).to(device)
-    checkpoints = read_json(generator_dir / "stage.json")["outputs"]["checkpoints"]
+    checkpoints = stage_outputs(generator_dir.parent, generator_dir.name)["checkpoints"]
     rows = []
     for info in tqdm(checkpoints, desc="selection", unit="candidate", disable=None, leave=False):
         gen = load_generator(generator_dir / "checkpoints" / info["name"]).to(device)
@@ -106,7 +104,7 @@ def tune(data: ImageDataset, config: Config, checkpoint_dir: Path, teacher_dir: 
     filtering, same seeds): the grid point it matches is reused, not trained again."""
     teacher = load_classifier(teacher_dir).to(device)
     gen = load_generator(checkpoint_dir).to(device)
-    knob = TUNED_KNOB[gen.kind]
+    knob = gen.tuned_knob
     grid = parse_floats(getattr(config.select, knob))
     metric = config.select.metric
     thresholds = [t for t in parse_floats(config.select.threshold) if t > 0]

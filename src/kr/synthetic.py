@@ -46,12 +46,10 @@ def class_quotas(train_labels: torch.Tensor, n_classes: int, size_factor: float,
     return [int(q) for q in quotas]
 
 
-def resolve_mode(strategy: str, kind: str) -> str:
-    """`auto`: the paper's every-epoch regeneration, except for diffusion, whose CPU sampling
-    costs 7–20 student epochs per set (benchmarks/SPEED.md), so it draws from a pool."""
-    if strategy == "auto":
-        return "pool" if kind == "diffusion" else "every-epoch"
-    return strategy
+def resolve_mode(strategy: str, gen: ConditionalGenerator) -> str:
+    """`auto`: what the backend prefers — the paper's every-epoch regeneration, or a pool for
+    a backend too slow to sample a set every epoch (diffusion on CPU)."""
+    return gen.strategy if strategy == "auto" else strategy
 
 
 @torch.no_grad()

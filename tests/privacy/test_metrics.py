@@ -70,3 +70,21 @@ def test_grouped_bootstrap_counts_distinct_points():
     assert r["points"] == 300 and r["non_members"] == 600
     # 600 pooled non-member scores but only 150 distinct images: 1 % FPR resolvable, 0.1 % not
     assert r["tpr_at_0.1%fpr"] is None and r["tpr_at_1%fpr"] is not None
+
+
+def test_roc_is_sklearns_full_curve():
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        n = int(rng.integers(2, 200))
+        scores = np.round(rng.normal(size=n), int(rng.integers(0, 3)))  # ties too
+        members = rng.random(n) < 0.5
+        if members.all() or not members.any():
+            continue
+        f, t = metrics.roc(scores, members)
+        f2, t2, _ = roc_curve(members, scores, drop_intermediate=False)
+        assert np.allclose(f, f2) and np.allclose(t, t2)
+        assert np.trapezoid(t, f) == pytest.approx(roc_auc_score(members, scores))
+    with pytest.raises(ValueError, match="finite"):
+        metrics.roc(np.array([0.0, np.nan]), np.array([True, False]))

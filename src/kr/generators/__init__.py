@@ -5,7 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from kr.config import GeneratorConfig
-from kr.generators.base import ConditionalGenerator, GeneratorFailed, generator_from_folder
+from kr.generators.base import (
+    ConditionalGenerator,
+    GeneratorFailed,
+    generator_from_folder,
+)
 from kr.generators.diffusion import FlowDiffusion
 from kr.generators.gan import GAN
 

@@ -25,7 +25,13 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from kr.artifacts import atomic_path, load_state, read_model_config, save_model, write_json
+from kr.artifacts import (
+    atomic_path,
+    load_state,
+    read_model_config,
+    save_model,
+    write_json,
+)
 from kr.augment import random_hflip
 from kr.config import GeneratorConfig, from_dict
 from kr.data import Split
@@ -42,6 +48,8 @@ class GeneratorFailed(KRError):
 class ConditionalGenerator(ABC):
     kind: str = ""
     knobs: tuple[str, ...] = ()        # sampling knobs this backend accepts
+    tuned_knob: str = ""               # the knob tuning searches, over the grid `select.<knob>`
+    strategy: str = "every-epoch"      # how GKD draws from it under distill.strategy=auto
     reals_per_step: int = 1            # real batches one training step consumes (kimg accounting)
 
     def __init__(self, config: GeneratorConfig, channels: int, size: int, n_classes: int,

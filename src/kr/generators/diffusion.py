@@ -23,9 +23,13 @@ from kr.generators.base import ConditionalGenerator
 class FlowDiffusion(ConditionalGenerator):
     kind = "diffusion"
     knobs = ("guidance", "steps")
+    tuned_knob = "guidance"   # classifier-free guidance scale
+    strategy = "pool"         # CPU sampling costs 7–20 student epochs a set (benchmarks/SPEED.md)
 
     def build(self) -> nn.Module:
-        from diffusers import UNet2DModel  # imported here: diffusers takes seconds to import
+        from diffusers import (
+            UNet2DModel,  # imported here: diffusers takes seconds to import
+        )
 
         c = self.config.diffusion
         levels = 3 if self.size % 4 == 0 else 2

@@ -123,6 +123,8 @@ class Discriminator(nn.Module):
 class GAN(ConditionalGenerator):
     kind = "gan"
     knobs = ("sigma",)
+    tuned_knob = "sigma"      # GaFi's expansion trick
+    strategy = "every-epoch"  # a whole epoch's set in a fifth of that epoch's training
 
     def build(self) -> nn.Module:
         c = self.config.gan

@@ -33,8 +33,15 @@ from kr.models import load_classifier
 from kr.privacy import attacks, plots, references, signals
 from kr.privacy.references import membership, reference_config, subset
 from kr.privacy.results import results_fields
-from kr.privacy.scoring import (REFERENCE_ATTACKS, SHIPPED_REFERENCE_ATTACKS, compare_to_real,
-                                procedure_scores, shipped_scores, summarise)
+from kr.privacy.scoring import (
+    REFERENCE_ATTACKS,
+    SHIPPED_REFERENCE_ATTACKS,
+    compare_to_real,
+    procedure_scores,
+    shipped_scores,
+    summarise,
+)
+from kr.rundir import evaluated_key
 from kr.train import resolve_device
 
 log = logging.getLogger(__name__)
@@ -149,7 +156,7 @@ def audit(run_dir: str | Path, overrides=(), data_dir: str | None = None, device
     write_npz(folder / "scores.npz", **raw)
     compare_to_real(procedure)
     compare_to_real(shipped)
-    meta = {"evaluate_key": read_json(run_dir / "manifest.json")["stages"]["evaluate"]["key"],
+    meta = {"evaluate_key": evaluated_key(run_dir),
             "references": n_refs, "pool": len(labels),
             "runs": [{"name": p.name, "seed": reference_config(config, i).seed,
                       "members": int(matrix[i].sum()), "partner": p.name[:1] + str(i ^ 1)}

@@ -18,8 +18,21 @@ def fpr_key(fpr: float) -> str:
 
 
 def roc(scores: np.ndarray, members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    fpr, tpr, _ = roc_curve(np.ravel(members).astype(bool), np.ravel(scores).astype(float))
-    return fpr, tpr
+    """FPR and TPR at every distinct threshold, from (0, 0) to (1, 1).
+
+    Written out rather than sklearn's roc_curve: the bootstrap calls it ~20,000 times per audit,
+    where sklearn's argument validation took most of `kr audit`'s own time.  Unlike roc_curve's
+    default it keeps collinear points, so a TPR at a low FPR is never read off a dropped one."""
+    s, m = np.ravel(scores).astype(float), np.ravel(members).astype(bool)
+    if not np.isfinite(s).all():
+        raise ValueError("membership scores must be finite")
+    order = np.argsort(-s, kind="stable")
+    s, m = s[order], m[order]
+    ends = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1] if len(s) else np.zeros(0, int)
+    tps = np.cumsum(m)[ends]
+    fps = ends + 1 - tps
+    pos, neg = max(int(m.sum()), 1), max(len(m) - int(m.sum()), 1)
+    return np.r_[0.0, fps / neg], np.r_[0.0, tps / pos]
 
 
 def auc(scores: np.ndarray, members: np.ndarray) -> float:
