@@ -34,6 +34,12 @@ def _numbers(results):
     return {m: (r["val"], r["test"]) for m, r in results["methods"].items()}
 
 
+def _untimed(x):
+    if isinstance(x, dict):
+        return {k: _untimed(v) for k, v in x.items() if k != "seconds"}
+    return [_untimed(v) for v in x] if isinstance(x, list) else x
+
+
 def _weights(run):
     return {s: (run / s / "model.safetensors").read_bytes() for s in STAGE_FILES}
 
@@ -43,6 +49,9 @@ def test_processes_give_the_in_process_numbers(tmp_path, one_thread):
     b = pipeline.run(_config(), out=tmp_path / "b", device="cpu", executor=LocalProcesses(workers=2, threads=2))
     assert _numbers(a) == _numbers(b) and a["cas_gap_pp"] == b["cas_gap_pp"]
     assert _weights(tmp_path / "a") == _weights(tmp_path / "b")
+    # selection's and tuning's candidates ran side by side in workers, with the same results
+    for stage in ("selection", "tuning"):
+        assert _untimed(a[stage]) == _untimed(b[stage]), stage
     # the independent students and DP model ran in workers, one thread each
     threads = {s: json.loads((tmp_path / "b" / s / "stage.json").read_text())["threads"] for s in STAGE_FILES}
     assert threads == dict.fromkeys(STAGE_FILES, 1)

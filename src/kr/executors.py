@@ -52,6 +52,10 @@ class InProcess:
 
     workers = 1
 
+    def spec(self) -> tuple | None:
+        """How a stage rebuilds this executor for its own tasks (None: run them inline)."""
+        return None
+
     def run(self, calls: Sequence[tuple[Task, Any]]) -> list[tuple[Any, float, int]]:
         return [timed(fn, args) for (fn, args), _ in calls]
 
@@ -72,6 +76,9 @@ class LocalProcesses:
         self.workers = max(1, workers or cores)
         self.threads = max(1, cores // self.workers)
         self._pool = None
+
+    def spec(self) -> tuple | None:
+        return ("processes", self.workers)
 
     def run(self, calls: Sequence[tuple[Task, Any]]) -> list[tuple[Any, float, int]]:
         if len(calls) == 1 and self.threads == torch.get_num_threads():
@@ -120,6 +127,10 @@ class RayExecutor:
         self.workers = max(1, int(total.get("CPU", 1)) // self.cpus)
         self.run_path = str(run_path) if run_path is not None else None
         self._remote = ray.remote(max_retries=1)(timed)
+        self.address = address
+
+    def spec(self) -> tuple | None:
+        return ("ray", None, self.address, self.run_path, self.cpus)
 
     def run(self, calls: Sequence[tuple[Task, Any]]) -> list[tuple[Any, float, int]]:
         refs = [self._remote.options(num_cpus=self.cpus,

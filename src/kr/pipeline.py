@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Callable
@@ -36,7 +37,7 @@ from kr.config import Config, DPConfig
 from kr.data import ImageDataset, load_dataset
 from kr.distill import train_student
 from kr.evaluation import cas_gap_pp, evaluate_models
-from kr.executors import InProcess
+from kr.executors import InProcess, make_executor
 from kr.generation import judge_checkpoints, train_generator
 from kr.generators import load_generator
 from kr.generators.quality import save_grid
@@ -79,6 +80,15 @@ class Context:
     config: Config
     device: str
     run: Path
+    fanout: tuple | None = None  # the executor's spec: selection and tuning spread candidates on it
+
+    @contextmanager
+    def executor(self):
+        executor = make_executor(*self.fanout) if self.fanout else InProcess()
+        try:
+            yield executor
+        finally:
+            executor.close()
 
     def log_to(self, stage: str) -> Callable[[dict], None]:
         def log_metrics(record: dict) -> None:  # small appends: safe from several processes
@@ -151,8 +161,9 @@ def _quality(ctx: Context, inputs: dict, folder: Path) -> dict:
 
 
 def _selection(ctx: Context, inputs: dict, folder: Path) -> dict:
-    return optimise_checkpoint(ctx.data, ctx.config, ctx.run / "generator", ctx.run / "teacher",
-                               ctx.device, folder)
+    with ctx.executor() as executor:
+        return optimise_checkpoint(ctx.data, ctx.config, ctx.run / "generator", ctx.run / "teacher",
+                                   ctx.device, folder, executor=executor)
 
 
 def _checkpoint(ctx: Context, selection: dict) -> Path:
@@ -162,8 +173,9 @@ def _checkpoint(ctx: Context, selection: dict) -> Path:
 def _tuning(ctx: Context, inputs: dict, folder: Path) -> dict:
     selection = inputs["selection"]
     chosen = next(c for c in selection["candidates"] if c["name"] == selection["selected"])
-    return tune(ctx.data, ctx.config, _checkpoint(ctx, selection), ctx.run / "teacher", ctx.device,
-                selected=chosen, folder=folder)
+    with ctx.executor() as executor:
+        return tune(ctx.data, ctx.config, _checkpoint(ctx, selection), ctx.run / "teacher", ctx.device,
+                    selected=chosen, folder=folder, executor=executor)
 
 
 def _student(ctx: Context, inputs: dict, folder: Path, method: str) -> dict:
@@ -228,7 +240,7 @@ def run(config: Config, out: str | Path | None = None, data_dir: str | None = No
     try:
         base = {"kr": __version__, "data": data.fingerprint}
         key_inputs = keys(graph, config.to_dict(), base)
-        ctx = Context(data, config, dev, run_dir.path)
+        ctx = Context(data, config, dev, run_dir.path, executor.spec())
         outputs = walk(graph, order, key_inputs, run_dir, executor,
                        lambda name, inputs, folder: (_stage_task, (ctx, name, inputs, str(folder))))
         results = _results(config, data, outputs, run_dir.path)

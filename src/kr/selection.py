@@ -25,11 +25,11 @@ import time
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from kr.artifacts import read_json, write_json
 from kr.config import Config, parse_floats
 from kr.data import ImageDataset
+from kr.executors import InProcess
 from kr.distill import train_student
 from kr.generators import ConditionalGenerator, load_generator
 from kr.models import load_classifier
@@ -64,6 +64,18 @@ def _trial(data: ImageDataset, config: Config, gen: ConditionalGenerator, teache
     return row
 
 
+def _trial_task(data: ImageDataset, config: Config, checkpoint: Path, teacher_dir: Path, device: str,
+                knobs: dict, threshold: float, folder: Path | None, name: str) -> dict:
+    """One candidate as an executor task: it loads its own generator and teacher."""
+    gen = load_generator(checkpoint).to(device)
+    return _trial(data, config, gen, load_classifier(teacher_dir).to(device), knobs, threshold, folder, name)
+
+
+def _run_trials(executor, calls: list[tuple]) -> list[dict]:
+    """Candidates are independent short students: they run side by side on an executor."""
+    return [out for out, _, _ in (executor or InProcess()).run([((_trial_task, c), None) for c in calls])]
+
+
 def student_epochs(data: ImageDataset, config: Config) -> int:
     """A candidate's epochs: `select.epochs`, capped at `select.max_kimg` synthetic images."""
     d = config.distill
@@ -80,17 +92,20 @@ def _best(rows: list[dict], metric: str) -> dict:
 
 
 def optimise_checkpoint(data: ImageDataset, config: Config, generator_dir: Path, teacher_dir: Path,
-                        device: torch.device, folder: Path | None = None) -> dict:
-    teacher = load_classifier(teacher_dir).to(device)
+                        device: torch.device, folder: Path | None = None, executor=None) -> dict:
+    """`executor` (kr.executors): where the candidates' short students run (default: here,
+    one after another)."""
     checkpoints = stage_outputs(generator_dir.parent, generator_dir.name)["checkpoints"]
+    calls = []
+    for info in checkpoints:
+        path = generator_dir / "checkpoints" / info["name"]
+        calls.append((data, config, path, teacher_dir, str(device), default_knobs(load_generator(path)),
+                      0.0, folder, info["name"]))
     rows = []
-    for info in tqdm(checkpoints, desc="selection", unit="candidate", disable=None, leave=False):
-        gen = load_generator(generator_dir / "checkpoints" / info["name"]).to(device)
-        row = {"name": info["name"], "kimg": info["kimg"],
-               **_trial(data, config, gen, teacher, default_knobs(gen), 0.0, folder, info["name"])}
-        rows.append(row)
+    for info, trial in zip(checkpoints, _run_trials(executor, calls)):
+        rows.append({"name": info["name"], "kimg": info["kimg"], **trial})
         log.info("checkpoint %s: short student val acc %.4f auc %.4f", info["name"],
-                 row["val"]["acc"], row["val"]["auc"])
+                 rows[-1]["val"]["acc"], rows[-1]["val"]["auc"])
     best = _best(rows, config.select.metric)
     log.info("checkpoint optimisation: selected %s", best["name"])
     return {"split": "val", "metric": config.select.metric,
@@ -99,36 +114,35 @@ def optimise_checkpoint(data: ImageDataset, config: Config, generator_dir: Path,
 
 
 def tune(data: ImageDataset, config: Config, checkpoint_dir: Path, teacher_dir: Path,
-         device: torch.device, selected: dict | None = None, folder: Path | None = None) -> dict:
+         device: torch.device, selected: dict | None = None, folder: Path | None = None,
+         executor=None) -> dict:
     """`selected`: checkpoint optimisation's trial of this checkpoint (default knob, no
-    filtering, same seeds): the grid point it matches is reused, not trained again."""
-    teacher = load_classifier(teacher_dir).to(device)
-    gen = load_generator(checkpoint_dir).to(device)
-    knob = gen.tuned_knob
+    filtering, same seeds): the grid point it matches is reused, not trained again.  The knob
+    grid's candidates run side by side on `executor`, then the thresholds at the best knob."""
+    knob = load_generator(checkpoint_dir).tuned_knob
     grid = parse_floats(getattr(config.select, knob))
     metric = config.select.metric
     thresholds = [t for t in parse_floats(config.select.threshold) if t > 0]
-    bar = tqdm(total=len(grid) + len(thresholds), desc="tuning", unit="candidate", disable=None,
-               leave=False)
+
+    def reused(value: float) -> bool:
+        return selected is not None and selected["knobs"] == {knob: value} and selected["threshold"] == 0
+
+    task = (data, config, checkpoint_dir, teacher_dir, str(device))
+    fresh = iter(_run_trials(executor, [(*task, {knob: v}, 0.0, folder, f"{knob}-{v:g}")
+                                        for v in grid if not reused(v)]))
     trials = []
     for value in grid:
-        if selected is not None and selected["knobs"] == {knob: value} and selected["threshold"] == 0:
-            trials.append({k: selected[k] for k in ("knobs", "threshold", "val", "best_epoch",
-                                                    "filter_acceptance", "seconds")} | {"reused": True})
-        else:
-            trials.append(_trial(data, config, gen, teacher, {knob: value}, 0.0, folder, f"{knob}-{value:g}"))
+        trials.append({k: selected[k] for k in ("knobs", "threshold", "val", "best_epoch",
+                                                "filter_acceptance", "seconds")} | {"reused": True}
+                      if reused(value) else next(fresh))
         log.info("tuning %s=%g: val acc %.4f auc %.4f", knob, value, trials[-1]["val"]["acc"],
                  trials[-1]["val"]["auc"])
-        bar.update()
     best_knobs = _best(trials, metric)["knobs"]
-    for threshold in thresholds:
-        trials.append(_trial(data, config, gen, teacher, best_knobs, threshold, folder,
-                             f"{knob}-{best_knobs[knob]:g}-threshold-{threshold:g}"))
-        log.info("tuning threshold %.2f (%s=%g): val acc %.4f auc %.4f, acceptance %s", threshold,
-                 knob, best_knobs[knob], trials[-1]["val"]["acc"], trials[-1]["val"]["auc"],
-                 trials[-1]["filter_acceptance"])
-        bar.update()
-    bar.close()
+    trials += _run_trials(executor, [(*task, best_knobs, t, folder,
+                                      f"{knob}-{best_knobs[knob]:g}-threshold-{t:g}") for t in thresholds])
+    for t in trials[len(grid):]:
+        log.info("tuning threshold %.2f (%s=%g): val acc %.4f auc %.4f, acceptance %s", t["threshold"],
+                 knob, best_knobs[knob], t["val"]["acc"], t["val"]["auc"], t["filter_acceptance"])
     best = _best(trials, metric)
     log.info("tuning: %s=%g, filter threshold %.2f", knob, best["knobs"][knob], best["threshold"])
     return {"split": "val", "metric": metric, "student_epochs": student_epochs(data, config),
