@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from kr.config import PRESETS, load_config
+from kr.config import GENERATOR_KINDS, PRESETS, load_config
 from kr.errors import KRError
 
 log = logging.getLogger("kr")
@@ -124,7 +124,7 @@ def teacher(**kw):
 
 @cli.command()
 @click.option("--dataset", required=True, help="Dataset name (see `kr data list`) or .npz path.")
-@click.option("--kind", type=click.Choice(["gan", "diffusion"]), default=None,
+@click.option("--kind", type=click.Choice(GENERATOR_KINDS), default=None,
               help="Generator backend [default: the config's generator.kind, gan].")
 @_run_options
 def generator(**kw):

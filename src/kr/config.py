@@ -148,6 +148,11 @@ class DiffusionConfig:
         _check(self.guidance >= 0, "guidance", "must be ≥ 0")
 
 
+# Generator backends: each has a config section of this name here, a class in kr.generators
+# (which names its tuned knob, whose grid is `select.<knob>`, and its GKD strategy).
+GENERATOR_KINDS = ("gan", "diffusion")
+
+
 @dataclass(frozen=True)
 class GeneratorConfig:
     """Step 2 of KR: a class-conditional generator trained on the real train split.
@@ -174,7 +179,7 @@ class GeneratorConfig:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
 
     def __post_init__(self):
-        _check(self.kind in ("gan", "diffusion"), "kind", f"{self.kind!r} unknown; use gan or diffusion")
+        _check(self.kind in GENERATOR_KINDS, "kind", f"{self.kind!r} unknown; use {' or '.join(GENERATOR_KINDS)}")
         _check(self.kimg > 0, "kimg", "must be > 0")
         _check(0 < self.checkpoint_kimg <= self.kimg, "checkpoint_kimg", "must be in (0, kimg]")
         _check(self.batch_size >= 2, "batch_size", "must be ≥ 2")

@@ -155,3 +155,18 @@ def test_knobs_change_samples():
         p.data.add_(0.05 * torch.randn_like(p))
     assert not torch.allclose(diff.sample([0, 1], 0, guidance=1.0), diff.sample([0, 1], 0, guidance=3.0))
     assert not torch.allclose(diff.sample([0, 1], 0, steps=2), diff.sample([0, 1], 0, steps=4))
+
+
+def test_every_backend_describes_itself():
+    """A backend is a config section, a class and a registry entry: the class names the knob
+    tuning searches (its grid is `select.<knob>`) and the strategy GKD uses under auto."""
+    import dataclasses
+
+    from kr.config import GENERATOR_KINDS, SelectConfig
+    from kr.generators import GENERATORS
+
+    assert tuple(GENERATORS) == GENERATOR_KINDS
+    grids = {f.name for f in dataclasses.fields(SelectConfig)}
+    for kind, cls in GENERATORS.items():
+        assert cls.kind == kind and cls.tuned_knob in cls.knobs and cls.tuned_knob in grids
+        assert cls.strategy in ("every-epoch", "pool")
