@@ -52,6 +52,13 @@ def test_processes_give_the_in_process_numbers(tmp_path, one_thread):
     # selection's and tuning's candidates ran side by side in workers, with the same results
     for stage in ("selection", "tuning"):
         assert _untimed(a[stage]) == _untimed(b[stage]), stage
+    # the audit's reference runs in two workers: the same audit as one after another here
+    from kr.privacy.audit import audit
+
+    overrides = ["audit.targets=real", "audit.references=4"]  # references train teachers only
+    local = audit(tmp_path / "a", overrides, device="cpu", executor=InProcess())
+    spread = audit(tmp_path / "b", overrides, device="cpu", executor=LocalProcesses(workers=2, threads=2))
+    assert local["audit"] == spread["audit"] and local["audit_shipped"] == spread["audit_shipped"]
     # the independent students and DP model ran in workers, one thread each
     threads = {s: json.loads((tmp_path / "b" / s / "stage.json").read_text())["threads"] for s in STAGE_FILES}
     assert threads == dict.fromkeys(STAGE_FILES, 1)
