@@ -13,7 +13,7 @@ the spread over seeds says what a difference between them is worth.  A `--varian
 one thing against that baseline (distillation settings with `--set`, or the distilling
 teacher with `--teacher`, a model folder such as a `kr teacher` run's `teacher/`); the
 generator, checkpoint and knobs stay the run's.  Full students (the
-run's `distill` settings).  Each student's result is kept as it finishes: a rerun trains only
+run's `distill` settings); `--executor processes --workers N` trains N at a time.  Each student's result is kept as it finishes: a rerun trains only
 what is missing.  Validation and test ACC/AUC are both recorded; nothing here chooses anything.
 """
 
@@ -37,41 +37,58 @@ def load() -> dict:
 
 
 def measure(args) -> None:
-    from kr.config import load_config
+    """Every missing (seed, method) student is a task of a kr executor (`--executor processes
+    --workers 2` spreads them over local processes, `ray` over a cluster); each saves its row."""
     from kr.cores import claim
+    from kr.executors import make_executor
+
+    claim()
+    run = Path(args.run)
+    rows = load()
+    spec = {k: getattr(args, k) for k in ("run", "data_dir", "set", "teacher", "variant")}
+    calls = [((_student, (spec, seed, method)), None) for seed in args.seeds for method in args.methods
+             if _key(run.name, method, seed, args.variant) not in rows]
+    executor = make_executor(args.executor, args.workers, run_path=ROOT / "results")
+    try:
+        executor.run(calls)
+    finally:
+        executor.close()
+
+
+def _key(run: str, method: str, seed: int, variant: str) -> str:
+    return f"{run}|{method}|{seed}" + (f"|{variant}" if variant else "")
+
+
+def _student(spec: dict, seed: int, method: str) -> dict:
+    """One student of one finished run: train, score on test, save its row."""
+    from kr.config import load_config
     from kr.data import load_dataset
     from kr.distill import train_student
     from kr.generation import checkpoint_folder
     from kr.generators import load_generator
     from kr.models import load_classifier
+    from kr.rundir import stage_outputs
     from kr.train import score
 
-    claim()
-    run = Path(args.run)
-    config = load_config("cpu", run / "config.yaml", args.set)
-    data = load_dataset(config.data.dataset, data_dir=args.data_dir, size=config.data.size)
-    tuning = json.loads((run / "tuning" / "stage.json").read_text())["outputs"]
+    run, variant = Path(spec["run"]), spec["variant"]
+    config = load_config("cpu", run / "config.yaml", spec["set"])
+    data = load_dataset(config.data.dataset, data_dir=spec["data_dir"], size=config.data.size)
+    tuning = stage_outputs(run, "tuning")
     gen = load_generator(checkpoint_folder(run))
-    teacher = load_classifier(Path(args.teacher) if args.teacher else run / "teacher")
-    rows = load()
-    for seed in args.seeds:
-        for method in args.methods:
-            key = f"{run.name}|{method}|{seed}" + (f"|{args.variant}" if args.variant else "")
-            if key in rows:
-                continue
-            start = time.perf_counter()
-            name = f"{run.name}-{method}-s{seed}" + (f"-{args.variant}" if args.variant else "")
-            folder = ROOT / "results" / "runs" / "ablations" / name
-            folder.mkdir(parents=True, exist_ok=True)
-            out = train_student(data, dataclasses.replace(config, seed=seed), gen, teacher, method,
-                                tuning["knobs"], tuning["threshold"], folder)
-            test = score(load_classifier(folder), data.test, data.task)
-            rows[key] = {"run": run.name, "method": method, "seed": seed, "variant": args.variant,
-                         "change": " ".join(args.set + ([f"teacher={args.teacher}"] if args.teacher else [])),
-                         "val": out["val"],
-                         "test": test, "seconds": round(time.perf_counter() - start, 1)}
-            print(json.dumps(rows[key]), flush=True)
-            save(key, rows[key])
+    teacher = load_classifier(Path(spec["teacher"]) if spec["teacher"] else run / "teacher")
+    start = time.perf_counter()
+    name = f"{run.name}-{method}-s{seed}" + (f"-{variant}" if variant else "")
+    folder = ROOT / "results" / "runs" / "ablations" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    out = train_student(data, dataclasses.replace(config, seed=seed), gen, teacher, method,
+                        tuning["knobs"], tuning["threshold"], folder)
+    row = {"run": run.name, "method": method, "seed": seed, "variant": variant,
+           "change": " ".join(spec["set"] + ([f"teacher={spec['teacher']}"] if spec["teacher"] else [])),
+           "val": out["val"], "test": score(load_classifier(folder), data.test, data.task),
+           "seconds": round(time.perf_counter() - start, 1)}
+    print(json.dumps(row), flush=True)
+    save(_key(run.name, method, seed, variant), row)
+    return row
 
 
 def save(key: str, row: dict) -> None:
@@ -131,6 +148,9 @@ def main() -> None:
     p.add_argument("--variant", default="", help="Name of a one-change row (with --set or --teacher).")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="Config overrides of the variant.")
     p.add_argument("--teacher", help="Distil from this model folder instead of the run's teacher.")
+    p.add_argument("--executor", choices=("inprocess", "processes", "ray"), default="inprocess",
+                   help="Where the students run (kr.executors); each saves its own row.")
+    p.add_argument("--workers", type=int, default=None, help="processes: worker count.")
     p.add_argument("--table", action="store_true")
     args = p.parse_args()
     if (args.set or args.teacher) and not args.variant:
