@@ -156,7 +156,7 @@ def test_ablations_are_one_ingredient_apart(toy, monkeypatch):
     probe = build_model("resnet8", 1, 3, width=8).eval()
     x, y = seen["kr"]["sets"][0][0][:16], seen["kr"]["sets"][0][1][:16]
     with torch.no_grad():
-        soft = kd_loss(probe(x), teacher(x), y).item()
+        soft = kd_loss(probe(x), teacher(x), y, config.distill.temperature, config.distill.alpha).item()
         hard = F.cross_entropy(probe(x), y, label_smoothing=config.distill.train.label_smoothing).item()
         for method, (_, soft_labels) in METHODS.items():
             assert seen[method]["loss"](probe, x, y).item() == pytest.approx(soft if soft_labels else hard)
@@ -185,6 +185,7 @@ def test_clean_soft_targets_come_from_the_unaugmented_image(toy, monkeypatch):
     probe = build_model("resnet8", 1, 3, width=8).eval()
     shifted = torch.roll(split.images[:8], 3, dims=3)
     with torch.no_grad():
-        expected = kd_loss(probe(shifted), logits[:8], split.labels[:8, 0].long()).item()
+        expected = kd_loss(probe(shifted), logits[:8], split.labels[:8, 0].long(),
+                           config.distill.temperature).item()
         assert seen["loss"](probe, shifted, split.labels[:8]).item() == pytest.approx(expected, rel=1e-5)
     assert math.isfinite(out["val"]["acc"])
