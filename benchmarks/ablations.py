@@ -4,6 +4,7 @@
         --data-dir ../shared/data/medmnist --seeds 1 2 3 4 5
     python benchmarks/ablations.py --run … --methods kr --variant t2 --set distill.temperature=2
     python benchmarks/ablations.py --run … --methods kr soft --variant no-ls --teacher T
+    python benchmarks/ablations.py --run … --targets 1 2   # how soft the teacher's targets are
     python benchmarks/ablations.py --table          # benchmarks/ABLATIONS.md from the JSON
 
 A finished `kr run` fixes the teacher, the selected generator checkpoint and the tuned knobs;
@@ -53,6 +54,30 @@ def measure(args) -> None:
         executor.run(calls)
     finally:
         executor.close()
+
+
+def targets(args) -> None:
+    """How soft the teacher's targets are on the run's synthetic images, at each temperature."""
+    import torch
+
+    from kr.generation import checkpoint_folder
+    from kr.generators import load_generator
+    from kr.models import load_classifier
+    from kr.rundir import stage_outputs
+
+    run = Path(args.run)
+    gen, teacher = load_generator(checkpoint_folder(run)), load_classifier(run / "teacher").eval()
+    labels = torch.arange(gen.n_classes).repeat_interleave(args.per_class)
+    x = gen.sample(labels, 0, **stage_outputs(run, "tuning")["knobs"])
+    with torch.no_grad():
+        logits = teacher(x)
+    for t in args.temperatures:
+        p = torch.softmax(logits / t, 1)
+        top = p.max(1).values
+        print(json.dumps({"run": run.name, "temperature": t, "images": len(x),
+                          "top_prob_median": round(top.median().item(), 3),
+                          "share_top_above_0.9": round((top > 0.9).float().mean().item(), 2),
+                          "entropy_nats": round(-(p * p.clamp_min(1e-12).log()).sum(1).mean().item(), 3)}))
 
 
 def _key(run: str, method: str, seed: int, variant: str) -> str:
@@ -151,11 +176,16 @@ def main() -> None:
     p.add_argument("--executor", choices=("inprocess", "processes", "ray"), default="inprocess",
                    help="Where the students run (kr.executors); each saves its own row.")
     p.add_argument("--workers", type=int, default=None, help="processes: worker count.")
+    p.add_argument("--targets", nargs="*", type=float, dest="temperatures", default=None,
+                   metavar="T", help="Only print how soft the teacher's targets are at these T.")
+    p.add_argument("--per-class", type=int, default=300)
     p.add_argument("--table", action="store_true")
     args = p.parse_args()
     if (args.set or args.teacher) and not args.variant:
         p.error("name the change with --variant")
-    if args.table:
+    if args.temperatures is not None and args.run:
+        targets(args)
+    elif args.table:
         table(args)
     elif args.run:
         measure(args)
