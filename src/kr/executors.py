@@ -23,8 +23,6 @@ import torch
 
 from kr.errors import KRError
 
-log = logging.getLogger(__name__)
-
 EXECUTORS = ("inprocess", "processes", "ray")
 Task = tuple[Callable[..., Any], tuple]
 
@@ -49,8 +47,6 @@ def timed(fn: Callable[..., Any], args: tuple, threads: int | None = None,
 
 class InProcess:
     """Today's behaviour: one task after another, in this process, with its threads."""
-
-    workers = 1
 
     def spec(self) -> tuple | None:
         """How a stage rebuilds this executor for its own tasks (None: run them inline)."""
@@ -124,7 +120,6 @@ class RayExecutor:
         self.cpus = max(1, int(cpus_per_task))
         total = ray.cluster_resources()
         self.gpus = gpus_per_task if gpus_per_task is not None else (1 if total.get("GPU", 0) else 0)
-        self.workers = max(1, int(total.get("CPU", 1)) // self.cpus)
         self.run_path = str(run_path) if run_path is not None else None
         self._remote = ray.remote(max_retries=1)(timed)
         self.address = address

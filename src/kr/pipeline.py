@@ -21,11 +21,11 @@ so a rerun resumes, and a changed setting reruns only its stage and those downst
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -48,7 +48,7 @@ from kr.privacy.dp import train_dpsgd
 from kr.privacy.results import recorded_audit
 from kr.privacy.scoring import shipped_audit
 from kr.report import write_report
-from kr.rundir import RunDir, evaluated_key
+from kr.rundir import RunDir, append_metrics, evaluated_key
 from kr.selection import optimise_checkpoint, tune
 from kr.teacher import train_teacher
 from kr.train import resolve_device
@@ -91,10 +91,7 @@ class Context:
             executor.close()
 
     def log_to(self, stage: str) -> Callable[[dict], None]:
-        def log_metrics(record: dict) -> None:  # small appends: safe from several processes
-            with open(self.run / "metrics.jsonl", "a") as f:
-                f.write(json.dumps({"stage": stage, "time": round(time.time(), 3), **record}) + "\n")
-        return log_metrics
+        return partial(append_metrics, self.run, stage)
 
 
 def stage_graph(config: Config) -> dict[str, Stage]:
@@ -231,10 +228,9 @@ def run(config: Config, out: str | Path | None = None, data_dir: str | None = No
     order = closure(graph, asked)
     models = [n for n in order if n == "teacher" or n.startswith("methods/")]
     if models:
-        kr_trained = stage_folder("kr") in order
-        for s in _after(models, "audit" in wanted, kr_trained):
-            graph[s.name] = s
-        order += [s.name for s in _after(models, "audit" in wanted, kr_trained)]
+        closing = _after(models, "audit" in wanted, stage_folder("kr") in order)
+        graph.update({s.name: s for s in closing})
+        order += [s.name for s in closing]
     run_dir = RunDir(out or Path("runs") / default_run_name(config), config, data, wait=wait)
     executor = executor or InProcess()
     try:

@@ -92,12 +92,10 @@ class RunDir:
         self._lock.release()
 
     def manifest(self) -> dict[str, Any]:
-        path = self.path / "manifest.json"
-        return read_json(path) if path.is_file() else {}
+        return read_manifest(self.path)
 
     def log_metrics(self, stage: str, record: dict[str, Any]) -> None:
-        with open(self.path / "metrics.jsonl", "a") as f:
-            f.write(json.dumps({"stage": stage, "time": round(time.time(), 3), **record}) + "\n")
+        append_metrics(self.path, stage, record)
 
     def stage(self, name: str, inputs: dict[str, Any], fn: Callable[[Path], dict]) -> dict:
         """Run `fn(folder)` unless a finished stage with the same key exists; return its outputs."""
@@ -145,6 +143,12 @@ class RunDir:
         manifest.setdefault("stages", {})[name] = {"key": key, "seconds": seconds, "threads": threads}
         write_json(self.path / "manifest.json", manifest)
         self.log_metrics(name, {"event": "done", "seconds": seconds})
+
+
+def append_metrics(run: str | Path, stage: str, record: dict[str, Any]) -> None:
+    """One line of metrics.jsonl.  Small appends: safe from several processes (kr.executors)."""
+    with open(Path(run) / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"stage": stage, "time": round(time.time(), 3), **record}) + "\n")
 
 
 # --- reading a run directory (what RunDir writes) --------------------------------------------

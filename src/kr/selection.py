@@ -65,10 +65,12 @@ def _trial(data: ImageDataset, config: Config, gen: ConditionalGenerator, teache
 
 
 def _trial_task(data: ImageDataset, config: Config, checkpoint: Path, teacher_dir: Path, device: str,
-                knobs: dict, threshold: float, folder: Path | None, name: str) -> dict:
-    """One candidate as an executor task: it loads its own generator and teacher."""
+                knobs: dict | None, threshold: float, folder: Path | None, name: str) -> dict:
+    """One candidate as an executor task: it loads its own generator and teacher (`knobs`
+    None: the generator's default knob)."""
     gen = load_generator(checkpoint).to(device)
-    return _trial(data, config, gen, load_classifier(teacher_dir).to(device), knobs, threshold, folder, name)
+    return _trial(data, config, gen, load_classifier(teacher_dir).to(device),
+                  default_knobs(gen) if knobs is None else knobs, threshold, folder, name)
 
 
 def _run_trials(executor, calls: list[tuple]) -> list[dict]:
@@ -96,11 +98,8 @@ def optimise_checkpoint(data: ImageDataset, config: Config, generator_dir: Path,
     """`executor` (kr.executors): where the candidates' short students run (default: here,
     one after another)."""
     checkpoints = stage_outputs(generator_dir.parent, generator_dir.name)["checkpoints"]
-    calls = []
-    for info in checkpoints:
-        path = generator_dir / "checkpoints" / info["name"]
-        calls.append((data, config, path, teacher_dir, str(device), default_knobs(load_generator(path)),
-                      0.0, folder, info["name"]))
+    calls = [(data, config, generator_dir / "checkpoints" / info["name"], teacher_dir, str(device),
+              None, 0.0, folder, info["name"]) for info in checkpoints]
     rows = []
     for info, trial in zip(checkpoints, _run_trials(executor, calls)):
         rows.append({"name": info["name"], "kimg": info["kimg"], **trial})

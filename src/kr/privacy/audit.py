@@ -19,10 +19,9 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from kr import pipeline
-from kr.artifacts import read_json, write_json, write_npz
+from kr.artifacts import write_json, write_npz
 from kr.config import PRESETS, Config, load_config
 from kr.data import ImageDataset, load_dataset
 from kr.errors import KRError
@@ -41,7 +40,7 @@ from kr.privacy.scoring import (
     shipped_scores,
     summarise,
 )
-from kr.rundir import evaluated_key
+from kr.rundir import evaluated_key, read_config_tree, read_manifest, read_results
 from kr.train import resolve_device
 
 log = logging.getLogger(__name__)
@@ -103,14 +102,14 @@ def load_run(run_dir: Path, overrides=(), data_dir: str | None = None) -> tuple[
                           f"(rerun the same command to resume)")
     # The file sets every training key; the preset still supplies audit defaults the file may
     # lack (runs made before the audit existed).
-    preset = (yaml.safe_load((run_dir / "config.yaml").read_text()) or {}).get("preset", "cpu")
+    preset = read_config_tree(run_dir).get("preset", "cpu")
     config = load_config(preset if preset in PRESETS else "cpu", run_dir / "config.yaml", overrides)
     data = load_dataset(config.data.dataset, data_dir=data_dir, size=config.data.size)
-    expected = read_json(run_dir / "manifest.json")["dataset"]["fingerprint"]
+    expected = read_manifest(run_dir)["dataset"]["fingerprint"]
     if data.fingerprint != expected:
         raise KRError(f"{config.data.dataset} here has fingerprint {data.fingerprint}, the run was "
                       f"trained on {expected}: point --data-dir at the run's data")
-    return config, data, read_json(run_dir / "results.json")
+    return config, data, read_results(run_dir, "an audit")
 
 
 def audit(run_dir: str | Path, overrides=(), data_dir: str | None = None, device: str = "auto",
