@@ -1,13 +1,23 @@
-"""Benchmark: both generator backends with the `cpu` preset, per dataset.
+"""Benchmark: generator variants at the `cpu` budget, judged by judges they were not trained against.
 
-    python benchmarks/generators.py --data-dir ../shared/data/medmnist [--kinds gan diffusion]
+    python benchmarks/generators.py --datasets digits breastmnist --variants guided-resnet lean-ms
+    python benchmarks/generators.py --table          # rebuild benchmarks/GENERATORS.md from the JSON
 
-For each dataset and backend: fit time, sampling throughput (images/s at batch 512), and, for
-the checkpoint with the best validation teacher agreement (chosen on val, never test):
-teacher agreement and per-class Fréchet distance / precision / recall against the real test
-split, plus its sample grid.  Also the cost of regenerating a train-split-sized synthetic set
-relative to one student training epoch (the GKD budget: the issue asks for < 1/4).
-Writes benchmarks/results/generators.json and copies grids to benchmarks/results/grids/.
+For each dataset × variant (config overrides on top of the `cpu` preset; seed 0 unless --seed):
+the stages teacher, judge, generator and quality of `kr run` (kr.pipeline), then
+- train seconds (the generator stage), real images/s trained (kimg ÷ seconds), images/s sampled
+  (batch 512, best of 3);
+- on the checkpoint with the best downstream validation ACC (chosen on validation, never test):
+  the quality stage's three judges — downstream (a classifier of the judge's architecture trained
+  on its samples alone, hard labels), the independent judge's agreement / precision / recall / FD,
+  and the teacher's;
+- two students on that checkpoint, σ = 1, no filtering, `--student-epochs` epochs each:
+  `synthetic` (one fixed set, hard labels: GaFi's conventional recipe) and `kr` (regenerated
+  every epoch, teacher labels), validation ACC/AUC.
+Teacher and judge are trained once per dataset and seed, then shared by its variants (their
+stage keys do not depend on the generator).  Every row is saved as soon as it is measured, so
+an interrupted benchmark resumes with the same command.  Writes
+benchmarks/results/generators.json and the sample grids to benchmarks/results/grids/.
 """
 
 from __future__ import annotations
@@ -15,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import shutil
 import time
 from pathlib import Path
@@ -24,89 +35,124 @@ import torch
 from kr import pipeline
 from kr.config import load_config
 from kr.data import load_dataset
-from kr.generation import grid_labels
+from kr.distill import train_student
 from kr.generators import load_generator
-from kr.generators.quality import quality
 from kr.models import load_classifier
 
+# Each variant: overrides on the `cpu` preset.  "guided-resnet" is the default before issue 19.
+VARIANTS = {
+    "guided-resnet": ["generator.gan.arch=resnet", "generator.gan.teacher_ce=0.5",
+                      "generator.gan.teacher_bn=0.05", "generator.kimg=40", "generator.checkpoint_kimg=20"],
+    "resnet": ["generator.gan.arch=resnet", "generator.gan.teacher_ce=0", "generator.gan.teacher_bn=0",
+               "generator.kimg=40", "generator.checkpoint_kimg=20"],
+    "lean": ["generator.gan.arch=lean", "generator.gan.teacher_ce=0", "generator.gan.teacher_bn=0",
+             "generator.gan.mode_seeking=0"],
+    "lean-ms": ["generator.gan.arch=lean", "generator.gan.teacher_ce=0", "generator.gan.teacher_bn=0",
+                "generator.gan.mode_seeking=1"],
+    "guided-lean-ms": ["generator.gan.arch=lean", "generator.gan.teacher_ce=0.5",
+                       "generator.gan.teacher_bn=0.05", "generator.gan.mode_seeking=1"],
+}
+OUT = Path("benchmarks/results/generators.json")
 
-def student_epoch_seconds(data, config) -> float:
-    """Wall time of one training epoch of the classifier on a train-split-sized set, measured
-    here, under the same conditions as the sampling throughput it is compared with."""
-    import dataclasses
 
-    from kr.models import build_model
-    from kr.train import fit_classifier
-
-    m = config.teacher.model
-    model = build_model(m.arch, data.channels, data.n_classes, width=m.width)
-    one = dataclasses.replace(config.teacher.train, epochs=1, warmup_epochs=0)
-    tiny_val = type(data.val)(data.val.images[:2], data.val.labels[:2])
-    with torch.enable_grad():
-        fit_classifier(model, data.train, tiny_val, data.task, one, 0, data.hflip)  # warm-up
+def sampling_rate(gen, n_classes: int) -> float:
+    labels = torch.arange(n_classes).repeat(512)[:512]
+    gen.sample(labels[:64], 0)  # warm-up
+    times = []
+    for rep in range(3):
         start = time.perf_counter()
-        fit_classifier(model, data.train, tiny_val, data.task, one, 1, data.hflip)
-    return time.perf_counter() - start
+        gen.sample(labels, 1 + rep, batch_size=512)
+        times.append(time.perf_counter() - start)
+    return 512 / min(times)
+
+
+def measure(dataset: str, variant: str, seed: int, data_dir: str | None, runs: Path,
+            student_epochs: int) -> dict:
+    data = load_dataset(dataset, data_dir=data_dir)
+    config = load_config("cpu", overrides=[*VARIANTS[variant], f"seed={seed}", "baselines="],
+                         data={"dataset": dataset})
+    run_dir = runs / f"gen-{dataset}-{variant}-s{seed}"
+    shared = runs / f"gen-{dataset}-shared-s{seed}"
+    for stage in ("teacher", "judge"):  # same keys for every variant: train once, copy
+        if (shared / stage / "stage.json").is_file() and not (run_dir / stage).exists():
+            shutil.copytree(shared / stage, run_dir / stage)
+    res = pipeline.run(config, out=run_dir, data=data, device="cpu", stages=("quality",))
+    for stage in ("teacher", "judge"):
+        if not (shared / stage).exists():
+            shutil.copytree(run_dir / stage, shared / stage)
+    stages = json.loads((run_dir / "manifest.json").read_text())["stages"]
+    fit_s = stages["generator"]["seconds"]
+    checkpoints = res["generator"]["quality"]["checkpoints"]
+    best = max(checkpoints, key=lambda c: (c["downstream"]["acc"], c["downstream"]["auc"]))
+    ckpt = run_dir / "generator" / "checkpoints" / best["name"]
+    gen = load_generator(ckpt)
+    rate = sampling_rate(gen, data.n_classes)
+    teacher = load_classifier(run_dir / "teacher")
+    students = {}
+    short = load_config("cpu", overrides=[*VARIANTS[variant], f"seed={seed}",
+                                          f"distill.train.epochs={student_epochs}"])
+    for method in ("synthetic", "kr"):
+        out = train_student(data, short, gen, teacher, method, {gen.tuned_knob: 1.0}, 0.0)
+        students[method] = out["val"]
+    grid = Path("benchmarks/results/grids") / f"{dataset}-{variant}.png"
+    grid.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(ckpt / "grid.png", grid)
+    kimg = json.loads((ckpt / "info.json").read_text())["kimg"]
+    return {"dataset": dataset, "variant": variant, "seed": seed, "overrides": VARIANTS[variant],
+            "generator_s": round(fit_s, 1), "kimg_total": config.generator.kimg,
+            "train_images_per_s": round(config.generator.kimg * 1000 / fit_s),
+            "sample_images_per_s": round(rate), "checkpoint": best["name"], "checkpoint_kimg": kimg,
+            "downstream": best["downstream"], "judge": best["judge"], "teacher": best["teacher"],
+            "students": students, "student_epochs": student_epochs,
+            "teacher_val": json.loads((run_dir / "teacher" / "metrics.json").read_text())["val"],
+            "all_checkpoints": checkpoints, "grid": str(grid)}
+
+
+def save(row: dict) -> None:
+    rows = json.loads(OUT.read_text())["rows"] if OUT.is_file() else []
+    rows = [r for r in rows if (r["dataset"], r["variant"], r["seed"]) !=
+            (row["dataset"], row["variant"], row["seed"])] + [row]
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps({"machine": {"cpu": platform.processor() or platform.machine(),
+                                           "cpus": os.cpu_count(), "torch": torch.__version__},
+                               "rows": rows}, indent=2) + "\n")
+
+
+def table() -> str:
+    rows = json.loads(OUT.read_text())["rows"]
+    head = ("| dataset | variant | seed | gen s | img/s trained | img/s sampled | downstream val ACC | "
+            "judge agree / prec / recall / FD | teacher agree / prec / recall | synthetic val ACC / AUC | "
+            "kr val ACC / AUC | teacher val ACC |\n|" + " --- |" * 12)
+    lines = [head]
+    for r in sorted(rows, key=lambda r: (r["dataset"], r["variant"], r["seed"])):
+        j, t, s = r["judge"], r["teacher"], r["students"]
+        lines.append(f"| {r['dataset']} | {r['variant']} | {r['seed']} | {r['generator_s']:.0f} | "
+                     f"{r['train_images_per_s']} | {r['sample_images_per_s']} | {r['downstream']['acc']:.3f} | "
+                     f"{j['agreement']:.3f} / {j['precision']:.3f} / {j['recall']:.3f} / {j['fd']:.2f} | "
+                     f"{t['agreement']:.3f} / {t['precision']:.3f} / {t['recall']:.3f} | "
+                     f"{s['synthetic']['acc']:.3f} / {s['synthetic']['auc']:.3f} | "
+                     f"{s['kr']['acc']:.3f} / {s['kr']['auc']:.3f} | {r['teacher_val']['acc']:.3f} |")
+    return "\n".join(lines)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", default=os.environ.get("KR_DATA_DIR"))
-    p.add_argument("--datasets", nargs="+", default=["breastmnist", "pneumoniamnist"])
-    p.add_argument("--kinds", nargs="+", default=["gan", "diffusion"])
-    p.add_argument("--set", dest="overrides", nargs="*", default=[],
-                   help="extra config overrides for every run")
-    p.add_argument("--runs", default="benchmarks/results/runs")
-    p.add_argument("--out", default="benchmarks/results/generators.json")
+    p.add_argument("--datasets", nargs="+", default=["digits", "breastmnist"])
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--student-epochs", type=int, default=20)
+    p.add_argument("--runs", type=Path, default=Path("benchmarks/results/runs"))
+    p.add_argument("--table", action="store_true", help="print the Markdown table of the saved rows")
     args = p.parse_args()
-    out = Path(args.out)
-    rows = json.loads(out.read_text())["rows"] if out.is_file() else []
-    torch.set_grad_enabled(False)
+    if args.table:
+        print(table())
+        return
     for dataset in args.datasets:
-        data = load_dataset(dataset, data_dir=args.data_dir)
-        for kind in args.kinds:
-            config = load_config("cpu", overrides=[f"generator.kind={kind}", *args.overrides],
-                                 data={"dataset": dataset})
-            run_dir = Path(args.runs) / f"{dataset}-cpu-{kind}"
-            with torch.enable_grad():
-                res = pipeline.run(config, out=run_dir, data_dir=args.data_dir, device="cpu")
-            q = res["generator"]["quality"]["checkpoints"]
-            best = max(q, key=lambda c: c["teacher_agreement"])
-            ckpt = run_dir / "generator" / "checkpoints" / best["name"]
-            gen = load_generator(ckpt)
-            labels = torch.arange(data.n_classes).repeat(256)[:512]
-            gen.sample(labels[:64], 0)  # warm-up
-            times = []
-            for rep in range(3 if kind == "gan" else 1):  # best of 3 where a batch is cheap
-                start = time.perf_counter()
-                gen.sample(labels, 1 + rep, batch_size=512)
-                times.append(time.perf_counter() - start)
-            throughput = 512 / min(times)
-            teacher = load_classifier(run_dir / "teacher")
-            test_labels = grid_labels(data.n_classes, config.generator.eval_per_class)
-            q_test = quality(teacher, data.test, gen.sample(test_labels, 2), test_labels, data.n_classes)
-            epoch_s = student_epoch_seconds(data, config)
-            regen_s = len(data.train) / throughput
-            grid = Path("benchmarks/results/grids") / f"{dataset}-{kind}.png"
-            grid.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(ckpt / "grid.png", grid)
-            row = {"dataset": dataset, "kind": kind, "kimg": config.generator.kimg,
-                   "fit_s": res["timings_s"]["generator"], "checkpoint": best["name"],
-                   "val_agreement": best["teacher_agreement"],
-                   "test_agreement": q_test["teacher_agreement"], "test_fd": q_test["fd"],
-                   "test_precision": q_test["precision"], "test_recall": q_test["recall"],
-                   "images_per_s": round(throughput, 1), "regen_s": round(regen_s, 2),
-                   "student_epoch_s": round(epoch_s, 2), "regen_over_epoch": round(regen_s / epoch_s, 3),
-                   "teacher_test_acc": res["methods"]["real"]["test"]["acc"],
-                   "all_checkpoints_val": q, "grid": str(grid), "overrides": args.overrides}
-            rows = [r for r in rows if (r["dataset"], r["kind"]) != (dataset, kind)] + [row]
-            print(json.dumps({k: v for k, v in row.items() if k != "all_checkpoints_val"}), flush=True)
-            out.write_text(json.dumps({"machine": {"cpus": os.cpu_count(),
-                                                   "torch_threads": torch.get_num_threads(),
-                                                   "note": "sampling and the student epoch are "
-                                                           "timed in the same process",
-                                                   "torch": torch.__version__},
-                                       "rows": rows}, indent=2) + "\n")
+        for variant in args.variants:
+            row = measure(dataset, variant, args.seed, args.data_dir, args.runs, args.student_epochs)
+            save(row)
+            print(json.dumps({k: v for k, v in row.items() if k != "all_checkpoints"}), flush=True)
 
 
 if __name__ == "__main__":

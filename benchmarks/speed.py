@@ -282,7 +282,9 @@ def generators(args) -> None:
         table[name] = {"run": str(out), "overrides": overrides, "checkpoint": quality["name"],
                        "shared": bool(args.shared),
                        "generator_s": manifest["generator"]["seconds"], "sample_img_s": round(rate, 1),
-                       **{k: quality[k] for k in ("teacher_agreement", "fd", "precision", "recall")},
+                       # the teacher's signals (what SPEED.md's generator table has always shown)
+                       **{("teacher_agreement" if k == "agreement" else k): quality["teacher"][k]
+                          for k in ("agreement", "fd", "precision", "recall")},
                        "students": students}
         print(name, json.dumps(table[name]), flush=True)
         save("generators", table)

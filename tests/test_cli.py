@@ -216,7 +216,10 @@ def test_generator_then_sample(tmp_path, kind):
                      "info.json", "quality.json"):
             assert (folder / name).is_file(), name
     quality = json.loads((out / "results.json").read_text())["generator"]["quality"]
-    assert quality["split"] == "val" and 0 <= quality["checkpoints"][0]["teacher_agreement"] <= 1
+    first = quality["checkpoints"][0]
+    assert quality["split"] == "val" and 0 <= first["teacher"]["agreement"] <= 1
+    assert 0 <= first["judge"]["agreement"] <= 1 and 0 <= first["downstream"]["acc"] <= 1
+    assert (out / "judge" / "model.safetensors").is_file()
 
     grid = tmp_path / "grid.png"
     proc = kr("sample", str(out), "--n", "20", "--seed", "0", "--out", str(grid))

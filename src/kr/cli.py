@@ -128,7 +128,7 @@ def teacher(**kw):
               help="Generator backend [default: the config's generator.kind, gan].")
 @_run_options
 def generator(**kw):
-    """Train a class-conditional generator (and the teacher that judges its checkpoints)."""
+    """Train a class-conditional generator, and judge its checkpoints (teacher, independent judge, downstream)."""
     _execute(**kw, stages=("teacher", "generator", "quality"))
 
 

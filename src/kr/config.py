@@ -93,9 +93,34 @@ class TeacherConfig:
 
 
 @dataclass(frozen=True)
+class JudgeConfig:
+    """The independent judge of generated images (kr.generators.quality): a second classifier
+    trained on the real train split with another architecture and seed than the teacher, never
+    read by generation, selection or distillation, so no generator was trained to please it.
+
+    It judges twice: in its own feature space (agreement, per-class Fréchet distance,
+    precision/recall), and downstream, as the paper family does, by the validation accuracy of
+    a classifier of its architecture trained on a checkpoint's samples with their conditioning
+    labels (the Classification Accuracy Score of Ravuri & Vinyals 2019)."""
+
+    model: ClassifierConfig = field(default_factory=lambda: ClassifierConfig(arch="convnet", width=16))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=20))
+    cas_epochs: int = 10          # epochs of the downstream classifier on each checkpoint's set
+    cas_size_factor: float = 2.0  # its fixed set, as a multiple of the real train size …
+    cas_max_kimg: float = 6.0     # … capped at this many thousand images (PneumoniaMNIST)
+
+    def __post_init__(self):
+        _check(self.cas_epochs >= 1, "cas_epochs", "must be ≥ 1")
+        _check(self.cas_size_factor > 0, "cas_size_factor", "must be > 0")
+        _check(self.cas_max_kimg > 0, "cas_max_kimg", "must be > 0")
+
+
+@dataclass(frozen=True)
 class GanConfig:
     """BigGAN-style cGAN (the paper family's generator), scaled for 28–64 px and CPUs."""
 
+    arch: str = "resnet"          # resnet (BigGAN blocks) or lean (DCGAN-shaped, ~5× cheaper)
+    mode_seeking: float = 0.0     # weight of MSGAN's mode-seeking term (kr.generators.gan)
     z_dim: int = 64
     g_width: int = 16             # generator channels at full resolution; ×2 per lower level
     d_width: int = 16
@@ -117,11 +142,13 @@ class GanConfig:
     def __post_init__(self):
         _check(self.z_dim >= 1 and self.g_width >= 1 and self.d_width >= 1, "z_dim",
                "z_dim, g_width and d_width must be ≥ 1")
+        _check(self.arch in ("resnet", "lean"), "arch", "must be resnet or lean")
+        _check(self.mode_seeking >= 0, "mode_seeking", "must be ≥ 0")
         _check(self.d_steps >= 1, "d_steps", "must be ≥ 1")
         _check(self.lr_g > 0 and self.lr_d > 0, "lr_g", "learning rates must be > 0")
         _check(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "beta1", "betas must be in [0, 1)")
-        bad = set(filter(None, self.diffaugment.split(","))) - {"color", "translation", "cutout"}
-        _check(not bad, "diffaugment", f"unknown policy {sorted(bad)}; use color, translation, cutout")
+        bad = set(filter(None, self.diffaugment.split(","))) - {"color", "translation", "shift", "cutout"}
+        _check(not bad, "diffaugment", f"unknown policy {sorted(bad)}; use color, translation, shift, cutout")
         _check(self.sigma >= 1.0, "sigma", "the expansion trick widens the latent: sigma must be ≥ 1")
         _check(self.teacher_ce >= 0 and self.teacher_bn >= 0, "teacher_ce",
                "teacher guidance weights (teacher_ce, teacher_bn) must be ≥ 0")
@@ -348,6 +375,7 @@ class Config:
     seed: int = 0
     data: DataConfig = field(default_factory=DataConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     select: SelectConfig = field(default_factory=SelectConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
@@ -381,6 +409,8 @@ class Config:
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {"teacher": {"model": {"arch": "resnet8", "width": 8},
                          "train": {"epochs": 2, "batch_size": 64, "warmup_epochs": 0}},
+             "judge": {"model": {"width": 8}, "train": {"epochs": 2, "batch_size": 64, "warmup_epochs": 0},
+                       "cas_epochs": 1, "cas_size_factor": 0.2},
              "generator": {"kimg": 0.2, "checkpoint_kimg": 0.1, "batch_size": 16, "grid_per_class": 4,
                            "eval_per_class": 8,
                            "gan": {"z_dim": 16, "g_width": 8, "d_width": 8, "d_steps": 1},

@@ -1,14 +1,14 @@
 """Step 2 of Knowledge Recycling as pipeline stages: train the generator, then judge each
-checkpoint with the teacher.
+checkpoint, with the teacher and with judges no generator was trained against.
 
-Judging is a separate stage, so a new teacher recomputes the quality signals of an unguided
-generator without retraining it; a teacher-guided generator (the `cpu` preset's cGAN) is
-retrained with its new teacher.  Quality is measured
-against the real validation split; the test split is never used to judge a checkpoint.
+Judging is a separate stage, so a new judge recomputes the quality signals without retraining
+the generator.  Quality is measured against the real validation split; the test split is never
+used to judge a checkpoint.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Callable
@@ -20,10 +20,11 @@ from kr.config import Config
 from kr.data import ImageDataset
 from kr.errors import KRError
 from kr.generators import ConditionalGenerator, build_generator, load_generator
-from kr.generators.quality import quality, save_grid
+from kr.generators.quality import SIGNALS, downstream_score, quality, save_grid
 from kr.models import load_classifier
 from kr.rundir import stage_outputs
 from kr.seeding import derive_seed
+from kr.synthetic import class_quotas
 
 log = logging.getLogger(__name__)
 
@@ -61,23 +62,42 @@ def train_generator(data: ImageDataset, config: Config, folder: Path, device: to
 
 
 def judge_checkpoints(data: ImageDataset, config: Config, generator_dir: Path, teacher_dir: Path,
-                      device: torch.device) -> dict:
-    """Teacher agreement, per-class Fréchet distance and precision/recall of every checkpoint."""
+                      judge_dir: Path, device: torch.device) -> dict:
+    """Every checkpoint judged on the validation split three ways: in the teacher's feature
+    space (what a guided generator was trained against), in the independent judge's, and
+    downstream, by a classifier trained on its samples alone (kr.generators.quality)."""
     teacher = load_classifier(teacher_dir).to(device)
+    judge = load_classifier(judge_dir).to(device)
     checkpoints = stage_outputs(generator_dir.parent, generator_dir.name)["checkpoints"]
     labels = grid_labels(data.n_classes, config.generator.eval_per_class)
     seed = derive_seed(config.seed, "quality")
+    jc = config.judge
+    quotas = class_quotas(data.train.labels, data.n_classes,
+                          min(jc.cas_size_factor, jc.cas_max_kimg * 1000 / len(data.train)), "train")
+    cas_labels = torch.cat([torch.full((q,), c, dtype=torch.long) for c, q in enumerate(quotas)])
+    cas_train = dataclasses.replace(jc.train, epochs=jc.cas_epochs,
+                                    warmup_epochs=min(jc.train.warmup_epochs, jc.cas_epochs - 1))
     rows = []
     for info in checkpoints:
         folder = generator_dir / "checkpoints" / info["name"]
         gen = load_generator(folder).to(device)
-        q = quality(teacher, data.val, gen.sample(labels, seed), labels, data.n_classes)
+        fake = gen.sample(labels, seed)
+        q = {"teacher": quality(teacher, data.val, fake, labels, data.n_classes),
+             "judge": quality(judge, data.val, fake, labels, data.n_classes),
+             "downstream": downstream_score(gen.sample(cas_labels, derive_seed(seed, "downstream")),
+                                            cas_labels, data.val, data.task, data.n_classes, jc.model,
+                                            cas_train, derive_seed(seed, "downstream", "fit"),
+                                            data.hflip, device)}
         write_json(folder / "quality.json", q)
-        rows.append({"name": info["name"], "kimg": info["kimg"],
-                     **{k: q[k] for k in ("teacher_agreement", "fd", "precision", "recall")}})
-        log.info("quality %s: agreement %.3f, FD %.2f, precision %.3f, recall %.3f", info["name"],
-                 q["teacher_agreement"], q["fd"], q["precision"], q["recall"])
-    return {"split": "val", "checkpoints": rows}
+        row = {"name": info["name"], "kimg": info["kimg"],
+               **{j: {k: q[j][k] for k in SIGNALS} for j in ("teacher", "judge")},
+               "downstream": q["downstream"]}
+        rows.append(row)
+        log.info("quality %s: judge agreement %.3f, FD %.2f, precision %.3f, recall %.3f; "
+                 "downstream val acc %.3f (teacher agreement %.3f)", info["name"],
+                 *(row["judge"][k] for k in SIGNALS), row["downstream"]["acc"],
+                 row["teacher"]["agreement"])
+    return {"split": "val", "downstream_images": len(cas_labels), "checkpoints": rows}
 
 
 def checkpoint_folder(run_or_checkpoint: str | Path, name: str | None = None) -> Path:

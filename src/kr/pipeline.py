@@ -3,7 +3,10 @@
     prepare   load and validate the dataset, resolve the config, open the run directory
     teacher   step 1: a classifier on the real train split, selected on validation
     generator step 2: a class-conditional generator, checkpointed every checkpoint_kimg
-    quality   every checkpoint judged by the teacher on the validation split
+    judge     a second classifier on the real train split (another architecture and seed), read
+              by nothing but quality: the judge no generator was trained against
+    quality   every checkpoint judged on the validation split by the teacher, the judge, and a
+              classifier trained on its samples alone
     selection step 3: the checkpoint whose synthetic data trains the best short student (val)
     tuning    step 4: the generator's knob and the sample-filtering threshold (val)
     kr        step 5: the GKD student, on regenerated, teacher-labelled synthetic images
@@ -38,9 +41,9 @@ from kr.data import ImageDataset, load_dataset
 from kr.distill import train_student
 from kr.evaluation import cas_gap_pp, evaluate_models
 from kr.executors import InProcess, make_executor
-from kr.generation import judge_checkpoints, train_generator
+from kr.generation import grid_labels, judge_checkpoints, train_generator
 from kr.generators import load_generator
-from kr.generators.quality import save_grid
+from kr.generators.quality import save_class_rows, save_grid
 from kr.graph import Stage, closure, keys, walk
 from kr.methods import DP_PREFIX, STUDENTS, dp_name, is_dp, stage_folder
 from kr.models import load_classifier
@@ -49,8 +52,9 @@ from kr.privacy.results import recorded_audit
 from kr.privacy.scoring import shipped_audit
 from kr.report import write_report
 from kr.rundir import RunDir, append_metrics, evaluated_key
+from kr.seeding import derive_seed
 from kr.selection import optimise_checkpoint, tune
-from kr.teacher import train_teacher
+from kr.teacher import train_judge, train_teacher
 from kr.train import resolve_device
 
 log = logging.getLogger(__name__)
@@ -69,7 +73,7 @@ def prepare(config: Config, data_dir: str | None) -> ImageDataset:
     return data
 
 
-STAGES = ("teacher", "generator", "quality", "selection", "tuning", "kr", "synthetic", "regen",
+STAGES = ("teacher", "judge", "generator", "quality", "selection", "tuning", "kr", "synthetic", "regen",
           "soft", "dpsgd", "audit", "report")  # what `run(stages=…)` may ask for
 
 
@@ -105,8 +109,13 @@ def stage_graph(config: Config) -> dict[str, Stage]:
         # only its own backend's section (editing gan.* keeps a diffusion generator).
         Stage("generator", guided, (*common, *(f"generator.{k}" for k in config.generator.training_fields())),
               _generator),
-        # Each checkpoint judged by the teacher on the validation split.
-        Stage("quality", ("teacher", "generator"), ("generator.eval_per_class",), _quality, trains=False),
+        # Each checkpoint judged on the validation split: by the teacher, and by judges that no
+        # generator was trained against (the independent classifier; a classifier trained on
+        # the samples alone).
+        Stage("judge", (), (*common, "judge.model", "judge.train"), _judge),
+        Stage("quality", ("teacher", "judge", "generator"),
+              ("generator.eval_per_class", "judge.cas_epochs", "judge.cas_size_factor", "judge.cas_max_kimg",
+               "judge.model", "judge.train"), _quality),
         # Step 3: checkpoint optimisation, by the validation accuracy of a short GKD student.
         Stage("selection", ("teacher", "generator"),
               ("distill", "select.epochs", "select.max_kimg", "select.metric"),
@@ -153,8 +162,13 @@ def _generator(ctx: Context, inputs: dict, folder: Path) -> dict:
                            teacher_dir=ctx.run / "teacher")
 
 
+def _judge(ctx: Context, inputs: dict, folder: Path) -> dict:
+    return train_judge(ctx.data, ctx.config, folder, ctx.device, on_epoch=ctx.log_to("judge"))
+
+
 def _quality(ctx: Context, inputs: dict, folder: Path) -> dict:
-    return judge_checkpoints(ctx.data, ctx.config, ctx.run / "generator", ctx.run / "teacher", ctx.device)
+    return judge_checkpoints(ctx.data, ctx.config, ctx.run / "generator", ctx.run / "teacher",
+                             ctx.run / "judge", ctx.device)
 
 
 def _selection(ctx: Context, inputs: dict, folder: Path) -> dict:
@@ -247,7 +261,7 @@ def run(config: Config, out: str | Path | None = None, data_dir: str | None = No
         write_json(run_dir.path / "results.json", results)
         # Last: the page a team reads (kr.report), rebuilt from the run directory alone.
         if "report" in wanted and models:
-            _real_grid(data, config, run_dir.path / "report" / "real_grid.png")
+            _class_rows(data, config, outputs.get("selection"), run_dir.path / "report" / "classes.png")
             results["report"] = str(write_report([run_dir.path]))
         return results
     finally:
@@ -303,16 +317,22 @@ def _privacy(data: ImageDataset, config: Config, models: dict[str, Path], folder
     return out
 
 
-def _real_grid(data: ImageDataset, config: Config, path: Path) -> None:
-    """The first train images of each class, beside the synthetic grid (the report does not
-    keep the data, so it is drawn here, once)."""
-    if path.is_file():
-        return
+def _class_rows(data: ImageDataset, config: Config, selection: dict | None, path: Path) -> None:
+    """Per class, the first train images beside synthetic samples of the selected checkpoint
+    (the grid's labels and seed, so they are grid.png's images); the real train images alone
+    when no generator was trained.  Drawn here, as the report does not keep the data; redrawn
+    each time, since a rerun may select another checkpoint."""
     k = min(config.generator.grid_per_class, *data.class_counts("train"))
     if k < 1:  # a class without train images (possible in multi-label data): no grid
         return
     labels = data.train.labels if data.train.labels.dim() == 1 else data.train.labels.argmax(1)
-    rows = [data.train.images[(labels == c).nonzero().flatten()[:k]] for c in range(data.n_classes)]
+    real = torch.cat([data.train.images[(labels == c).nonzero().flatten()[:k]] for c in range(data.n_classes)])
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_grid(torch.cat(rows), data.n_classes, path)
-
+    if selection is None:
+        save_grid(real, data.n_classes, path.with_name("real_grid.png"))
+        return
+    ckpt = path.parent.parent / "generator" / "checkpoints" / selection["selected"]
+    fake = load_generator(ckpt).sample(grid_labels(data.n_classes, config.generator.grid_per_class),
+                                       derive_seed(derive_seed(config.seed, "generator"), "grid"))
+    fake = fake.view(data.n_classes, -1, *fake.shape[1:])[:, :k].reshape(-1, *fake.shape[1:])
+    save_class_rows(real, fake, data.n_classes, path)

@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 
 from kr.artifacts import write_json
-from kr.config import Config
+from kr.config import ClassifierConfig, Config, TrainConfig
 from kr.data import ImageDataset
 from kr.models import build_model, save_classifier
 from kr.seeding import derive_seed
@@ -25,14 +25,28 @@ log = logging.getLogger(__name__)
 def train_teacher(data: ImageDataset, config: Config, folder: Path, device: torch.device,
                   on_epoch: Callable[[dict], None] | None = None) -> dict:
     """Train, select on val, save to `folder`, and return the chosen epoch's val metrics."""
-    mcfg, tcfg = config.teacher.model, config.teacher.train
-    seed = derive_seed(config.seed, "teacher")
+    return train_on_real(data, config.teacher.model, config.teacher.train,
+                         derive_seed(config.seed, "teacher"), folder, device, on_epoch, "teacher")
+
+
+def train_judge(data: ImageDataset, config: Config, folder: Path, device: torch.device,
+                on_epoch: Callable[[dict], None] | None = None) -> dict:
+    """The independent judge of generated images (kr.generators.quality): trained on the same
+    real train split as the teacher, with its own architecture and seed; nothing but the
+    quality stage reads it, so no generator or student is ever fitted to it."""
+    return train_on_real(data, config.judge.model, config.judge.train,
+                         derive_seed(config.seed, "judge"), folder, device, on_epoch, "judge")
+
+
+def train_on_real(data: ImageDataset, mcfg: ClassifierConfig, tcfg: TrainConfig, seed: int,
+                  folder: Path, device: torch.device, on_epoch: Callable[[dict], None] | None,
+                  desc: str) -> dict:
     kwargs = {"width": mcfg.width, "norm": mcfg.norm, "dropout": mcfg.dropout}
     with torch.random.fork_rng(devices=[]):  # initialise from our seed, leave the global RNG alone
         torch.manual_seed(derive_seed(seed, "init"))
         model = build_model(mcfg.arch, data.channels, data.n_classes, **kwargs).to(device)
     result = fit_classifier(model, data.train, data.val, data.task, tcfg, seed, data.hflip,
-                            state_path=folder / "state.pt", on_epoch=on_epoch, desc="teacher")
+                            state_path=folder / "state.pt", on_epoch=on_epoch, desc=desc)
     # The test split is not read here: the final evaluation stage scores every method on it.
     metrics = {"best_epoch": result.best_epoch, "val": result.best_val}
     save_classifier(model, folder, mcfg.arch, data.channels, data.n_classes,
@@ -40,6 +54,6 @@ def train_teacher(data: ImageDataset, config: Config, folder: Path, device: torc
                            "label_names": list(data.label_names)}, **kwargs)
     write_json(folder / "metrics.json", {**metrics, "history": result.history})
     (folder / "state.pt").unlink(missing_ok=True)  # training state is only needed to resume
-    log.info("teacher: best epoch %d, val acc %.4f auc %.4f", result.best_epoch,
+    log.info("%s: best epoch %d, val acc %.4f auc %.4f", desc, result.best_epoch,
              metrics["val"]["acc"], metrics["val"]["auc"])
     return metrics

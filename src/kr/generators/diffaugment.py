@@ -36,6 +36,20 @@ def translation(x: torch.Tensor, g: torch.Generator, ratio: float = 0.125) -> to
     return padded.permute(0, 2, 3, 1)[idx, rows, cols].permute(0, 3, 1, 2)
 
 
+def shift(x: torch.Tensor, g: torch.Generator, ratio: float = 0.125) -> torch.Tensor:
+    """Translation whose uncovered border repeats the image's edge pixels instead of a zero
+    (mid-grey in [-1, 1]) fill: on dark-background images a grey strip is a cue no real image
+    has, which a generator can learn to draw."""
+    n, _, h, w = x.shape
+    sy, sx = int(h * ratio + 0.5), int(w * ratio + 0.5)
+    dy = torch.randint(-sy, sy + 1, (n, 1, 1), generator=g, device=g.device).to(x.device)
+    dx = torch.randint(-sx, sx + 1, (n, 1, 1), generator=g, device=g.device).to(x.device)
+    rows = (torch.arange(h, device=x.device)[None, :, None] + dy).clamp(0, h - 1)
+    cols = (torch.arange(w, device=x.device)[None, None, :] + dx).clamp(0, w - 1)
+    idx = torch.arange(n, device=x.device)[:, None, None]
+    return x.permute(0, 2, 3, 1)[idx, rows, cols].permute(0, 3, 1, 2)
+
+
 def cutout(x: torch.Tensor, g: torch.Generator, ratio: float = 0.5) -> torch.Tensor:
     n, _, h, w = x.shape
     ch, cw = int(h * ratio + 0.5), int(w * ratio + 0.5)
@@ -47,7 +61,7 @@ def cutout(x: torch.Tensor, g: torch.Generator, ratio: float = 0.5) -> torch.Ten
     return x * (~inside)[:, None].to(x.dtype)
 
 
-POLICIES = {"color": color, "translation": translation, "cutout": cutout}
+POLICIES = {"color": color, "translation": translation, "shift": shift, "cutout": cutout}
 
 
 def diff_augment(x: torch.Tensor, policy: str, g: torch.Generator) -> torch.Tensor:

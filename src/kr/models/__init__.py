@@ -9,6 +9,7 @@ from torch import nn
 
 from kr.artifacts import load_state, read_model_config, save_model, weight_shapes
 from kr.errors import ConfigError, KRError
+from kr.models.convnet import ConvNet
 from kr.models.resnet import ResNet
 
 ARCHS: dict[str, Callable[..., nn.Module]] = {
@@ -16,6 +17,7 @@ ARCHS: dict[str, Callable[..., nn.Module]] = {
     "resnet14": partial(ResNet, 14),
     "resnet20": partial(ResNet, 20),
     "resnet32": partial(ResNet, 32),
+    "convnet": ConvNet,
 }
 
 

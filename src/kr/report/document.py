@@ -15,6 +15,7 @@ from kr.errors import KRError
 from kr.methods import describe
 from kr.privacy.results import audit_of, best_attack
 from kr.report import figures
+from kr.report.tables import quality_rows
 
 SECTIONS = (("results", "Results"), ("privacy-utility", "Privacy–utility"), ("audit", "Membership inference"),
             ("samples", "Synthetic samples"), ("selection", "Checkpoint optimisation and tuning"),
@@ -192,7 +193,7 @@ text-align:left}th{background:#f3f3f3}img{max-width:100%;border:1px solid #ddd}f
 figcaption{font-size:.85em;color:#555}pre{background:#f7f7f7;padding:.8em;overflow-x:auto;font-size:.8em}
 figure.half{display:inline-block;width:48%;vertical-align:top;margin-right:1%}
 figure.grid{display:inline-block;width:40%;vertical-align:top;margin-right:2%}
-figure.grid img{width:100%;image-rendering:pixelated}.warn{background:#fff4e0;border-left:4px solid #e69500;padding:.6em 1em}nav a{margin-right:1em}"""
+figure.grid img{width:100%;image-rendering:pixelated}figure.wide img{width:90%;image-rendering:pixelated}.warn{background:#fff4e0;border-left:4px solid #e69500;padding:.6em 1em}nav a{margin-right:1em}"""
 
 
 def _run_sections(page: Page, run: Run, figs: Path, prefix: str) -> None:
@@ -209,9 +210,27 @@ def _run_sections(page: Page, run: Run, figs: Path, prefix: str) -> None:
     page.table(audit_rows(res))
     page.heading(2, f"Synthetic samples — {run.name}", f"{prefix}samples")
     selected = (res.get("selection") or {}).get("selected")
-    page.image(run.file("generator", "checkpoints", selected, "grid.png") if selected else None,
-               f"synthetic samples of the selected checkpoint {selected}, one row per class", "grid")
-    page.image(run.file("report", "real_grid.png"), "real training images, one row per class", "grid")
+    classes = run.file("report", "classes.png")
+    if classes:
+        page.image(classes, f"each class: real training images (left) beside synthetic samples of the "
+                            f"selected checkpoint {selected} (right), at the same scale", "wide")
+    else:  # runs written before the side-by-side figure
+        page.image(run.file("generator", "checkpoints", selected, "grid.png") if selected else None,
+                   f"synthetic samples of the selected checkpoint {selected}, one row per class", "grid")
+        page.image(run.file("report", "real_grid.png"), "real training images, one row per class", "grid")
+    rows = quality_rows(res)
+    if rows:
+        page.text("Generator quality, per checkpoint, on the validation split, by three judges. "
+                  "Downstream: validation ACC of a classifier (the judge's architecture) trained only on "
+                  "the checkpoint's samples with their conditioning labels. Judge: agreement (share of "
+                  "samples it assigns to their class), per-class precision, recall and Fréchet distance in "
+                  "the feature space of the independent judge, a classifier of another architecture and "
+                  "seed that no generator or student is trained against. Teacher: agreement of the "
+                  "teacher, which a guided generator is trained to satisfy (so it flatters such a "
+                  "generator). Student: the short GKD student of checkpoint optimisation (step 3).")
+        header = ["checkpoint", "kimg", "downstream val ACC", "judge agreement", "judge precision",
+                  "judge recall", "judge FD", "teacher agreement", "student val ACC", "student val AUC"]
+        page.table([header] + rows[1:])
     page.heading(2, f"Checkpoint optimisation and tuning — {run.name}", f"{prefix}selection")
     page.image(figures.selection_curves(res, figs / f"{prefix}selection.png"),
                "steps 3–4: short students on each checkpoint and each knob/threshold trial (validation split)")

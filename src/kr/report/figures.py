@@ -76,7 +76,7 @@ def training_curves(records: list[dict], path: Path) -> Path | None:
 
 
 def selection_curves(results: dict, path: Path) -> Path | None:
-    """Step 3 (a short student per checkpoint, with the teacher's agreement) and step 4 (each
+    """Step 3 (a short student per checkpoint, with the downstream score of its samples) and step 4 (each
     knob/threshold trial), all on the validation split."""
     selection, tuning = results.get("selection"), results.get("tuning")
     if not selection:
@@ -88,9 +88,9 @@ def selection_curves(results: dict, path: Path) -> Path | None:
     ckpt.plot(kimg, [c["val"]["acc"] for c in cands], "o-", label="short student val acc")
     ckpt.plot(kimg, [c["val"]["auc"] for c in cands], "s--", label="short student val auc")
     quality = {c["name"]: c for c in results.get("generator", {}).get("quality", {}).get("checkpoints", [])}
-    if quality:
-        ckpt.plot(kimg, [quality[c["name"]]["teacher_agreement"] if c["name"] in quality else float("nan")
-                         for c in cands], "^:", label="teacher agreement")
+    down = [quality.get(c["name"], {}).get("downstream", {}).get("acc", float("nan")) for c in cands]
+    if any(d == d for d in down):
+        ckpt.plot(kimg, down, "^:", label="downstream val acc (samples alone, hard labels)")
     chosen = next(c for c in cands if c["name"] == selection["selected"])
     ckpt.axvline(chosen["kimg"], color="k", lw=0.8, ls="--", label=f"selected {chosen['name']}")
     ckpt.set(xlabel="generator kimg", title="checkpoint optimisation (validation)")

@@ -21,24 +21,15 @@ def summary_table(results: dict) -> str:
                      f"{describe(name, m)}")
     if results.get("cas_gap_pp") is not None:
         lines.append(f"CAS gap (kr − real, test acc): {results['cas_gap_pp']:+.2f} points")
-    quality = results.get("generator", {}).get("quality")
-    selection = results.get("selection")
-    if quality or selection:
+    rows = quality_rows(results)
+    if rows:
         kind = results["generator"]["kind"]
-        lines.append(f"{kind} generator checkpoints (all judged on the validation split):")
-        lines.append(f"  {'checkpoint':<18}{'kimg':>8}{'agree':>8}{'FD':>9}{'student acc':>13}{'auc':>8}")
-        q = {c["name"]: c for c in (quality or {}).get("checkpoints", [])}
-        names = [c["name"] for c in selection["candidates"]] if selection else list(q)
-        students = {c["name"]: c for c in (selection or {}).get("candidates", [])}
-        for n in names:
-            c = q.get(n, {})
-            mark = "  ← selected" if selection and n == selection["selected"] else ""
-            kimg = c.get("kimg", students.get(n, {}).get("kimg", float("nan")))
-            agree = f"{c['teacher_agreement']:.3f}" if c else "-"
-            fd = f"{c['fd']:.2f}" if c else "-"
-            acc = f"{students[n]['val']['acc']:.4f}" if n in students else "-"
-            auc = f"{students[n]['val']['auc']:.4f}" if n in students else "-"
-            lines.append(f"  {n:<18}{kimg:>8.1f}{agree:>8}{fd:>9}{acc:>13}{auc:>8}{mark}")
+        lines.append(f"{kind} generator checkpoints on the validation split — downstream: val acc of a "
+                     "classifier trained on the samples alone; j.: the independent judge; t.: the teacher")
+        widths = [18, 7, 11, 9, 8, 9, 8, 9, 13, 8]
+        for i, row in enumerate(rows):
+            cells = [f"{c:<{w}}" if j == 0 else f"{c:>{w}}" for j, (c, w) in enumerate(zip(row, widths))]
+            lines.append("  " + "".join(cells) + ("  ← selected" if i and row[0] == _selected(results) else ""))
     tuning = results.get("tuning")
     if tuning:
         knob = tuning["knob"]
@@ -53,6 +44,44 @@ def summary_table(results: dict) -> str:
     lines.append(f"time: {timings}")
     lines.append(f"run directory: {results['run_dir']}")
     return "\n".join(lines)
+
+
+def _selected(results: dict) -> str | None:
+    return (results.get("selection") or {}).get("selected")
+
+
+def _judged(c: dict) -> dict:
+    """A quality row in today's form; runs written before the independent judge kept only the
+    teacher's signals, at the top level."""
+    if "teacher" in c or "teacher_agreement" not in c:
+        return c
+    return {**c, "teacher": {"agreement": c["teacher_agreement"], "fd": c["fd"],
+                             "precision": c["precision"], "recall": c["recall"]}}
+
+
+def quality_rows(results: dict) -> list[list[str]]:
+    """Per checkpoint: the downstream score (a classifier trained on its samples alone), the
+    independent judge's signals, the teacher's agreement, and the short GKD student of
+    checkpoint optimisation; all on the validation split.  [] when nothing was judged."""
+    quality = (results.get("generator") or {}).get("quality") or {}
+    selection = results.get("selection") or {}
+    q = {c["name"]: _judged(c) for c in quality.get("checkpoints", [])}
+    students = {c["name"]: c for c in selection.get("candidates", [])}
+    names = list(students) or list(q)
+    if not names:
+        return []
+    f = lambda d, k, fmt: format(d[k], fmt) if d and k in d else "-"  # noqa: E731
+    rows = [["checkpoint", "kimg", "downstream", "j.agree", "j.prec", "j.recall", "j.FD",
+             "t.agree", "student acc", "auc"]]
+    for n in names:
+        c = q.get(n, {})
+        down, judge, teacher = c.get("downstream"), c.get("judge"), c.get("teacher")
+        kimg = c.get("kimg", students.get(n, {}).get("kimg", float("nan")))
+        student = students.get(n, {}).get("val")
+        rows.append([n, f"{kimg:.1f}", f(down, "acc", ".4f"), f(judge, "agreement", ".3f"),
+                     f(judge, "precision", ".3f"), f(judge, "recall", ".3f"), f(judge, "fd", ".2f"),
+                     f(teacher, "agreement", ".3f"), f(student, "acc", ".4f"), f(student, "auc", ".4f")])
+    return rows
 
 
 def _ci(row: dict, key: str) -> str:
