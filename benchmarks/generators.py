@@ -23,6 +23,7 @@ benchmarks/results/generators.json and the sample grids to benchmarks/results/gr
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import platform
@@ -39,18 +40,18 @@ from kr.distill import train_student
 from kr.generators import load_generator
 from kr.models import load_classifier
 
-# Each variant: overrides on the `cpu` preset.  "guided-resnet" is the default before issue 19.
+# Each variant: overrides on the `cpu` preset, whose generator is "lean-ms" (issue 19).
+# "guided-resnet" is the default before issue 19: residual BigGAN blocks, teacher guidance,
+# colour/translation/cutout DiffAugment, 40 kimg.
+OLD = ["generator.gan.arch=resnet", "generator.gan.mode_seeking=0", "generator.kimg=40",
+       "generator.checkpoint_kimg=20", "generator.gan.diffaugment=color,translation,cutout"]
+GUIDED = ["generator.gan.teacher_ce=0.5", "generator.gan.teacher_bn=0.05"]
 VARIANTS = {
-    "guided-resnet": ["generator.gan.arch=resnet", "generator.gan.teacher_ce=0.5",
-                      "generator.gan.teacher_bn=0.05", "generator.kimg=40", "generator.checkpoint_kimg=20"],
-    "resnet": ["generator.gan.arch=resnet", "generator.gan.teacher_ce=0", "generator.gan.teacher_bn=0",
-               "generator.kimg=40", "generator.checkpoint_kimg=20"],
-    "lean": ["generator.gan.arch=lean", "generator.gan.teacher_ce=0", "generator.gan.teacher_bn=0",
-             "generator.gan.mode_seeking=0"],
-    "lean-ms": ["generator.gan.arch=lean", "generator.gan.teacher_ce=0", "generator.gan.teacher_bn=0",
-                "generator.gan.mode_seeking=1"],
-    "guided-lean-ms": ["generator.gan.arch=lean", "generator.gan.teacher_ce=0.5",
-                       "generator.gan.teacher_bn=0.05", "generator.gan.mode_seeking=1"],
+    "lean-ms": [],
+    "lean": ["generator.gan.mode_seeking=0"],
+    "guided-lean-ms": GUIDED,
+    "resnet": OLD,
+    "guided-resnet": OLD + GUIDED,
 }
 OUT = Path("benchmarks/results/generators.json")
 
@@ -73,13 +74,16 @@ def measure(dataset: str, variant: str, seed: int, data_dir: str | None, runs: P
                          data={"dataset": dataset})
     run_dir = runs / f"gen-{dataset}-{variant}-s{seed}"
     shared = runs / f"gen-{dataset}-shared-s{seed}"
-    for stage in ("teacher", "judge"):  # same keys for every variant: train once, copy
-        if (shared / stage / "stage.json").is_file() and not (run_dir / stage).exists():
-            shutil.copytree(shared / stage, run_dir / stage)
+    # Teacher and judge have the same keys for every variant: trained once, then copied (with
+    # the manifest that marks a kr run directory); RunDir checks each key before using it.
+    if (shared / "manifest.json").is_file() and not run_dir.exists():
+        shutil.copytree(shared, run_dir)
     res = pipeline.run(config, out=run_dir, data=data, device="cpu", stages=("quality",))
-    for stage in ("teacher", "judge"):
-        if not (shared / stage).exists():
+    if not shared.exists():
+        shared.mkdir(parents=True)
+        for stage in ("teacher", "judge"):
             shutil.copytree(run_dir / stage, shared / stage)
+        shutil.copy(run_dir / "manifest.json", shared / "manifest.json")
     stages = json.loads((run_dir / "manifest.json").read_text())["stages"]
     fit_s = stages["generator"]["seconds"]
     checkpoints = res["generator"]["quality"]["checkpoints"]
@@ -108,14 +112,27 @@ def measure(dataset: str, variant: str, seed: int, data_dir: str | None, runs: P
             "all_checkpoints": checkpoints, "grid": str(grid)}
 
 
+def cpu_name() -> str:
+    try:
+        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                    if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def save(row: dict) -> None:
-    rows = json.loads(OUT.read_text())["rows"] if OUT.is_file() else []
-    rows = [r for r in rows if (r["dataset"], r["variant"], r["seed"]) !=
-            (row["dataset"], row["variant"], row["seed"])] + [row]
+    """Merge one row into the JSON, under a lock: several benchmark processes may save at once."""
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps({"machine": {"cpu": platform.processor() or platform.machine(),
+    with open(OUT.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        rows = json.loads(OUT.read_text())["rows"] if OUT.is_file() else []
+        rows = [r for r in rows if (r["dataset"], r["variant"], r["seed"]) !=
+                (row["dataset"], row["variant"], row["seed"])] + [row]
+        tmp = OUT.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"machine": {"cpu": cpu_name(),
                                            "cpus": os.cpu_count(), "torch": torch.__version__},
-                               "rows": rows}, indent=2) + "\n")
+                                   "rows": rows}, indent=2) + "\n")
+        tmp.replace(OUT)
 
 
 def table() -> str:
@@ -141,7 +158,7 @@ def main() -> None:
     p.add_argument("--datasets", nargs="+", default=["digits", "breastmnist"])
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--student-epochs", type=int, default=20)
+    p.add_argument("--student-epochs", type=int, default=10)
     p.add_argument("--runs", type=Path, default=Path("benchmarks/results/runs"))
     p.add_argument("--table", action="store_true", help="print the Markdown table of the saved rows")
     args = p.parse_args()

@@ -27,20 +27,21 @@ def _key(out, stage):
 def test_rerun_reuses_and_config_change_reruns_only_downstream(tmp_path, caplog, small):
     caplog.set_level("INFO", logger="kr")
     out = tmp_path / "run"
-    config = load_config("tiny", data={"dataset": small})
+    guided = ["generator.gan.teacher_ce=0.5", "generator.gan.teacher_bn=0.05"]
+    config = load_config("tiny", overrides=guided, data={"dataset": small})
     first = pipeline.run(config, out=out, device="cpu")
     keys = {s: _key(out, s) for s in ("teacher", "generator", "quality", "selection", "tuning")}
 
     caplog.clear()
     second = pipeline.run(config, out=out, device="cpu")
-    for stage in ("teacher", "generator", "quality", "selection", "tuning", "methods/kr",
+    for stage in ("teacher", "judge", "generator", "quality", "selection", "tuning", "methods/kr",
                   "methods/synthetic", "methods/regen", "methods/soft", "evaluate"):
         assert f"{stage}: cached" in caplog.text, stage
     assert second["methods"] == first["methods"] and second["tuning"] == first["tuning"]  # cached
 
     # A tuning grid changes tuning and the students, not the checkpoint choice before it.
     caplog.clear()
-    pipeline.run(load_config("tiny", overrides=["select.threshold=0.0"], data={"dataset": small}),
+    pipeline.run(load_config("tiny", overrides=[*guided, "select.threshold=0.0"], data={"dataset": small}),
                  out=out, device="cpu")
     for stage in ("teacher", "generator", "quality", "selection"):
         assert f"{stage}: cached" in caplog.text, stage
@@ -49,7 +50,7 @@ def test_rerun_reuses_and_config_change_reruns_only_downstream(tmp_path, caplog,
 
     # A new teacher redoes everything that reads it, the teacher-guided generator included.
     caplog.clear()
-    changed = load_config("tiny", overrides=["teacher.train.epochs=1"], data={"dataset": small})
+    changed = load_config("tiny", overrides=[*guided, "teacher.train.epochs=1"], data={"dataset": small})
     third = pipeline.run(changed, out=out, device="cpu", stages=("teacher", "generator", "quality"))
     assert "teacher: cached" not in caplog.text and "quality: cached" not in caplog.text
     assert "generator: cached" not in caplog.text and _key(out, "generator") != keys["generator"]
@@ -73,10 +74,15 @@ def test_a_new_teacher_keeps_an_unguided_generator(tmp_path, caplog, small):
 
 def test_generator_alone_trains_the_teacher_that_guides_it(tmp_path, small):
     out = tmp_path / "run"
-    pipeline.run(load_config("tiny", data={"dataset": small}), out=out, device="cpu",
+    guided = ["generator.gan.teacher_ce=0.5", "generator.gan.teacher_bn=0.05"]
+    pipeline.run(load_config("tiny", overrides=guided, data={"dataset": small}), out=out, device="cpu",
                  stages=("generator",))
     assert (out / "teacher" / "model.safetensors").is_file()
     assert (out / "generator" / "stage.json").is_file()
+    # Unguided (the default), the generator needs no teacher, and the judge only judges.
+    pipeline.run(load_config("tiny", data={"dataset": small}), out=tmp_path / "plain", device="cpu",
+                 stages=("generator",))
+    assert not (tmp_path / "plain" / "teacher").exists() and not (tmp_path / "plain" / "judge").exists()
 
 
 def _untimed(x):

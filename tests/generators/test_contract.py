@@ -13,10 +13,11 @@ from kr.models import build_model
 from kr.seeding import make_generator
 
 # Every backend, and every architecture of a backend, meets one contract.
-VARIANTS = {"gan": ["generator.gan.arch=resnet"], "gan-lean": ["generator.gan.arch=lean"],
+VARIANTS = {"gan": ["generator.gan.arch=resnet", "generator.gan.teacher_ce=0.5", "generator.gan.teacher_bn=0.05"],
+            "gan-lean": ["generator.gan.arch=lean"],  # the default: unguided, mode seeking
             "diffusion": []}
 KINDS = list(VARIANTS)
-# What guides the teacher-guided cGAN (the default); other backends ignore it.
+# What guides a teacher-guided cGAN ("gan" below); other variants ignore it.
 TEACHER = build_model("resnet8", 1, 3, width=8).eval()
 
 

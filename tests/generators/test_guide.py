@@ -12,6 +12,8 @@ from kr.seeding import make_generator
 from tests.generators.test_contract import toy_split
 from tests.toys import toy_split as toy_squares
 
+GUIDED = ["generator.gan.teacher_ce=0.5", "generator.gan.teacher_bn=0.05"]
+
 
 def trained_teacher(classes=3, norm="batch"):
     """A resnet8 fitted for a few steps to the class-coded squares: it tells the classes apart."""
@@ -72,7 +74,7 @@ def _match_running_statistics(teacher, x):
 
 
 def test_guided_gan_needs_a_fitting_teacher(tmp_path):
-    cfg = load_config("tiny", overrides=["generator.kind=gan"]).generator
+    cfg = load_config("tiny", overrides=["generator.kind=gan", *GUIDED]).generator
     gen = build_generator(cfg, 1, 28, 3)
     assert gen.uses_teacher and cfg.uses_teacher()
     with pytest.raises(KRError, match="train the teacher first"):
@@ -84,12 +86,13 @@ def test_guided_gan_needs_a_fitting_teacher(tmp_path):
                                            "generator.gan.teacher_bn=0"]).generator
     assert not plain.uses_teacher() and not build_generator(plain, 1, 28, 3).uses_teacher
     assert not load_config("tiny", overrides=["generator.kind=diffusion"]).generator.uses_teacher()
+    assert not load_config("cpu").generator.uses_teacher()  # unguided by default since issue 19
 
 
 def test_guided_gan_learns_the_teachers_classes():
     """A few guided generator steps make the teacher read its samples as their class."""
     teacher = trained_teacher()
-    cfg = load_config("tiny", overrides=["generator.kind=gan", "generator.batch_size=24",
+    cfg = load_config("tiny", overrides=["generator.kind=gan", "generator.batch_size=24", *GUIDED,
                                          "generator.gan.teacher_ce=2.0"]).generator
     gen = build_generator(cfg, 1, 28, 3)
     gen.opts, gen.guide = gen.make_optimizers(), gen.make_guide(teacher)

@@ -37,7 +37,7 @@ def _md_rows(md: str, first: str) -> dict[str, list[str]]:
 def test_kr_run_ends_with_the_report(run):
     path, results = run
     assert results["report"] == str(path / "report" / "report.html")
-    assert (path / "report" / "report.md").is_file() and (path / "report" / "real_grid.png").is_file()
+    assert (path / "report" / "report.md").is_file() and (path / "report" / "classes.png").is_file()
 
 
 def test_report_from_the_directory_alone_has_every_section_and_results_numbers(run, tmp_path):
@@ -47,7 +47,6 @@ def test_report_from_the_directory_alone_has_every_section_and_results_numbers(r
     for weights in copy.rglob("*.safetensors"):  # nothing may be recomputed: no model to load
         weights.unlink()
     shutil.rmtree(copy / "report")
-    shutil.copy(path / "report" / "real_grid.png", tmp_path / "real.png")
     html = write_report([copy]).read_text()
     md = (copy / "report" / "report.md").read_text()
     for anchor, title in SECTIONS:
@@ -66,6 +65,13 @@ def test_report_from_the_directory_alone_has_every_section_and_results_numbers(r
     r = results["audit_shipped"]["kr"]["loss"]
     assert len(audit) == 1 and f"{r['auc']:.4f} [{r['auc_ci'][0]:.4f}, {r['auc_ci'][1]:.4f}]" in audit[0]
     assert f"{results['memorisation']['pixel']['median_ratio']:.4f}" in md
+    # Generator quality: every checkpoint by the three judges, each named, numbers from results.json.
+    quality = _md_rows(md, "checkpoint")
+    for c in results["generator"]["quality"]["checkpoints"]:
+        cells = next(r for r in quality.values() if r[0] == c["name"])
+        assert cells[2] == f"{c['downstream']['acc']:.4f}" and cells[3] == f"{c['judge']['agreement']:.3f}"
+        assert cells[7] == f"{c['teacher']['agreement']:.3f}"
+    assert "no generator or student is trained against" in md and "flatters" in md
 
 
 def test_html_is_self_contained_and_markdown_figures_exist(run):
