@@ -1,16 +1,20 @@
-"""BigGAN-style class-conditional GAN, sized for 28–64 px images and CPU training.
+"""Class-conditional GANs of the BigGAN family, sized for 28–64 px images and CPU training.
 
-Generator: latent z and a shared class embedding drive conditional BatchNorm in residual
-up-sampling blocks (Brock et al. 2019, §3 and appendix B).  Discriminator: residual
-down-sampling blocks with spectral normalisation and a projection head (Miyato & Koyama
-2018), trained with the hinge loss and several D steps per G step.  DiffAugment is applied
-to real and fake images alike.  Sampling uses the EMA generator in eval mode, with
-BatchNorm "standing statistics" recomputed before each checkpoint, so a sample depends only
-on its own z and label, never on the rest of its batch.
+Two architectures (`generator.gan.arch`).  `resnet` (the `paper` preset): latent z and a shared
+class embedding drive conditional BatchNorm in residual up-sampling blocks (Brock et al. 2019,
+§3 and appendix B); residual down-sampling discriminator.  `lean` (the `cpu` preset): a
+DCGAN-shaped generator (Radford et al. 2016) with the same conditional BatchNorm and a
+strided-conv discriminator, about a quarter of the multiply-adds, so 120 kimg fit the CPU
+budget.  Both discriminators are spectrally normalised projection discriminators (Miyato &
+Koyama 2018), trained with the hinge loss; DiffAugment is applied to real and fake images
+alike.  MSGAN's mode-seeking term (`mode_seeking`) keeps the samples of one class apart.
+Sampling uses the EMA generator in eval mode, with BatchNorm "standing statistics"
+recomputed before each checkpoint, so a sample depends only on its own z and label, never on
+the rest of its batch.
 
-With `teacher_ce` / `teacher_bn` > 0 (the `cpu` preset) the generator's loss adds the frozen
-teacher's judgement of its samples (kr.generators.guide): what makes a CPU-budget cGAN good
-enough for GKD, where it samples a whole epoch's set in a fraction of a student epoch.
+With `teacher_ce` / `teacher_bn` > 0 the generator's loss adds the frozen teacher's judgement
+of its samples (kr.generators.guide); off by default since issue 19, because it pleases the
+teacher more than it makes images that carry their class (benchmarks/GENERATORS.md).
 """
 
 from __future__ import annotations

@@ -11,7 +11,12 @@ Two terms, both differentiable with respect to the images:
   distribution of generated images, not only their class, toward the real one in the feature
   space the student will be distilled in.
 
-Why: it keeps samples in their class at a CPU budget (BreastMNIST, 40 kimg, one D step at
+Off by default since issue 19: the teacher then judges what was trained to please it, and an
+independent judge disagreed (benchmarks/GENERATORS.md: the guided residual cGAN's digits had
+teacher agreement 0.95, judge precision 0.47, and taught a classifier 0.72 against the
+unguided lean cGAN's 0.98; on the lean cGAN, guidance cost 2.7× the time and its BreastMNIST KR
+student fell to the majority class).  The earlier measurement, for the record: it keeps samples
+in their class at a CPU budget (BreastMNIST, 40 kimg, one D step at
 5e-4: teacher agreement 0.95 against 0.68 unguided, per-class Fréchet distance 2.09 against
 2.93, recall 0.72 against 0.58; benchmarks/SPEED.md).  Whether that makes a better student there
 is not settled: seed 0's 40-epoch KR student reached validation ACC 0.833 guided and 0.846
