@@ -34,6 +34,11 @@ def grid_labels(n_classes: int, per_class: int) -> torch.Tensor:
     return torch.arange(n_classes).repeat_interleave(per_class)
 
 
+def grid_seed(config: Config) -> int:
+    """The seed of every checkpoint's grid.png (and of the report's synthetic rows)."""
+    return derive_seed(derive_seed(config.seed, "generator"), "grid")
+
+
 def train_generator(data: ImageDataset, config: Config, folder: Path, device: torch.device,
                     on_log: Callable[[dict], None] | None = None,
                     teacher_dir: Path | None = None) -> dict:
@@ -47,7 +52,7 @@ def train_generator(data: ImageDataset, config: Config, folder: Path, device: to
     labels = grid_labels(data.n_classes, cfg.grid_per_class)
 
     def on_checkpoint(ckpt: Path, g: ConditionalGenerator) -> dict:
-        save_grid(g.sample(labels, derive_seed(seed, "grid")), data.n_classes, ckpt / "grid.png")
+        save_grid(g.sample(labels, grid_seed(config)), data.n_classes, ckpt / "grid.png")
         return {}
 
     teacher = None

@@ -41,7 +41,7 @@ from kr.data import ImageDataset, load_dataset
 from kr.distill import train_student
 from kr.evaluation import cas_gap_pp, evaluate_models
 from kr.executors import InProcess, make_executor
-from kr.generation import grid_labels, judge_checkpoints, train_generator
+from kr.generation import grid_labels, grid_seed, judge_checkpoints, train_generator
 from kr.generators import load_generator
 from kr.generators.quality import save_class_rows, save_grid
 from kr.graph import Stage, closure, keys, walk
@@ -52,7 +52,6 @@ from kr.privacy.results import recorded_audit
 from kr.privacy.scoring import shipped_audit
 from kr.report import write_report
 from kr.rundir import RunDir, append_metrics, evaluated_key
-from kr.seeding import derive_seed
 from kr.selection import optimise_checkpoint, tune
 from kr.teacher import train_judge, train_teacher
 from kr.train import resolve_device
@@ -333,6 +332,6 @@ def _class_rows(data: ImageDataset, config: Config, selection: dict | None, path
         return
     ckpt = path.parent.parent / "generator" / "checkpoints" / selection["selected"]
     fake = load_generator(ckpt).sample(grid_labels(data.n_classes, config.generator.grid_per_class),
-                                       derive_seed(derive_seed(config.seed, "generator"), "grid"))
+                                       grid_seed(config))
     fake = fake.view(data.n_classes, -1, *fake.shape[1:])[:, :k].reshape(-1, *fake.shape[1:])
     save_class_rows(real, fake, data.n_classes, path)
