@@ -123,3 +123,13 @@ def test_audit_config_validation():
     assert load_config("cpu").audit.target_methods(["real", "kr"]) == ("real", "kr")
     with pytest.raises(ConfigError, match="not in this run"):
         config.audit.target_methods(["real"])
+
+
+def test_student_budget_in_images():
+    distill = load_config("cpu").distill
+    assert distill.max_kimg == 30 and distill.train.epochs == 40
+    assert distill.epochs_for(1257) == 23 and distill.epochs_for(546) == 40 and distill.epochs_for(4708) == 6
+    assert distill.epochs_for(10 ** 6) == 1  # never zero epochs
+    assert load_config("paper").distill.epochs_for(4708) == 100  # no cap: paper-scale epochs
+    with pytest.raises(ConfigError, match="distill.max_kimg"):
+        load_config("cpu", overrides=["distill.max_kimg=-1"])

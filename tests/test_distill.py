@@ -106,6 +106,18 @@ def test_kr_student_learns_from_synthetic_images_alone(toy):
     assert out["images_generated"] == 10 * len(data.train)
 
 
+def test_students_are_budgeted_in_images(toy):
+    data, teacher, config = toy
+    train = dataclasses.replace(config.distill.train, epochs=10)
+    budget = 3 * len(data.train) / 1000  # three epochs' images, in kimg
+    config = dataclasses.replace(config, distill=dataclasses.replace(config.distill, train=train, max_kimg=budget))
+    out = train_student(data, config, toy_generator(), teacher, "regen", {"sigma": 1.0}, 0.0)
+    assert out["epochs"] == 3 and out["images_generated"] == 3 * len(data.train)
+    # an explicit epoch count (selection's short candidates) is not capped again
+    out = train_student(data, config, toy_generator(), teacher, "regen", {"sigma": 1.0}, 0.0, epochs=4)
+    assert out["epochs"] == 4
+
+
 def test_student_is_reproducible_and_resumes(toy, tmp_path):
     data, teacher, config = toy
     a = train_student(data, config, toy_generator(), teacher, "kr", {}, 0.0, folder=tmp_path / "a")

@@ -29,5 +29,7 @@ def test_only_the_teacher_and_dp_sgd_saw_real_images():
 
 def test_descriptions_name_dp_budget_and_students():
     assert "ε = 7.99" in methods.describe("dpsgd-eps8", {"epsilon": 7.991, "delta": 0.0018})
+    assert methods.describe("dpsgd-eps8", {"epsilon": 8, "delta": 0.001, "model": "scatter-linear"}) \
+        .startswith("DP-SGD scatter-linear, real images, ε = 8.00")
     assert methods.describe("kr", {}) == "GKD: regenerated + teacher labels"
     assert methods.describe("unknown", {}) == ""

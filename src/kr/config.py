@@ -272,8 +272,19 @@ class DistillConfig:
     pool_factor: float = 4.0      # pool strategy: pool size as a multiple of the per-epoch set
     pool_refresh: int = 20        # pool strategy: a new pool every this many epochs (0 = never)
     max_filter_rounds: int = 20   # Dynamic Sample Filtering: sampling rounds before relaxing
+    # The students' budget in thousands of synthetic images (0 = train.epochs whatever the
+    # size), as selection budgets its candidates: digits 23 of 40 epochs, BreastMNIST all 40,
+    # PneumoniaMNIST 6 (benchmarks/SPEED.md, issue 20).
+    max_kimg: float = 30.0
+
+    def epochs_for(self, images_per_epoch: int) -> int:
+        """Epochs of a final student: train.epochs, capped at max_kimg thousand images."""
+        if not self.max_kimg:
+            return self.train.epochs
+        return max(1, min(self.train.epochs, int(self.max_kimg * 1000 // max(1, images_per_epoch))))
 
     def __post_init__(self):
+        _check(self.max_kimg >= 0, "max_kimg", "must be ≥ 0 (0 = no cap)")
         _check(self.temperature > 0, "temperature", "must be > 0")
         _check(0 <= self.alpha <= 1, "alpha", "must be in [0, 1]")
         _check(self.soft_targets in ("augmented", "clean"), "soft_targets", "must be augmented or clean")
@@ -319,27 +330,37 @@ class SelectConfig:
         _check_grid(self.threshold, "threshold", 0.0, 0.99)
 
 
+DP_MODELS = ("scatter-linear", "scatter-cnn", "cnn")
+
+
 @dataclass(frozen=True)
 class DPConfig:
-    """The DP-SGD baseline (kr.privacy.dp): the teacher's architecture with GroupNorm, trained on
-    the real train split with Opacus, once per target ε."""
+    """The DP-SGD baseline (kr.privacy.dp), trained on the real train split with Opacus, once per
+    target ε.  `model`: scatter-linear (default) or scatter-cnn — a fixed scattering transform
+    and a trained linear or small CNN head (Tramèr & Boneh 2021) — or cnn, the teacher's
+    architecture with GroupNorm trained end to end.  Defaults chosen on validation
+    (benchmarks/DP.md); that choice is outside the (ε, δ) guarantee."""
 
     epsilons: str = "8,1"      # target ε values, comma-separated; one model each
     delta: float = 0.0         # 0 = 1/N, N the real train size
-    max_grad_norm: float = 1.0  # per-sample clipping bound C
-    # 20 epochs: on BreastMNIST val AUC 0.749 (ε = 8) and 0.653 (ε = 1) against 0.672 and 0.646
-    # with 40 (same ε, so less noise per step), in half the time (an exploration run, SPEED.md).
-    epochs: int = 20
-    batch_size: int = 128      # expected batch size (Poisson sampling)
-    # Clipped gradients are small (norm ≤ C), so DP-SGD wants a larger step than the teacher's
-    # (De et al. 2022); on BreastMNIST at ε = 8 lr 1.0 gave the best val AUC of those tried.
-    lr: float = 1.0
+    model: str = "scatter-linear"
+    scatter_j: int = 2         # scattering scales J (the image is downsampled by 2^J)
+    width: int = 32            # scatter-cnn: channels of the head's two conv layers
+    max_grad_norm: float = 0.1  # per-sample clipping bound C
+    epochs: int = 30
+    batch_size: int = 256      # expected batch size (Poisson sampling)
+    # Clipped gradients are small (norm ≤ C), so DP-SGD wants a large step (De et al. 2022;
+    # Tramèr & Boneh use lr 4 with C = 0.1 for their linear ScatterNet).
+    lr: float = 4.0
     momentum: float = 0.9
     accountant: str = "prv"    # Opacus accountant: prv (tightest) or rdp (faster)
 
     def __post_init__(self):
         _check_grid(self.epsilons, "epsilons", 1e-3, 1e6)
         _check(0 <= self.delta < 1, "delta", "must be in [0, 1); 0 means 1/N")
+        _check(self.model in DP_MODELS, "model", f"must be one of {', '.join(DP_MODELS)}")
+        _check(1 <= self.scatter_j <= 4, "scatter_j", "must be in [1, 4]")
+        _check(1 <= self.width <= 256, "width", "must be in [1, 256]")
         _check(self.max_grad_norm > 0, "max_grad_norm", "must be > 0")
         _check(self.epochs >= 1, "epochs", "must be ≥ 1")
         _check(self.batch_size >= 1, "batch_size", "must be ≥ 1")
@@ -437,7 +458,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                                     "lr_g": 2e-4, "lr_d": 2e-4},
                             "diffusion": {"width": 64, "layers_per_block": 2, "steps": 25}},
               "select": {"epochs": 20, "max_kimg": 0.0},
-              "distill": {"model": {"arch": "resnet20", "width": 64},
+              "distill": {"model": {"arch": "resnet20", "width": 64}, "max_kimg": 0.0,
                           "train": {"epochs": 100, "warmup_epochs": 5}}},
 }
 

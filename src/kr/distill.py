@@ -105,13 +105,14 @@ def train_student(data: ImageDataset, config: Config, gen: ConditionalGenerator,
     dcfg = config.distill
     regenerate, soft = METHODS[method]
     tcfg = dcfg.train
-    if epochs is not None:
+    quotas = class_quotas(data.train.labels, data.n_classes, dcfg.size_factor, dcfg.prior)
+    epochs = dcfg.epochs_for(sum(quotas)) if epochs is None else epochs
+    if epochs != tcfg.epochs:
         tcfg = dataclasses.replace(tcfg, epochs=epochs, warmup_epochs=min(tcfg.warmup_epochs, epochs - 1))
     if select_metric is not None:
         tcfg = dataclasses.replace(tcfg, select_metric=select_metric)
     device = next(teacher.parameters()).device
     teacher.to(memory_format=CL)
-    quotas = class_quotas(data.train.labels, data.n_classes, dcfg.size_factor, dcfg.prior)
     mode = resolve_mode(dcfg.strategy, gen) if regenerate else "fixed"
     # Every method draws from the same synthetic stream and starts from the same weights, so
     # the baselines differ from KR only in the ingredient they remove.

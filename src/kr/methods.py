@@ -56,5 +56,6 @@ def saw_real_images(method: str) -> bool:
 def describe(method: str, m: dict) -> str:
     """One line for tables and model cards; `m` is the method's entry in results.json."""
     if is_dp(method) and "epsilon" in m:
-        return f"DP-SGD, real images, ε = {m['epsilon']:.2f} (δ = {m['delta']:.1e})"
+        model = f" {m['model']}" if "model" in m else ""
+        return f"DP-SGD{model}, real images, ε = {m['epsilon']:.2f} (δ = {m['delta']:.1e})"
     return DESCRIPTIONS.get(method, "")

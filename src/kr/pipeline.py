@@ -133,8 +133,9 @@ def stage_graph(config: Config) -> dict[str, Stage]:
     return {s.name: s for s in graph}
 
 
-# DP-SGD trains the teacher's architecture with its crop and epoch selection; each model's ε is
-# its own parameter, so adding an ε to the list keeps the others.
+# DP-SGD selects its epoch by the teacher's metric (and, with dpsgd.model=cnn, trains the
+# teacher's architecture with its crop); each model's ε is its own parameter, so adding an ε to
+# the list keeps the others.
 DP_READS = ("teacher.model", "teacher.train.crop_padding", "teacher.train.select_metric",
             *(f"dpsgd.{f.name}" for f in fields(DPConfig) if f.name != "epsilons"))
 
@@ -286,9 +287,10 @@ def _results(config: Config, data: ImageDataset, outputs: dict[str, dict], run: 
         if not name.startswith("methods/"):
             continue
         method = name.split("/", 1)[1]
-        fields = ("best_epoch", "epsilon", "epsilon_target", "delta", "noise_multiplier") if is_dp(method) \
+        fields = ("best_epoch", "epsilon", "epsilon_target", "delta", "noise_multiplier", "accountant",
+                  "model") if is_dp(method) \
             else ("best_epoch", "mode", "soft_labels", "knobs", "threshold", "images_generated")
-        results["methods"][method] = {k: out[k] for k in fields}
+        results["methods"][method] = {k: out[k] for k in fields if k in out}  # older runs lack model
     if "evaluate" in outputs:
         for m, s in outputs["evaluate"].items():
             results["methods"][m].update(s)

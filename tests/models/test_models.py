@@ -1,14 +1,16 @@
+import json
+
 import pytest
 import torch
 
-from kr.errors import ConfigError
+from kr.errors import ConfigError, KRError
 from kr.models import ARCHS, build_model, load_classifier, save_classifier
 
 
 @pytest.mark.parametrize("arch", list(ARCHS))
 @pytest.mark.parametrize("channels, size", [(1, 28), (3, 28), (1, 64), (3, 64)])
 def test_shapes_for_any_channels_and_size(arch, channels, size):
-    model = build_model(arch, channels, 7, width=4).eval()
+    model = build_model(arch, channels, 7, width=4, **({"image_size": size} if arch == "scatternet" else {})).eval()
     x = torch.randn(2, channels, size, size)
     assert model(x).shape == (2, 7)
     assert model.features(x).shape == (2, model.feature_dim)
@@ -73,3 +75,17 @@ def test_shortcut_is_a_strided_one_by_one_projection():
     x = torch.randn(3, 8, 28, 28)
     strided = torch.nn.functional.conv2d(x, block.shortcut[0].weight, stride=2)
     assert torch.allclose(block.shortcut[0](x[:, :, ::2, ::2]), strided, atol=1e-6)
+
+
+@pytest.mark.parametrize("head", ["linear", "cnn"])
+def test_scatternet_save_load_and_a_mismatched_config(tmp_path, head):
+    torch.manual_seed(0)
+    model = build_model("scatternet", 1, 3, image_size=28, J=2, head=head, width=8).eval()
+    save_classifier(model, tmp_path, "scatternet", 1, 3, image_size=28, J=2, head=head, width=8)
+    x = torch.randn(4, 1, 28, 28)
+    assert torch.equal(model(x), load_classifier(tmp_path)(x))
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["kwargs"]["J"] = 3  # other filters, other feature count: the weights cannot fit
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(KRError, match="do not belong together"):
+        load_classifier(tmp_path)

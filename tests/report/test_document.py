@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from kr.cli import cli
 from kr.errors import KRError
 from kr.report import write_report
-from kr.report.document import SECTIONS
+from kr.report.document import SECTIONS, Run, privacy_points
 
 
 @pytest.fixture
@@ -69,6 +69,8 @@ def test_report_from_the_directory_alone_has_every_section_and_results_numbers(r
         best = max(results["audit_shipped"][method].values(), key=lambda r: r["auc"])
         assert rows[method][6].startswith(f"{best['auc']:.4f} (") and "exp. 2, 1 run)" in rows[method][6]
     assert "ε = " in rows["dpsgd-eps4"][7]
+    points = {p["method"]: p for p in privacy_points([Run(copy)])}
+    assert points["dpsgd-eps4"]["epsilon"] == 4.0 and points["kr"]["epsilon"] is None  # DP: a curve
     audit = [line for line in md.splitlines() if line.startswith("| 2: shipped model | kr | loss |")]
     r = results["audit_shipped"]["kr"]["loss"]
     assert len(audit) == 1 and f"{r['auc']:.4f} [{r['auc_ci'][0]:.4f}, {r['auc_ci'][1]:.4f}]" in audit[0]

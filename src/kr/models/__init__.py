@@ -11,6 +11,7 @@ from kr.artifacts import load_state, read_model_config, save_model, weight_shape
 from kr.errors import ConfigError, KRError
 from kr.models.convnet import ConvNet
 from kr.models.resnet import ResNet
+from kr.models.scatternet import HEADS, ScatterNet, scatter_channels
 
 ARCHS: dict[str, Callable[..., nn.Module]] = {
     "resnet8": partial(ResNet, 8),
@@ -18,6 +19,7 @@ ARCHS: dict[str, Callable[..., nn.Module]] = {
     "resnet20": partial(ResNet, 20),
     "resnet32": partial(ResNet, 32),
     "convnet": ConvNet,
+    "scatternet": ScatterNet,
 }
 
 
@@ -39,6 +41,8 @@ def save_classifier(model: nn.Module, folder, arch: str, in_channels: int, num_c
 # predict`), so its config is checked against these bounds and against its weights' shapes
 # before anything is allocated.
 LIMITS = {"in_channels": (1, 4), "num_classes": (1, 1000), "width": (1, 256)}
+SCATTER_LIMITS = {"image_size": (8, 256), "J": (1, 4)}
+KWARGS = {"scatternet": {"image_size", "J", "head", "width"}}
 
 
 def load_classifier(folder) -> nn.Module:
@@ -57,14 +61,22 @@ def _checked(cfg: dict, folder) -> tuple[str, int, int, dict]:
     if cfg.get("kind", "classifier") != "classifier" or cfg.get("arch") not in ARCHS:
         raise bad(f"arch {cfg.get('arch')!r} is not one of {', '.join(ARCHS)}")
     kwargs = cfg.get("kwargs", {})
-    if not isinstance(kwargs, dict) or set(kwargs) - {"width", "norm", "dropout"}:
+    allowed = KWARGS.get(cfg["arch"], {"width", "norm", "dropout"})
+    if not isinstance(kwargs, dict) or set(kwargs) - allowed:
         raise bad(f"unexpected constructor arguments {kwargs!r}")
     values = {"in_channels": cfg.get("in_channels"), "num_classes": cfg.get("num_classes"),
               "width": kwargs.get("width", 16)}
-    for key, (low, high) in LIMITS.items():
+    limits = dict(LIMITS)
+    if cfg["arch"] == "scatternet":
+        values.update(image_size=kwargs.get("image_size", 28), J=kwargs.get("J", 2))
+        limits.update(SCATTER_LIMITS)
+    for key, (low, high) in limits.items():
         v = values[key]
         if not isinstance(v, int) or isinstance(v, bool) or not low <= v <= high:
             raise bad(f"{key} = {v!r} is not an integer in [{low}, {high}]")
+    if cfg["arch"] == "scatternet":
+        return cfg["arch"], values["in_channels"], values["num_classes"], _scatter_checked(
+            kwargs, values, weight_shapes(folder), bad, folder)
     if kwargs.get("norm", "batch") not in ("batch", "group"):
         raise bad(f"norm {kwargs.get('norm')!r} is not batch or group")
     dropout = kwargs.get("dropout", 0.0)
@@ -72,12 +84,27 @@ def _checked(cfg: dict, folder) -> tuple[str, int, int, dict]:
         raise bad(f"dropout {dropout!r} is not in [0, 1)")
     shapes = weight_shapes(folder)
     w, c, k = values["width"], values["in_channels"], values["num_classes"]
-    expected = {"stem.0.weight": (w, c, 3, 3), "fc.weight": (k, 4 * w)}
+    _match(folder, shapes, {"stem.0.weight": (w, c, 3, 3), "fc.weight": (k, 4 * w)})
+    return cfg["arch"], c, k, kwargs
+
+
+def _scatter_checked(kwargs: dict, values: dict, shapes: dict, bad, folder) -> dict:
+    head = kwargs.get("head", "linear")
+    if head not in HEADS:
+        raise bad(f"head {head!r} is not one of {', '.join(HEADS)}")
+    c = scatter_channels(values["in_channels"], values["J"])
+    side = -(-values["image_size"] // 2 ** values["J"])
+    w, k = values["width"], values["num_classes"]
+    _match(folder, shapes, {"head.1.weight": (k, c * side * side)} if head == "linear" else
+           {"head.0.weight": (w, c, 3, 3), "head.6.weight": (k, w * (side // 2) ** 2)})
+    return kwargs
+
+
+def _match(folder, shapes: dict, expected: dict) -> None:
     for name, shape in expected.items():
         if shapes.get(name) != shape:
             raise KRError(f"{folder}: config.json describes {name} as {shape}, the weights hold "
                           f"{shapes.get(name)}; the folder's config and weights do not belong together")
-    return cfg["arch"], c, k, kwargs
 
 
 __all__ = ["ARCHS", "build_model", "load_classifier", "save_classifier"]

@@ -1,0 +1,76 @@
+"""ScatterNet classifiers (Tramèr & Boneh, ICLR 2021, "Differentially private learning needs
+better features"): a fixed wavelet scattering transform (Oyallon & Mallat 2015) followed by a
+small trained head.  The DP-SGD baseline (kr.privacy.dp) uses them.
+
+The scattering transform is data-independent: its Morlet filters are a function of (J, L,
+image size) alone and are never trained, so it costs no privacy budget and DP-SGD only has to
+train the head — a linear layer or a two-layer CNN — whose per-sample gradients are cheap and
+whose few parameters make the added noise small (Tramèr & Boneh §3).  The coefficients are
+normalised per sample with a GroupNorm without affine parameters (their §3, "group
+normalisation", G = 27 per 81 channels): a private mean and variance would cost budget.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+HEADS = ("linear", "cnn")
+ANGLES = 8  # L, orientations per scale (Tramèr & Boneh use J = 2, L = 8 on 28 and 32 px)
+
+
+def _scattering(J: int, image_size: int) -> nn.Module:
+    try:
+        # kymatio.torch also imports the 3-D frontend, which needs scipy.special.sph_harm
+        # (removed in SciPy 1.17); the 2-D frontend alone does not.
+        from kymatio.scattering2d.frontend.torch_frontend import ScatteringTorch2D
+    except ImportError:
+        from kr.errors import KRError
+        raise KRError("ScatterNet models need kymatio: pip install kymatio") from None
+    s = ScatteringTorch2D(J=J, shape=(image_size, image_size), L=ANGLES)
+    # The filters are a function of (J, L, size): rebuilt, never saved, never loaded, so a
+    # model file holds only what was trained.
+    for name, buf in list(s.named_buffers(recurse=False)):
+        s.register_buffer(name, buf, persistent=False)
+    return s
+
+
+def scatter_channels(in_channels: int, J: int) -> int:
+    """Coefficients per pixel of the scattered image: 1 + JL + L²J(J-1)/2 per input channel."""
+    return in_channels * (1 + J * ANGLES + ANGLES ** 2 * J * (J - 1) // 2)
+
+
+class ScatterNet(nn.Module):
+    def __init__(self, in_channels: int, num_classes: int, image_size: int = 28, J: int = 2,
+                 head: str = "linear", width: int = 32):
+        super().__init__()
+        if head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, not {head!r}")
+        self.scattering = _scattering(J, image_size)
+        c = scatter_channels(in_channels, J)
+        side = -(-image_size // 2 ** J)
+        self.J, self.head_kind = J, head
+        self.norm = nn.GroupNorm(c // 3, c, affine=False)
+        if head == "linear":
+            self.head = nn.Sequential(nn.Flatten(), nn.Linear(c * side * side, num_classes))
+            self.feature_dim = c * side * side
+        else:  # Tramèr & Boneh's ScatterNet+CNN, scaled down: two conv layers, tanh, one pooling
+            self.head = nn.Sequential(
+                nn.Conv2d(c, width, 3, padding=1), nn.Tanh(), nn.MaxPool2d(2),
+                nn.Conv2d(width, width, 3, padding=1), nn.Tanh(), nn.Flatten(),
+                nn.Linear(width * (side // 2) ** 2, num_classes))
+            self.feature_dim = width * (side // 2) ** 2
+
+    @torch.no_grad()
+    def scatter(self, x: torch.Tensor) -> torch.Tensor:
+        """The fixed, normalised features: B×C×H×W → B×C'×H/2^J×W/2^J."""
+        s = self.scattering(x.contiguous())  # B×C×K×h×w
+        return self.norm(s.flatten(1, 2))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate features, as ResNet.features: the flattened scattering coefficients
+        (linear head) or the CNN head's last hidden layer."""
+        return self.head[:-1](self.scatter(x)).flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.scatter(x))
