@@ -48,6 +48,7 @@ VARIANTS = {
 }
 OUT = Path("benchmarks/results/dp.jsonl")
 MD = Path("benchmarks/DP.md")
+MARKER = "<!-- generated above; written by hand below -->"
 
 
 def cpu_name() -> str:
@@ -175,7 +176,9 @@ def main() -> None:
                         save(row)
                         print(json.dumps({k: row[k] for k in ("dataset", "variant", "epsilon_target", "seed",
                                                               "epsilon", "val", "test", "seconds")}), flush=True)
-    MD.write_text(table())
+    # the hand-written reading of the numbers, below the marker, survives a rebuild
+    hand = MD.read_text().split(MARKER, 1)[1] if MD.is_file() and MARKER in MD.read_text() else "\n"
+    MD.write_text(table() + "\n" + MARKER + hand)
 
 
 if __name__ == "__main__":

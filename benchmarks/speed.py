@@ -4,6 +4,7 @@
     python benchmarks/speed.py ratios --run benchmarks/results/runs/speed-breastmnist-s0
     python benchmarks/speed.py generators --data-dir ../shared/data/medmnist
     python benchmarks/speed.py table                  # benchmarks/SPEED.md from results/speed.json
+    python benchmarks/speed.py record --run DIR --wall-s S --note "fresh clone"   # timed elsewhere
 
 `runs`: a default `kr run` (every default method, DP-SGD included, no `kr audit`) per dataset
 and seed, as a subprocess, wall clock and per-stage seconds from its manifest.
@@ -104,20 +105,29 @@ def runs(args) -> None:
             start = time.perf_counter()
             subprocess.run(cmd, check=True)
             wall = round(time.perf_counter() - start, 1)
-            res = json.loads((out / "results.json").read_text())
-            manifest = json.loads((out / "manifest.json").read_text())
-            data[f"{dataset}-s{seed}"] = {
-                "dataset": dataset, "seed": seed, "wall_s": wall, "resumed": bool(args.resume),
-                "shared": bool(args.shared), "cpu": _cpu(),
-                "threads": manifest.get("threads"),
-                "stage_s": {k: v["seconds"] for k, v in manifest["stages"].items()},
-                "test": {m: v["test"] for m, v in res["methods"].items()},
-                "val": {m: v["val"] for m, v in res["methods"].items()},
-                "cas_gap_pp": res["cas_gap_pp"], "selected": res["selection"]["selected"],
-                "tuned": {**res["tuning"]["knobs"], "threshold": res["tuning"]["threshold"]}}
+            data[f"{dataset}-s{seed}"] = _row(out, wall, resumed=bool(args.resume), shared=bool(args.shared))
             print(json.dumps(data[f"{dataset}-s{seed}"]), flush=True)
             data = {**load().get("runs", {}), f"{dataset}-s{seed}": data[f"{dataset}-s{seed}"]}
             save("runs", data)  # merged with what runs side by side saved meanwhile
+
+
+def _row(out: Path, wall: float, resumed: bool = False, shared: bool = False, note: str = "") -> dict:
+    res = json.loads((out / "results.json").read_text())
+    manifest = json.loads((out / "manifest.json").read_text())
+    return {"dataset": res["dataset"], "seed": res["seed"], "wall_s": wall, "resumed": resumed,
+            "shared": shared, "cpu": _cpu(), "note": note, "threads": manifest.get("threads"),
+            "stage_s": {k: v["seconds"] for k, v in manifest["stages"].items()},
+            "test": {m: v["test"] for m, v in res["methods"].items()},
+            "val": {m: v["val"] for m, v in res["methods"].items()},
+            "cas_gap_pp": res["cas_gap_pp"], "selected": res["selection"]["selected"],
+            "tuned": {**res["tuning"]["knobs"], "threshold": res["tuning"]["threshold"]}}
+
+
+def record(args) -> None:
+    """A `kr run` timed outside this script (the README's first command on a fresh clone)."""
+    row = _row(Path(args.run), args.wall_s, note=args.note)
+    save("runs", {**load().get("runs", {}), f"{row['dataset']}-s{row['seed']}": row})
+    print(json.dumps(row))
 
 
 # --- ratios --------------------------------------------------------------------------------
@@ -302,6 +312,44 @@ def _ms(xs, fmt: str = ".3f") -> str:
     return f"{statistics.mean(xs):{fmt}}{sd}"
 
 
+def _runs_section(runs_: dict, machine: str, title: str, before: dict | None = None) -> list[str]:
+    """`before`: earlier rows by key, shown in the `before` column in place of BEFORE_TOTAL."""
+    if not runs_:
+        return []
+    lines = [title, "",
+             "| dataset | seed | wall clock | target | before | test ACC kr / real | CAS gap (pp) |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in runs_.values():
+        ds = r["dataset"]
+        flags = [f for f, on in (("resumed", r["resumed"]), ("shared cores", r.get("shared"))) if on]
+        flags += [r["note"]] if r.get("note") else []
+        note = f" ({', '.join(flags)})" if flags else ""
+        note += "" if r.get("cpu", machine) == machine else f" ({r.get('cpu', 'another CPU')})"
+        old = (before or {}).get(f"{ds}-s{r['seed']}")
+        was = f"{old['wall_s'] / 60:.1f} min ({old.get('cpu', '?')})" if old else BEFORE_TOTAL.get(ds, "-")
+        lines.append(f"| {ds} | {r['seed']} | {r['wall_s'] / 60:.1f} min{note}"
+                     f" | ≤ {TARGET_MIN.get(ds, '?')} min | {was} | "
+                     f"{r['test']['kr']['acc']:.4f} / {r['test']['real']['acc']:.4f} | {r['cas_gap_pp']:+.2f} |")
+    stages = list(dict.fromkeys(s for r in runs_.values() for s in r["stage_s"]))
+    lines += ["", "Seconds per stage (before: the old `cpu` preset on BreastMNIST, recorded):", "",
+              "| run | " + " | ".join(stages) + " |", "|" + " --- |" * (len(stages) + 1)]
+    for ds, before in BEFORE.items():
+        lines.append(f"| {ds}, before | " + " | ".join(str(before.get(s, "")) for s in stages) + " |")
+    for key, r in runs_.items():
+        label = key + (" (shared cores)" if r.get("shared") else "")
+        lines.append(f"| {label} | " + " | ".join(f"{r['stage_s'].get(s, 0):.0f}" for s in stages) + " |")
+    methods = ("real", "kr", "synthetic", "regen", "soft")
+    lines += ["", "Test ACC, mean ± std over the seeds measured (the test split chose nothing):", "",
+              "| dataset | seeds | " + " | ".join(methods) + " | CAS gap (pp) |",
+              "|" + " --- |" * (len(methods) + 3)]
+    for ds in dict.fromkeys(r["dataset"] for r in runs_.values()):
+        rs = [r for r in runs_.values() if r["dataset"] == ds]
+        cells = [_ms([r["test"][m]["acc"] for r in rs if m in r["test"]]) for m in methods]
+        lines.append(f"| {ds} | {', '.join(str(r['seed']) for r in rs)} | " + " | ".join(cells)
+                     + f" | {_ms([r['cas_gap_pp'] for r in rs], '+.1f')} |")
+    return lines + [""]
+
+
 def table(args) -> None:
     data = load()
     lines = ["# Speed", "",
@@ -310,37 +358,12 @@ def table(args) -> None:
              f"({data.get('machine', {}).get('processor', '?')}), PyTorch "
              f"{data.get('machine', {}).get('torch', '?')}, no GPU. Wall-clock times, one thing "
              f"at a time on idle cores unless a row says otherwise.", ""]
-    runs_ = data.get("runs", {})
-    machine = data.get("machine", {}).get("processor", "?")
-    if runs_:
-        lines += ["## `kr run`, default settings (every default method, DP-SGD included, no `kr audit`)", "",
-                  "| dataset | seed | wall clock | target | before | test ACC kr / real | CAS gap (pp) |",
-                  "| --- | --- | --- | --- | --- | --- | --- |"]
-        for r in runs_.values():
-            ds = r["dataset"]
-            flags = [f for f, on in (("resumed", r["resumed"]), ("shared cores", r.get("shared"))) if on]
-            note = f" ({', '.join(flags)})" if flags else ""
-            note += "" if r.get("cpu", machine) == machine else f" ({r.get('cpu', 'another CPU')})"
-            lines.append(f"| {ds} | {r['seed']} | {r['wall_s'] / 60:.1f} min{note}"
-                         f" | ≤ {TARGET_MIN.get(ds, '?')} min | {BEFORE_TOTAL.get(ds, '-')} | "
-                         f"{r['test']['kr']['acc']:.4f} / {r['test']['real']['acc']:.4f} | {r['cas_gap_pp']:+.2f} |")
-        stages = list(dict.fromkeys(s for r in runs_.values() for s in r["stage_s"]))
-        lines += ["", "Seconds per stage (before: the old `cpu` preset on BreastMNIST, recorded):", "",
-                  "| run | " + " | ".join(stages) + " |", "|" + " --- |" * (len(stages) + 1)]
-        for ds, before in BEFORE.items():
-            lines.append(f"| {ds}, before | " + " | ".join(str(before.get(s, "")) for s in stages) + " |")
-        for key, r in runs_.items():
-            label = key + (" (shared cores)" if r.get("shared") else "")
-            lines.append(f"| {label} | " + " | ".join(f"{r['stage_s'].get(s, 0):.0f}" for s in stages) + " |")
-        methods = ("real", "kr", "synthetic", "regen", "soft")
-        lines += ["", "Test ACC, mean ± std over the seeds measured (the test split chose nothing):", "",
-                  "| dataset | seeds | " + " | ".join(methods) + " | CAS gap (pp) |",
-                  "|" + " --- |" * (len(methods) + 3)]
-        for ds in dict.fromkeys(r["dataset"] for r in runs_.values()):
-            rs = [r for r in runs_.values() if r["dataset"] == ds]
-            cells = [_ms([r["test"][m]["acc"] for r in rs if m in r["test"]]) for m in methods]
-            lines.append(f"| {ds} | {', '.join(str(r['seed']) for r in rs)} | " + " | ".join(cells)
-                         + f" | {_ms([r['cas_gap_pp'] for r in rs], '+.1f')} |")
+    lines += _runs_section(data.get("runs", {}), data.get("machine", {}).get("processor", "?"),
+                           "## `kr run`, default settings (every default method, DP-SGD included, no `kr audit`)",
+                           before=data.get("runs_issue13", {}))
+    lines += _runs_section(data.get("runs_issue13", {}), data.get("machine", {}).get("processor", "?"),
+                           "## Before issue 20 (issue 13's `cpu` preset: end-to-end DP-SGD, 40-epoch "
+                           "students, the old generator)")
     gens = data.get("generators", {})
     if gens:
         lines += ["", "## Generators (BreastMNIST, seed 0, `cpu` budgets; validation split only)", "",
@@ -404,14 +427,19 @@ def main() -> None:
     g.add_argument("--only", nargs="*", default=None, help="Names of GENERATORS to (re)measure.")
     g.add_argument("--shared", action="store_true", help="Other work shares the cores: times do not count.")
     sub.add_parser("table")
+    c = sub.add_parser("record", help="Record a `kr run` timed elsewhere (a fresh clone's first command).")
+    c.add_argument("--run", required=True)
+    c.add_argument("--wall-s", type=float, required=True)
+    c.add_argument("--note", default="")
     for s in (r, q, g):
         s.add_argument("--data-dir", default=os.environ.get("KR_DATA_DIR"))
     args = p.parse_args()
     from kr.cores import claim
 
-    if args.what != "runs":  # `runs` only waits on its `kr run`, which must get every core
+    if args.what not in ("runs", "record", "table"):  # `runs` only waits on its `kr run`, which must get every core
         claim()  # a share of the cores beside other kr processes, as `kr` itself takes
-    {"runs": runs, "ratios": ratios, "generators": generators, "table": table}[args.what](args)
+    {"runs": runs, "ratios": ratios, "generators": generators, "table": table,
+     "record": record}[args.what](args)
 
 
 if __name__ == "__main__":
