@@ -11,7 +11,7 @@ def test_summary_lists_every_evaluated_method_with_its_numbers(finished_run):
     for name, m in results["methods"].items():
         row = next(line for line in text.splitlines() if line.startswith(name + " "))
         assert f"{m['test']['acc']:.4f}" in row and f"{m['val']['auc']:.4f}" in row
-    assert "DP-SGD, real images, ε = " in text and "CAS gap (kr − real, test acc)" in text
+    assert "DP-SGD scatter-linear, real images, ε = " in text and "CAS gap (kr − real, test acc)" in text
 
 
 def test_audit_table_keeps_long_target_names_apart_from_the_attack(finished_run):
