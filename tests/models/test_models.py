@@ -89,3 +89,15 @@ def test_scatternet_save_load_and_a_mismatched_config(tmp_path, head):
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(KRError, match="do not belong together"):
         load_classifier(tmp_path)
+
+
+@pytest.mark.parametrize("J, size", [(1, 28), (3, 28), (4, 28), (3, 64)])
+def test_scatternet_any_scale_count_and_size(J, size):
+    """217 channels at J = 3 (not a multiple of 3), 28 px not divisible by 2^J: still a network."""
+    for head in ("linear", "cnn"):
+        if head == "cnn" and size // 2 ** J < 2:  # nothing left to pool: a clear error instead
+            with pytest.raises(KRError, match="lower dpsgd.scatter_j"):
+                build_model("scatternet", 1, 2, image_size=size, J=J, head=head)
+            continue
+        model = build_model("scatternet", 1, 2, image_size=size, J=J, head=head).eval()
+        assert model(torch.randn(2, 1, size, size)).shape == (2, 2)

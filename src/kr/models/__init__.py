@@ -11,7 +11,7 @@ from kr.artifacts import load_state, read_model_config, save_model, weight_shape
 from kr.errors import ConfigError, KRError
 from kr.models.convnet import ConvNet
 from kr.models.resnet import ResNet
-from kr.models.scatternet import HEADS, ScatterNet, scatter_channels
+from kr.models.scatternet import HEADS, ScatterNet, scatter_channels, scatter_side
 
 ARCHS: dict[str, Callable[..., nn.Module]] = {
     "resnet8": partial(ResNet, 8),
@@ -93,7 +93,7 @@ def _scatter_checked(kwargs: dict, values: dict, shapes: dict, bad, folder) -> d
     if head not in HEADS:
         raise bad(f"head {head!r} is not one of {', '.join(HEADS)}")
     c = scatter_channels(values["in_channels"], values["J"])
-    side = -(-values["image_size"] // 2 ** values["J"])
+    side = scatter_side(values["J"], values["image_size"])
     w, k = values["width"], values["num_classes"]
     _match(folder, shapes, {"head.1.weight": (k, c * side * side)} if head == "linear" else
            {"head.0.weight": (w, c, 3, 3), "head.6.weight": (k, w * (side // 2) ** 2)})

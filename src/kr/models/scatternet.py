@@ -12,8 +12,12 @@ normalisation", G = 27 per 81 channels): a private mean and variance would cost 
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
+
+from kr.errors import KRError
 
 HEADS = ("linear", "cnn")
 ANGLES = 8  # L, orientations per scale (Tramèr & Boneh use J = 2, L = 8 on 28 and 32 px)
@@ -25,7 +29,6 @@ def _scattering(J: int, image_size: int) -> nn.Module:
         # (removed in SciPy 1.17); the 2-D frontend alone does not.
         from kymatio.scattering2d.frontend.torch_frontend import ScatteringTorch2D
     except ImportError:
-        from kr.errors import KRError
         raise KRError("ScatterNet models need kymatio: pip install kymatio") from None
     s = ScatteringTorch2D(J=J, shape=(image_size, image_size), L=ANGLES)
     # The filters are a function of (J, L, size): rebuilt, never saved, never loaded, so a
@@ -40,6 +43,21 @@ def scatter_channels(in_channels: int, J: int) -> int:
     return in_channels * (1 + J * ANGLES + ANGLES ** 2 * J * (J - 1) // 2)
 
 
+@functools.lru_cache(maxsize=None)
+def scatter_side(J: int, image_size: int) -> int:
+    """Side of the scattered image: image_size / 2^J where it divides, else what kymatio's
+    padding gives (measured once on a blank image rather than re-derived)."""
+    if image_size % 2 ** J == 0:
+        return image_size // 2 ** J
+    with torch.no_grad():
+        return _scattering(J, image_size)(torch.zeros(1, 1, image_size, image_size)).shape[-1]
+
+
+def _groups(channels: int) -> int:
+    # Tramèr & Boneh's 27 groups of 3 for 81 channels; where 3 does not divide, one per channel
+    return channels // 3 if channels % 3 == 0 else channels
+
+
 class ScatterNet(nn.Module):
     def __init__(self, in_channels: int, num_classes: int, image_size: int = 28, J: int = 2,
                  head: str = "linear", width: int = 32):
@@ -47,10 +65,12 @@ class ScatterNet(nn.Module):
         if head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, not {head!r}")
         self.scattering = _scattering(J, image_size)
-        c = scatter_channels(in_channels, J)
-        side = -(-image_size // 2 ** J)
+        c, side = scatter_channels(in_channels, J), scatter_side(J, image_size)
+        if head == "cnn" and side < 2:
+            raise KRError(f"the scatter-cnn head needs a scattered image of at least 2×2 px; J = {J} "
+                          f"leaves {side}×{side} of {image_size} px: lower dpsgd.scatter_j")
         self.J, self.head_kind = J, head
-        self.norm = nn.GroupNorm(c // 3, c, affine=False)
+        self.norm = nn.GroupNorm(_groups(c), c, affine=False)
         if head == "linear":
             self.head = nn.Sequential(nn.Flatten(), nn.Linear(c * side * side, num_classes))
             self.feature_dim = c * side * side
