@@ -11,7 +11,7 @@ from kr.artifacts import load_state, read_model_config, save_model, weight_shape
 from kr.errors import ConfigError, KRError
 from kr.models.convnet import ConvNet
 from kr.models.resnet import ResNet
-from kr.models.scatternet import HEADS, ScatterNet, scatter_channels, scatter_side
+from kr.models.scatternet import HEADS, ScatterNet, head_shapes
 
 ARCHS: dict[str, Callable[..., nn.Module]] = {
     "resnet8": partial(ResNet, 8),
@@ -68,7 +68,8 @@ def _checked(cfg: dict, folder) -> tuple[str, int, int, dict]:
               "width": kwargs.get("width", 16)}
     limits = dict(LIMITS)
     if cfg["arch"] == "scatternet":
-        values.update(image_size=kwargs.get("image_size", 28), J=kwargs.get("J", 2))
+        values.update(image_size=kwargs.get("image_size", 28), J=kwargs.get("J", 2),
+                      width=kwargs.get("width", 32))  # ScatterNet's own defaults
         limits.update(SCATTER_LIMITS)
     for key, (low, high) in limits.items():
         v = values[key]
@@ -92,11 +93,8 @@ def _scatter_checked(kwargs: dict, values: dict, shapes: dict, bad, folder) -> d
     head = kwargs.get("head", "linear")
     if head not in HEADS:
         raise bad(f"head {head!r} is not one of {', '.join(HEADS)}")
-    c = scatter_channels(values["in_channels"], values["J"])
-    side = scatter_side(values["J"], values["image_size"])
-    w, k = values["width"], values["num_classes"]
-    _match(folder, shapes, {"head.1.weight": (k, c * side * side)} if head == "linear" else
-           {"head.0.weight": (w, c, 3, 3), "head.6.weight": (k, w * (side // 2) ** 2)})
+    _match(folder, shapes, head_shapes(values["in_channels"], values["num_classes"], values["image_size"],
+                                       values["J"], head, values["width"]))
     return kwargs
 
 

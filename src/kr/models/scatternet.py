@@ -53,6 +53,16 @@ def scatter_side(J: int, image_size: int) -> int:
         return _scattering(J, image_size)(torch.zeros(1, 1, image_size, image_size)).shape[-1]
 
 
+def head_shapes(in_channels: int, num_classes: int, image_size: int = 28, J: int = 2,
+                head: str = "linear", width: int = 32) -> dict[str, tuple[int, ...]]:
+    """The shapes of the weights that fix the head's architecture, for checking a saved folder
+    before anything is built (kr.models.load_classifier)."""
+    c, side = scatter_channels(in_channels, J), scatter_side(J, image_size)
+    if head == "linear":
+        return {"head.1.weight": (num_classes, c * side * side)}
+    return {"head.0.weight": (width, c, 3, 3), "head.6.weight": (num_classes, width * (side // 2) ** 2)}
+
+
 def _groups(channels: int) -> int:
     # Tramèr & Boneh's 27 groups of 3 for 81 channels; where 3 does not divide, one per channel
     return channels // 3 if channels % 3 == 0 else channels
