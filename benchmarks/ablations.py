@@ -49,7 +49,7 @@ def measure(args) -> None:
     spec = {k: getattr(args, k) for k in ("run", "data_dir", "set", "teacher", "variant")}
     calls = [((_student, (spec, seed, method)), None) for seed in args.seeds for method in args.methods
              if _key(run.name, method, seed, args.variant) not in rows]
-    executor = make_executor(args.executor, args.workers, run_path=ROOT / "results")
+    executor = make_executor(args.executor, workers=args.workers, run_path=ROOT / "results")
     try:
         executor.run(calls)
     finally:

@@ -5,7 +5,7 @@
     python benchmarks/dp.py --table       # rebuild benchmarks/DP.md from the JSON lines
 
 Each variant is a set of overrides on the `cpu` preset's `dpsgd` section, trained by the
-product's own kr.privacy.dp.train_dpsgd on the real train split (best epoch on validation, as in
+product's own kr.dpsgd.train_dpsgd on the real train split (best epoch on validation, as in
 `kr run`), then scored on validation and test.  Rows: val and test ACC/AUC, the ε the
 accountant reports spent (δ = 1/N), noise multiplier, steps, seconds, threads, CPU.  Every row
 is appended to benchmarks/results/dp.jsonl as soon as it is measured; a rerun skips rows it
@@ -27,7 +27,7 @@ import torch
 
 from kr.config import load_config
 from kr.data import load_dataset
-from kr.privacy.dp import train_dpsgd
+from kr.dpsgd import train_dpsgd
 from kr.train import score
 
 LINEAR = ["dpsgd.model=scatter-linear", "dpsgd.lr=4", "dpsgd.max_grad_norm=0.1"]

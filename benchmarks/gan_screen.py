@@ -26,7 +26,7 @@ from kr.config import load_config
 from kr.data import Split, load_dataset
 from kr.generation import grid_labels
 from kr.generators import build_generator
-from kr.generators.quality import save_grid
+from kr.quality import save_grid
 from kr.models import build_model, load_classifier
 from kr.synthetic import class_quotas
 from kr.train import fit_classifier

@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from kr.data import load_dataset  # noqa: E402
-from kr.generators.quality import save_grid  # noqa: E402
+from kr.quality import save_grid  # noqa: E402
 
 
 def main() -> None:

@@ -83,7 +83,8 @@ def test_yaml_file_errors(tmp_path):
 
 @pytest.mark.parametrize("override, message", [
     ("baselines=synthetic,fancy", "config baselines: unknown ['fancy']"),
-    ("select.sigma=1.0,abc", "config select.sigma: '1.0,abc' is not a comma-separated list"),
+    ("select.sigma=1.0,abc", "config select.sigma: '1.0,abc' is not a list of numbers"),
+        ("select.sigma=[1.0, x]", "config select.sigma: [1.0, 'x'] is not a list of numbers"),
     ("select.sigma=0.5", "config select.sigma: values must be in [1.0, 10.0]"),
     ("select.threshold=1.5", "config select.threshold: values must be in [0.0, 0.99]"),
     ("distill.strategy=sometimes", "config distill.strategy: must be auto, every-epoch or pool"),
@@ -133,3 +134,17 @@ def test_student_budget_in_images():
     assert load_config("paper").distill.epochs_for(4708) == 100  # no cap: paper-scale epochs
     with pytest.raises(ConfigError, match="distill.max_kimg"):
         load_config("cpu", overrides=["distill.max_kimg=-1"])
+
+
+def test_grids_are_typed_tuples_written_any_of_three_ways(tmp_path):
+    for form in ("select.sigma=1,2.5", "select.sigma=[1, 2.5]"):
+        assert load_config("cpu", overrides=[form]).select.sigma == (1.0, 2.5)
+    assert load_config("cpu", overrides=["select.threshold=0.3"]).select.threshold == (0.3,)
+    yaml_file = tmp_path / "c.yaml"
+    yaml_file.write_text("select:\n  guidance: [1.5, 3]\ndpsgd:\n  epsilons: 2,4\n")
+    config = load_config("cpu", yaml_file)
+    assert config.select.guidance == (1.5, 3.0) and config.dpsgd.epsilon_list() == (2.0, 4.0)
+    # the resolved config.yaml writes lists, and reads back to the same config
+    saved = tmp_path / "saved.yaml"
+    saved.write_text(config.to_yaml())
+    assert "- 1.5" in saved.read_text() and load_config("cpu", saved) == config

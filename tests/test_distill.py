@@ -7,10 +7,15 @@ from torch.nn import functional as F
 
 import kr.distill
 from kr.config import TrainConfig, load_config
-from kr.distill import METHODS, kd_loss, train_student
+from kr.distill import kd_loss, train_student
+from kr.methods import METHODS as REGISTRY
 from kr.models import build_model
 from kr.train import fit_classifier, score
 from tests.toys import toy_dataset, toy_generator
+
+# the students of kr.distill: method → (regenerated every epoch, teacher soft labels)
+METHODS = {n: (m.options["regenerate"], m.options["soft"]) for n, m in REGISTRY.items()
+           if m.stages == "kr.distill:method_stages"}
 
 S = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 0.0]])
 T = torch.tensor([[1.0, 1.0, -2.0], [0.0, 3.0, 0.0]])

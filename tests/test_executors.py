@@ -53,7 +53,7 @@ def test_processes_give_the_in_process_numbers(tmp_path, one_thread):
     for stage in ("selection", "tuning"):
         assert _untimed(a[stage]) == _untimed(b[stage]), stage
     # the audit's reference runs in two workers: the same audit as one after another here
-    from kr.privacy.audit import audit
+    from kr.audit import audit
 
     overrides = ["audit.targets=real", "audit.references=4"]  # references train teachers only
     local = audit(tmp_path / "a", overrides, device="cpu", executor=InProcess())
@@ -103,19 +103,54 @@ def test_timed_sets_threads_and_checks_the_shared_folder(tmp_path, one_thread):
 def test_ray_gives_the_in_process_numbers(tmp_path, one_thread):
     ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install '.[ray]')")
     from kr.executors import RayExecutor
-    from kr.privacy.audit import audit
+    from kr.audit import audit
 
     a = pipeline.run(_config(), out=tmp_path / "a", device="cpu")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         b = pipeline.run(_config(), out=tmp_path / "b", device="cpu",
-                         executor=RayExecutor(cpus_per_task=1, run_path=tmp_path))
+                         executor=RayExecutor(task_cpus=1, run_path=tmp_path))
         assert _numbers(a) == _numbers(b) and _weights(tmp_path / "a") == _weights(tmp_path / "b")
         # the audit's reference runs as Ray tasks, against the same audit here
         overrides = ["audit.targets=real", "audit.references=4"]  # references train teachers only
         local = audit(tmp_path / "a", overrides, device="cpu", executor=InProcess())
         remote = audit(tmp_path / "b", overrides, device="cpu",
-                       executor=RayExecutor(cpus_per_task=1, run_path=tmp_path))
+                       executor=RayExecutor(task_cpus=1, run_path=tmp_path))
         assert local["audit"] == remote["audit"]
     finally:
         ray.shutdown()
+
+
+class _Counting(InProcess):
+    """A toy executor: runs tasks here, counting them; rebuilt by its spec inside stages."""
+    calls = 0
+
+    def spec(self):
+        return {"kind": "counting"}
+
+    def run(self, calls):
+        type(self).calls += len(calls)
+        return super().run(calls)
+
+
+def test_an_executor_registered_alone_serves_the_cli_and_the_pipeline(tmp_path, monkeypatch, one_thread):
+    from click.testing import CliRunner
+
+    from kr import cli, executors
+
+    monkeypatch.setitem(executors.EXECUTORS, "counting", _Counting)
+    assert isinstance(executors.make_executor("counting", workers=3, address=None), _Counting)
+    config = load_config("tiny", overrides=["baselines=", "teacher.train.epochs=1"])
+    pipeline.run(config, out=tmp_path / "r", device="cpu", executor=_Counting(), stages=("tuning",))
+    # the stages, and selection's and tuning's candidates (through the spec) ran on it
+    assert _Counting.calls >= 5
+    with pytest.raises(KRError, match="unknown executor 'nope'.*counting"):
+        executors.make_executor("nope")
+    # the CLI's --executor choices are the registry's (built when the CLI module was)
+    import importlib
+
+    fresh = importlib.reload(cli)
+    result = CliRunner().invoke(fresh.cli, ["run", "--help"])
+    assert "counting" in result.output
+    monkeypatch.undo()
+    importlib.reload(cli)

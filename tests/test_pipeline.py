@@ -139,18 +139,18 @@ def test_test_split_is_read_only_by_the_final_evaluation(tmp_path, monkeypatch, 
         finally:
             guard["g"].open = False
 
-    real_privacy = pipeline._privacy
+    real_privacy = pipeline.audit_stage
 
-    def privacy(*args):  # the audit stage runs after evaluation: it may read test too
+    def privacy(*args, **kw):  # the audit stage runs after evaluation: it may read test too
         guard["g"].open = True
         try:
-            return real_privacy(*args)
+            return real_privacy(*args, **kw)
         finally:
             guard["g"].open = False
 
     monkeypatch.setattr(pipeline, "prepare", prepare)
     monkeypatch.setattr(pipeline, "evaluate_models", evaluate)
-    monkeypatch.setattr(pipeline, "_privacy", privacy)
+    monkeypatch.setattr(pipeline, "audit_stage", privacy)
     results = pipeline.run(load_config("tiny", data={"dataset": small}), out=tmp_path / "r", device="cpu")
     assert guard["g"].reads > 0
     assert set(results["methods"]) == {"real", "kr", "synthetic", "regen", "soft", "dpsgd-eps8", "dpsgd-eps1"}

@@ -42,16 +42,27 @@ def test_a_folder_that_is_not_a_run_keeps_every_file(tmp_path, stage):
     assert _tree(tmp_path) == before and (tmp_path / stage / "notes.txt").read_text() == "mine"
 
 
+def _stage(run, name, inputs, out):
+    """One stage as kr.graph.walk runs it: cached, else begun, then finished."""
+    record = run.cached(name, inputs)
+    if record is not None:
+        return record["outputs"]
+    run.begin(name, inputs)
+    run.finish(name, inputs, out, 0.0, 1)
+    return out
+
+
 def test_a_stage_folder_kr_did_not_write_is_never_replaced(tmp_path):
     run = _open(tmp_path / "run")
-    run.stage("teacher", {"a": 1}, lambda folder: {"ok": 1})
+    _stage(run, "teacher", {"a": 1}, {"ok": 1})
+    assert _stage(run, "teacher", {"a": 1}, {"ok": "not run"}) == {"ok": 1}  # cached
     (tmp_path / "run" / "evaluate").mkdir()
     (tmp_path / "run" / "evaluate" / "notes.txt").write_text("mine")
     with pytest.raises(KRError, match="not written by kr"):
-        run.stage("evaluate", {"b": 1}, lambda folder: {"ok": 1})
+        _stage(run, "evaluate", {"b": 1}, {"ok": 1})
     assert (tmp_path / "run" / "evaluate" / "notes.txt").read_text() == "mine"
     # kr's own stage folder, with its key, is replaced when its inputs change
-    assert run.stage("teacher", {"a": 2}, lambda folder: {"ok": 2}) == {"ok": 2}
+    assert _stage(run, "teacher", {"a": 2}, {"ok": 2}) == {"ok": 2}
     run.close()
 
 

@@ -39,10 +39,10 @@ def test_short_students_are_capped_in_images_not_only_epochs():
 
 
 def test_each_backend_tunes_its_own_knob_from_its_config():
-    from kr.generators import GENERATORS
+    from kr.generators import BACKENDS
 
     for kind, knob in {"gan": "sigma", "diffusion": "guidance"}.items():
-        assert GENERATORS[kind].tuned_knob == knob
+        assert BACKENDS[kind].tuned_knob == knob
         gen = build_generator(load_config("tiny", overrides=[f"generator.kind={kind}"]).generator, 1, 28, 2)
         assert knob in gen.knobs
         assert default_knobs(gen) == {knob: {"sigma": 1.0, "guidance": 2.0}[knob]}
@@ -54,7 +54,7 @@ def test_an_interrupted_tuning_stage_resumes_from_its_finished_candidates(finish
 
     from kr import selection
     from kr.artifacts import read_json
-    from kr.privacy.audit import load_run
+    from kr.audit import load_run
 
     run, results, small = finished_run
     config, data, _ = load_run(run)
@@ -65,7 +65,7 @@ def test_an_interrupted_tuning_stage_resumes_from_its_finished_candidates(finish
     shutil.copytree(run / "tuning", folder)
     checkpoint = run / "generator" / "checkpoints" / results["tuning"]["checkpoint"]
     chosen = next(c for c in results["selection"]["candidates"] if c["name"] == results["selection"]["selected"])
-    args = (data, config, checkpoint, run / "teacher", torch.device("cpu"))
+    args = (data, config, checkpoint, results["generator"]["kind"], run / "teacher", torch.device("cpu"))
 
     calls = []
     real_student = selection.train_student

@@ -17,11 +17,11 @@ def test_quotas_follow_the_prior_and_sum_to_the_set_size():
 
 
 def test_auto_strategy_regenerates_every_epoch_except_for_diffusion():
-    from kr.generators import GENERATORS
+    from kr.generators import BACKENDS
 
-    assert resolve_mode("auto", GENERATORS["gan"]) == "every-epoch"
-    assert resolve_mode("auto", GENERATORS["diffusion"]) == "pool"
-    assert resolve_mode("every-epoch", GENERATORS["diffusion"]) == "every-epoch"
+    assert resolve_mode("auto", BACKENDS["gan"]) == "every-epoch"
+    assert resolve_mode("auto", BACKENDS["diffusion"]) == "pool"
+    assert resolve_mode("every-epoch", BACKENDS["diffusion"]) == "every-epoch"
 
 
 def test_regenerated_sets_differ_between_epochs_and_repeat_for_the_same_seed():

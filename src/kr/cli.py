@@ -8,15 +8,17 @@ from pathlib import Path
 
 import click
 
-from kr.config import GENERATOR_KINDS, PRESETS, load_config
+from kr.config import PRESETS, load_config
 from kr.errors import KRError
+from kr.executors import EXECUTORS
+from kr.generators import BACKENDS, sampling_knobs
 
 log = logging.getLogger("kr")
 
 
 def _executor_options():
     return [
-        click.option("--executor", type=click.Choice(["inprocess", "processes", "ray"]), default="inprocess",
+        click.option("--executor", type=click.Choice(list(EXECUTORS)), default="inprocess",
                      show_default=True, help="Where independent stages (baselines, DP-SGD models; the "
                      "audit's reference runs) run: here one after another, in local worker processes, "
                      "or as tasks on a Ray cluster."),
@@ -33,7 +35,8 @@ def _executor_options():
 def _executor(executor, workers, ray_address, task_cpus, run_path):
     from kr.executors import make_executor
 
-    return make_executor(executor, workers, ray_address, run_path, task_cpus)
+    return make_executor(executor, workers=workers, address=ray_address, run_path=run_path,
+                         task_cpus=task_cpus)
 
 
 def _apply(options):
@@ -109,9 +112,7 @@ def _execute(dataset, data_dir, preset, out, config_file, overrides, seed, devic
 def run(**kw):
     """Run Knowledge Recycling: teacher → generator → checkpoint optimisation → tuning →
     GKD student and baselines → evaluation. Rerun the same command to resume."""
-    from kr.pipeline import STAGES
-
-    _execute(**kw, stages=STAGES)
+    _execute(**kw, stages=None)
 
 
 @cli.command()
@@ -124,7 +125,7 @@ def teacher(**kw):
 
 @cli.command()
 @click.option("--dataset", required=True, help="Dataset name (see `kr data list`) or .npz path.")
-@click.option("--kind", type=click.Choice(GENERATOR_KINDS), default=None,
+@click.option("--kind", type=click.Choice(list(BACKENDS)), default=None,
               help="Generator backend [default: the config's generator.kind, gan].")
 @_run_options
 def generator(**kw):
@@ -139,13 +140,11 @@ def generator(**kw):
 @click.option("--class", "cls", type=int, default=None, help="Only this class.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--checkpoint", default=None, help="Checkpoint name [default: selected, else last].")
-@click.option("--sigma", type=float, default=None, help="GAN latent std (expansion trick, ≥ 1).")
-@click.option("--guidance", type=float, default=None, help="Diffusion guidance scale.")
-@click.option("--steps", type=int, default=None, help="Diffusion sampler steps.")
+@_apply([click.option(f"--{k}", type=t, default=None, help=h) for k, (t, h) in sampling_knobs().items()])
 @click.option("--out", type=click.Path(dir_okay=False), required=True,
               help="Output: .png for a grid (one row per class), .npz for images and labels.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
-def sample(run_dir, n, cls, seed, checkpoint, sigma, guidance, steps, out, device):
+def sample(run_dir, n, cls, seed, checkpoint, out, device, **knobs):
     """Sample images from a trained generator (a run directory or a checkpoint folder)."""
     from pathlib import Path
 
@@ -154,14 +153,13 @@ def sample(run_dir, n, cls, seed, checkpoint, sigma, guidance, steps, out, devic
     from kr.artifacts import write_npz
     from kr.generation import checkpoint_folder
     from kr.generators import load_generator
-    from kr.generators.quality import save_grid
+    from kr.quality import save_grid
     from kr.train import resolve_device
 
     if not out.endswith((".png", ".npz")):
         raise KRError(f"--out {out}: use a .png (grid) or .npz (arrays) file name")
     gen = load_generator(checkpoint_folder(run_dir, checkpoint)).to(resolve_device(device))
-    knobs = {k: v for k, v in {"sigma": sigma, "guidance": guidance, "steps": steps}.items()
-             if v is not None}
+    knobs = {k: v for k, v in knobs.items() if v is not None}  # each backend's (kr.generators)
     if cls is not None:
         if not 0 <= cls < gen.n_classes:
             raise KRError(f"--class {cls}: this generator has classes 0–{gen.n_classes - 1}")
@@ -192,7 +190,7 @@ def sample(run_dir, n, cls, seed, checkpoint, sigma, guidance, steps, out, devic
 def audit(run_dir, overrides, only, data_dir, device, executor, workers, ray_address, task_cpus):
     """Membership-inference audit of every model of a finished run: reference runs replay the
     whole procedure on pool halves; LOSS, LiRA and RMIA attacks; AUC and TPR at low FPR."""
-    from kr.privacy.audit import audit as run_audit
+    from kr.audit import audit as run_audit
 
     bad = [o for o in overrides if not o.startswith("audit.")]
     if bad:

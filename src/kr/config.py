@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,13 +17,12 @@ from typing import Any
 
 import yaml
 
-from kr.errors import ConfigError
-from kr.methods import BASELINES
+from kr.errors import ConfigError, check
+from kr.schema import from_dict
+from kr.methods import baselines, default_baselines
 
 
-def _check(ok: bool, key: str, message: str) -> None:
-    if not ok:
-        raise ConfigError(f"config {key}: {message}")
+_check = check  # kr.errors.check: the backends' sections (kr.generators) validate with it too
 
 
 @dataclass(frozen=True)
@@ -94,7 +92,7 @@ class TeacherConfig:
 
 @dataclass(frozen=True)
 class JudgeConfig:
-    """The independent judge of generated images (kr.generators.quality): a second classifier
+    """The independent judge of generated images (kr.quality): a second classifier
     trained on the real train split with another architecture and seed than the teacher, never
     read by generation, selection or distillation, so no generator was trained to please it.
 
@@ -115,139 +113,13 @@ class JudgeConfig:
         _check(self.cas_max_kimg > 0, "cas_max_kimg", "must be > 0")
 
 
-@dataclass(frozen=True)
-class GanConfig:
-    """BigGAN-style cGAN (the paper family's generator), scaled for 28–64 px and CPUs."""
-
-    # The lean architecture with MSGAN's term, unguided, at 120 kimg: its samples carry their
-    # class on their own (issue 19).  Digits screen, seed 0, validation ACC of a classifier trained
-    # on 2× train-size samples with their labels: residual G unguided 40 kimg 0.76; lean 60 kimg
-    # 0.82, 120 kimg 0.71 (within-class collapse); + mode seeking 1: 0.88, 120 kimg 0.93;
-    # + translation only: 0.91; mode seeking 0.3 + translation: 0.92 with the fewest artefacts
-    # (benchmarks/GENERATORS.md has the whole table).
-    arch: str = "lean"            # lean (DCGAN-shaped, ~4× fewer multiply-adds) or resnet (BigGAN blocks)
-    mode_seeking: float = 0.3     # weight of MSGAN's mode-seeking term (kr.generators.gan); 0 = off
-    z_dim: int = 64
-    g_width: int = 16             # generator channels at full resolution; ×2 per lower level
-    d_width: int = 16
-    # One D step per G step at 5e-4: twice the generator steps per kimg.  In exploration runs on
-    # digits (10 classes) the guided cGAN's 20-epoch KR student reached val ACC 0.93, against
-    # 0.51–0.60 with 2 D steps at 2e-4 (benchmarks/SPEED.md, "Generators").
-    d_steps: int = 1              # discriminator steps per generator step
-    lr_g: float = 5e-4
-    lr_d: float = 5e-4
-    beta1: float = 0.0            # BigGAN uses Adam(β1 = 0, β2 = 0.999)
-    beta2: float = 0.999
-    # Zhao et al. 2020; "" disables.  Translation alone: cutout and colour cost the digits screen
-    # 3 points of downstream ACC with mode seeking on (0.88 against 0.91).
-    diffaugment: str = "translation"
-    sigma: float = 1.0            # latent std at sampling: GaFi's "expansion trick" knob (≥ 1)
-    # Teacher guidance (kr.generators.guide): weights of the teacher's cross-entropy on the
-    # samples and of matching its BatchNorm statistics.  Off by default: a guided generator
-    # scored well with the teacher (agreement 0.93 on digits) while a classifier trained on its
-    # samples lost 21–26 points (issue 19); benchmarks/GENERATORS.md measures both ways.
-    teacher_ce: float = 0.0
-    teacher_bn: float = 0.0
-
-    def __post_init__(self):
-        _check(self.z_dim >= 1 and self.g_width >= 1 and self.d_width >= 1, "z_dim",
-               "z_dim, g_width and d_width must be ≥ 1")
-        _check(self.arch in ("resnet", "lean"), "arch", "must be resnet or lean")
-        _check(self.mode_seeking >= 0, "mode_seeking", "must be ≥ 0")
-        _check(self.d_steps >= 1, "d_steps", "must be ≥ 1")
-        _check(self.lr_g > 0 and self.lr_d > 0, "lr_g", "learning rates must be > 0")
-        _check(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "beta1", "betas must be in [0, 1)")
-        bad = set(filter(None, self.diffaugment.split(","))) - {"color", "translation", "shift", "cutout"}
-        _check(not bad, "diffaugment", f"unknown policy {sorted(bad)}; use color, translation, shift, cutout")
-        _check(self.sigma >= 1.0, "sigma", "the expansion trick widens the latent: sigma must be ≥ 1")
-        _check(self.teacher_ce >= 0 and self.teacher_bn >= 0, "teacher_ce",
-               "teacher guidance weights (teacher_ce, teacher_bn) must be ≥ 0")
+from kr.generators import GeneratorConfig  # noqa: E402  (its sections come from the backends)
 
 
-@dataclass(frozen=True)
-class DiffusionConfig:
-    """Class-conditional flow-matching model (rectified flow) on diffusers' UNet2DModel."""
-
-    width: int = 16               # UNet channels at full resolution; levels use w, 2w, 4w
-    layers_per_block: int = 1
-    attention: bool = False       # self-attention in the UNet mid block (lowest resolution)
-    lr: float = 1e-3
-    label_dropout: float = 0.1    # classifier-free guidance trains an unconditional model too
-    steps: int = 8                # sampler steps (Euler, diffusers' FlowMatchEulerDiscreteScheduler)
-    guidance: float = 2.0         # classifier-free guidance scale; 1 = plain conditional
-
-    def __post_init__(self):
-        _check(self.width >= 8 and self.width % 8 == 0, "width", "must be a multiple of 8")
-        _check(self.layers_per_block >= 1, "layers_per_block", "must be ≥ 1")
-        _check(self.lr > 0, "lr", "must be > 0")
-        _check(0 <= self.label_dropout < 1, "label_dropout", "must be in [0, 1)")
-        _check(self.steps >= 1, "steps", "must be ≥ 1")
-        _check(self.guidance >= 0, "guidance", "must be ≥ 0")
+Grid = tuple[float, ...]  # a search grid: YAML [1.0, 1.5], or "1.0,1.5" in a file or --set
 
 
-# Generator backends: each has a config section of this name here, a class in kr.generators
-# (which names its tuned knob, whose grid is `select.<knob>`, and its GKD strategy).
-GENERATOR_KINDS = ("gan", "diffusion")
-
-
-@dataclass(frozen=True)
-class GeneratorConfig:
-    """Step 2 of KR: a class-conditional generator trained on the real train split.
-
-    Training length is counted in thousands of real images shown (kimg), as StyleGAN and EDM
-    do, so a budget means the same compute on BreastMNIST (546 images) and PneumoniaMNIST
-    (4,708); checkpoints, the candidates of checkpoint optimisation, are kept every
-    `checkpoint_kimg`.
-    """
-
-    # The cGAN by default: it samples a whole epoch's set in a fraction of that epoch's
-    # training, so GKD regenerates every epoch as the paper does (benchmarks/SPEED.md).
-    # Diffusion samples 30–90× slower on CPU and runs GKD from a pool (`distill.strategy=auto`).
-    kind: str = "gan"
-    kimg: float = 120.0           # the lean cGAN trains ≈ 540 real images/s on 2 cores: ≈ 220 s
-    checkpoint_kimg: float = 60.0
-    batch_size: int = 64
-    ema_decay: float = 0.999
-    grid_per_class: int = 10      # columns of the per-checkpoint sample grid
-    eval_per_class: int = 100     # samples per class for the quality signals of each checkpoint
-    gan: GanConfig = field(default_factory=GanConfig)
-    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
-
-    def __post_init__(self):
-        _check(self.kind in GENERATOR_KINDS, "kind", f"{self.kind!r} unknown; use {' or '.join(GENERATOR_KINDS)}")
-        _check(self.kimg > 0, "kimg", "must be > 0")
-        _check(0 < self.checkpoint_kimg <= self.kimg, "checkpoint_kimg", "must be in (0, kimg]")
-        _check(self.batch_size >= 2, "batch_size", "must be ≥ 2")
-        _check(0 <= self.ema_decay < 1, "ema_decay", "must be in [0, 1)")
-        _check(self.grid_per_class >= 1, "grid_per_class", "must be ≥ 1")
-        _check(self.eval_per_class >= 2, "eval_per_class", "must be ≥ 2")
-
-    # What defines a trained generator (its stage key, its saved config.json): the settings all
-    # backends share, then its own backend's section; eval_per_class sizes the quality stage.
-    TRAINING = ("kind", "kimg", "checkpoint_kimg", "batch_size", "ema_decay", "grid_per_class")
-
-    def training_fields(self) -> tuple[str, ...]:
-        return (*self.TRAINING, self.kind)
-
-    def training_dict(self) -> dict[str, Any]:
-        return {**{k: getattr(self, k) for k in self.TRAINING},
-                self.kind: dataclasses.asdict(getattr(self, self.kind))}
-
-    def uses_teacher(self) -> bool:
-        """Whether training reads the teacher (teacher guidance, kr.generators.guide)."""
-        return self.kind == "gan" and (self.gan.teacher_ce > 0 or self.gan.teacher_bn > 0)
-
-
-def parse_floats(text: str) -> tuple[float, ...]:
-    """A search grid written as "1.0,1.5,2.0" (configs hold scalars; a grid is one string)."""
-    return tuple(float(v) for v in text.split(",") if v.strip())
-
-
-def _check_grid(text: str, key: str, low: float, high: float) -> None:
-    try:
-        values = parse_floats(text)
-    except ValueError:
-        raise ConfigError(f"config {key}: {text!r} is not a comma-separated list of numbers") from None
+def _check_grid(values: Grid, key: str, low: float, high: float) -> None:
     _check(len(values) >= 1, key, "needs at least one value")
     _check(all(low <= v <= high for v in values), key, f"values must be in [{low}, {high}]")
 
@@ -311,9 +183,9 @@ class SelectConfig:
     # is in its optimiser steps, so PneumoniaMNIST's (4,708 a set) take as long as BreastMNIST's.
     max_kimg: float = 12.0
     metric: str = "acc+auc"       # what ranks candidates: acc, auc (ties: the other) or their sum
-    sigma: str = "1.0,1.5"                # GAN latent std grid (GaFi's expansion trick)
-    guidance: str = "1.0,2.0"             # diffusion classifier-free guidance grid (CFG > 1 samples 3× slower)
-    threshold: str = "0.0,0.5"            # Dynamic Sample Filtering: min teacher prob of the class
+    sigma: Grid = (1.0, 1.5)              # GAN latent std grid (GaFi's expansion trick)
+    guidance: Grid = (1.0, 2.0)           # diffusion classifier-free guidance grid (CFG > 1 samples 3× slower)
+    threshold: Grid = (0.0, 0.5)          # Dynamic Sample Filtering: min teacher prob of the class
 
     def student_epochs(self, images_per_epoch: int) -> int:
         """Epochs of a candidate's short student on sets of this size."""
@@ -335,13 +207,13 @@ DP_MODELS = ("scatter-linear", "scatter-cnn", "cnn")
 
 @dataclass(frozen=True)
 class DPConfig:
-    """The DP-SGD baseline (kr.privacy.dp), trained on the real train split with Opacus, once per
+    """The DP-SGD baseline (kr.dpsgd), trained on the real train split with Opacus, once per
     target ε.  `model`: scatter-linear (default) or scatter-cnn — a fixed scattering transform
     and a trained linear or small CNN head (Tramèr & Boneh 2021) — or cnn, the teacher's
     architecture with GroupNorm trained end to end.  Defaults chosen on validation
     (benchmarks/DP.md); that choice is outside the (ε, δ) guarantee."""
 
-    epsilons: str = "8,1"      # target ε values, comma-separated; one model each
+    epsilons: Grid = (8.0, 1.0)  # target ε values; one model each
     delta: float = 0.0         # 0 = 1/N, N the real train size
     model: str = "scatter-linear"
     scatter_j: int = 2         # scattering scales J (the image is downsampled by 2^J)
@@ -372,7 +244,7 @@ class DPConfig:
         _check(self.accountant in ("prv", "rdp"), "accountant", "must be prv or rdp")
 
     def epsilon_list(self) -> tuple[float, ...]:
-        return tuple(dict.fromkeys(parse_floats(self.epsilons)))
+        return tuple(dict.fromkeys(self.epsilons))
 
 
 @dataclass(frozen=True)
@@ -417,11 +289,11 @@ class Config:
     # labels (the conventional approach), regen = regenerated with hard labels, soft = fixed
     # set with teacher labels, dpsgd = DP-SGD on the real images at each dpsgd.epsilons.
     # Comma-separated; "" runs none.
-    baselines: str = "synthetic,regen,soft,dpsgd"
+    baselines: str = default_baselines()  # kr.methods.METHODS: synthetic,regen,soft,dpsgd
 
     def __post_init__(self):
-        bad = set(self.methods_to_run()) - set(BASELINES)
-        _check(not bad, "baselines", f"unknown {sorted(bad)}; choose from {', '.join(BASELINES)}")
+        bad = set(self.methods_to_run()) - set(baselines())
+        _check(not bad, "baselines", f"unknown {sorted(bad)}; choose from {', '.join(baselines())}")
         _check(self.preset in PRESETS or self.preset == "custom", "preset",
                f"{self.preset!r} unknown; choose one of {', '.join(PRESETS)}")
         _check(0 <= self.seed < 2**63, "seed", "must be a non-negative integer")
@@ -433,7 +305,14 @@ class Config:
         return dataclasses.asdict(self)
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+        return yaml.safe_dump(_lists(self.to_dict()), sort_keys=False)
+
+
+def _lists(tree: Any) -> Any:
+    """Grids as YAML lists (safe_dump has no tuples)."""
+    if isinstance(tree, dict):
+        return {k: _lists(v) for k, v in tree.items()}
+    return list(tree) if isinstance(tree, tuple) else tree
 
 
 # Presets override the defaults (which are the `cpu` preset).  `tiny` runs in seconds for
@@ -447,7 +326,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                            "eval_per_class": 8,
                            "gan": {"z_dim": 16, "g_width": 8, "d_width": 8, "d_steps": 1},
                            "diffusion": {"width": 8, "steps": 2}},
-             "select": {"epochs": 1, "sigma": "1.0,1.5", "guidance": "1.0,2.0", "threshold": "0.0,0.3"},
+             "select": {"epochs": 1, "sigma": (1.0, 1.5), "guidance": (1.0, 2.0), "threshold": (0.0, 0.3)},
              "distill": {"model": {"arch": "resnet8", "width": 8},
                          "train": {"epochs": 2, "batch_size": 64, "warmup_epochs": 0},
                          "size_factor": 0.2, "pool_factor": 2.0, "max_filter_rounds": 3},
@@ -489,47 +368,6 @@ def load_config(preset: str = "cpu", file: str | Path | None = None,
         if value is not None:
             _merge(tree, _nest(key, value), "")
     return from_dict(Config, tree)
-
-
-def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
-    """Build a (nested) config dataclass, rejecting unknown keys and wrong types."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"config {prefix or 'root'}: expected a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    for key in data:
-        if key not in names:
-            raise ConfigError(f"unknown config key {prefix + str(key)!r}; "
-                              f"valid keys here: {', '.join(sorted(names))}")
-    kwargs = {k: _coerce(hints[k], v, prefix + k) for k, v in data.items()}
-    try:
-        return cls(**kwargs)
-    except ConfigError as exc:  # range checks know only their own key: add the section path
-        raise ConfigError(str(exc).replace("config ", f"config {prefix}", 1)) from None
-
-
-def _coerce(tp: Any, value: Any, key: str) -> Any:
-    if dataclasses.is_dataclass(tp):
-        return from_dict(tp, value, key + ".")
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        tp = next(a for a in args if a is not type(None))
-    if tp is bool and isinstance(value, bool):
-        return value
-    if tp is int and isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if tp is float and isinstance(value, str):  # YAML 1.1 reads 5e-4 (no dot) as a string
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    if tp is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
-        return str(value)
-    raise ConfigError(f"config {key}: expected {getattr(tp, '__name__', tp)}, got {value!r}")
 
 
 def _merge(tree: dict, update: dict, prefix: str) -> None:

@@ -28,16 +28,16 @@ from torch.nn import functional as F
 from kr.artifacts import write_json
 from kr.config import Config
 from kr.data import ImageDataset, Split
-from kr.generators import ConditionalGenerator
-from kr.methods import RECIPES
-from kr.models import build_model, save_classifier
+from kr.generators import ConditionalGenerator, load_generator
+from kr.graph import Stage
+from kr.methods import METHODS, Method, stage_folder
+from kr.models import build_model, load_classifier, save_classifier
 from kr.seeding import derive_seed
 from kr.synthetic import SyntheticSource, class_quotas, resolve_mode
 from kr.train import CL, BatchLoss, fit_classifier, supervised_loss
 
 log = logging.getLogger(__name__)
 
-METHODS = RECIPES  # method → (regenerated every epoch, teacher soft labels), from kr.methods
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
@@ -103,7 +103,7 @@ def train_student(data: ImageDataset, config: Config, gen: ConditionalGenerator,
     given the same `tag` (naming this generator and teacher) share identical synthetic sets
     instead of sampling them again."""
     dcfg = config.distill
-    regenerate, soft = METHODS[method]
+    regenerate, soft = (METHODS[method].options[k] for k in ("regenerate", "soft"))
     tcfg = dcfg.train
     quotas = class_quotas(data.train.labels, data.n_classes, dcfg.size_factor, dcfg.prior)
     epochs = dcfg.epochs_for(sum(quotas)) if epochs is None else epochs
@@ -156,3 +156,19 @@ def train_student(data: ImageDataset, config: Config, gen: ConditionalGenerator,
 
 def _mean(values: list[float]) -> float | None:
     return round(sum(values) / len(values), 4) if values else None
+
+
+def method_stages(config: Config, method: Method) -> list[Stage]:
+    """A student method of kr.methods (kr and the baselines): one stage, after tuning."""
+    return [Stage(stage_folder(method.name), ("teacher", "generator", "selection", "tuning"), (),
+                  student_stage, params={"method": method.name}, model=method.name, group=method.name)]
+
+
+def student_stage(ctx, inputs: dict, folder: Path, method: str) -> dict:
+    """Step 5 (and the baselines of step 6): the selected checkpoint with the tuned knobs."""
+    tuning = inputs["tuning"].outputs
+    checkpoint = inputs["generator"].path / "checkpoints" / inputs["selection"].outputs["selected"]
+    return train_student(ctx.data, ctx.config, load_generator(checkpoint).to(ctx.device),
+                         load_classifier(inputs["teacher"].path).to(ctx.device), method, tuning["knobs"],
+                         tuning["threshold"], folder, on_epoch=ctx.log_to(stage_folder(method)),
+                         tag=inputs["tuning"].key)  # students of one tuning share synthetic sets

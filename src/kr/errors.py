@@ -11,3 +11,9 @@ class ConfigError(KRError):
 
 class DataError(KRError):
     """A dataset that cannot be found, downloaded, verified or validated."""
+
+
+def check(ok: bool, key: str, message: str) -> None:
+    """A config check (kr.config, a generator backend's section): `config KEY: MESSAGE`."""
+    if not ok:
+        raise ConfigError(f"config {key}: {message}")

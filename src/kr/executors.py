@@ -23,7 +23,6 @@ import torch
 
 from kr.errors import KRError
 
-EXECUTORS = ("inprocess", "processes", "ray")
 Task = tuple[Callable[..., Any], tuple]
 
 
@@ -48,8 +47,12 @@ def timed(fn: Callable[..., Any], args: tuple, threads: int | None = None,
 class InProcess:
     """Today's behaviour: one task after another, in this process, with its threads."""
 
-    def spec(self) -> tuple | None:
-        """How a stage rebuilds this executor for its own tasks (None: run them inline)."""
+    def __init__(self, **options):  # the CLI's options of other executors do not apply
+        pass
+
+    def spec(self) -> dict | None:
+        """How a stage rebuilds this executor for its own tasks, as make_executor's keyword
+        arguments (None: run them inline)."""
         return None
 
     def run(self, calls: Sequence[tuple[Task, Any]]) -> list[tuple[Any, float, int]]:
@@ -67,14 +70,14 @@ class LocalProcesses:
     """A pool of `workers` spawned processes, each with cores ÷ workers threads.  A wave of one
     task runs here instead (with this process's threads): a worker would only add start-up."""
 
-    def __init__(self, workers: int | None = None, threads: int | None = None):
+    def __init__(self, workers: int | None = None, threads: int | None = None, **options):
         cores = threads or torch.get_num_threads()
         self.workers = max(1, workers or cores)
         self.threads = max(1, cores // self.workers)
         self._pool = None
 
-    def spec(self) -> tuple | None:
-        return ("processes", self.workers)
+    def spec(self) -> dict | None:
+        return {"kind": "processes", "workers": self.workers}
 
     def run(self, calls: Sequence[tuple[Task, Any]]) -> list[tuple[Any, float, int]]:
         if len(calls) == 1 and self.threads == torch.get_num_threads():
@@ -108,24 +111,25 @@ class RayExecutor:
     CPUs (and a GPU where it trains a network and the cluster has GPUs); its worker sizes
     PyTorch's thread pool to the CPUs it was given.  A task whose worker dies is retried once."""
 
-    def __init__(self, address: str | None = None, cpus_per_task: int = 1,
-                 gpus_per_task: float | None = None, run_path: str | Path | None = None):
+    def __init__(self, address: str | None = None, task_cpus: int = 1,
+                 gpus_per_task: float | None = None, run_path: str | Path | None = None, **options):
         try:
             import ray
         except ImportError:
             raise KRError("the ray executor needs Ray: pip install 'knowledge-recycling[ray]'") from None
+        address = address or os.environ.get("RAY_ADDRESS")
         if not ray.is_initialized():
             ray.init(address=address, log_to_driver=False, include_dashboard=False)
         self.ray = ray
-        self.cpus = max(1, int(cpus_per_task))
+        self.cpus = max(1, int(task_cpus))
         total = ray.cluster_resources()
         self.gpus = gpus_per_task if gpus_per_task is not None else (1 if total.get("GPU", 0) else 0)
         self.run_path = str(run_path) if run_path is not None else None
         self._remote = ray.remote(max_retries=1)(timed)
         self.address = address
 
-    def spec(self) -> tuple | None:
-        return ("ray", None, self.address, self.run_path, self.cpus)
+    def spec(self) -> dict | None:
+        return {"kind": "ray", "address": self.address, "run_path": self.run_path, "task_cpus": self.cpus}
 
     def run(self, calls: Sequence[tuple[Task, Any]]) -> list[tuple[Any, float, int]]:
         refs = [self._remote.options(num_cpus=self.cpus,
@@ -146,13 +150,13 @@ class RayExecutor:
         pass
 
 
-def make_executor(kind: str = "inprocess", workers: int | None = None, address: str | None = None,
-                  run_path: str | Path | None = None, task_cpus: int = 1):
-    if kind == "inprocess":
-        return InProcess()
-    if kind == "processes":
-        return LocalProcesses(workers)
-    if kind == "ray":
-        return RayExecutor(address or os.environ.get("RAY_ADDRESS"), task_cpus, run_path=run_path)
-    raise KRError(f"unknown executor {kind!r}: use one of {', '.join(EXECUTORS)}")
+# Every executor, by the name `--executor` takes: the CLI's choices and make_executor read this.
+# An executor takes the CLI's options as keywords (workers, address, run_path, task_cpus) and
+# ignores those that are not its own; `spec()` gives them back, so a stage can rebuild it.
+EXECUTORS: dict[str, type] = {"inprocess": InProcess, "processes": LocalProcesses, "ray": RayExecutor}
 
+
+def make_executor(kind: str = "inprocess", **options: Any):
+    if kind not in EXECUTORS:
+        raise KRError(f"unknown executor {kind!r}: use one of {', '.join(EXECUTORS)}")
+    return EXECUTORS[kind](**options)

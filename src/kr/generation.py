@@ -20,7 +20,7 @@ from kr.config import Config
 from kr.data import ImageDataset
 from kr.errors import KRError
 from kr.generators import ConditionalGenerator, build_generator, load_generator
-from kr.generators.quality import SIGNALS, downstream_score, quality, save_grid
+from kr.quality import SIGNALS, downstream_score, quality, save_grid
 from kr.models import load_classifier
 from kr.rundir import stage_outputs
 from kr.seeding import derive_seed
@@ -66,14 +66,14 @@ def train_generator(data: ImageDataset, config: Config, folder: Path, device: to
     return {"kind": cfg.kind, "checkpoints": checkpoints, "last": checkpoints[-1]["name"]}
 
 
-def judge_checkpoints(data: ImageDataset, config: Config, generator_dir: Path, teacher_dir: Path,
-                      judge_dir: Path, device: torch.device) -> dict:
+def judge_checkpoints(data: ImageDataset, config: Config, generator_dir: Path, checkpoints: list[dict],
+                      teacher_dir: Path, judge_dir: Path, device: torch.device) -> dict:
     """Every checkpoint judged on the validation split three ways: in the teacher's feature
     space (what a guided generator was trained against), in the independent judge's, and
-    downstream, by a classifier trained on its samples alone (kr.generators.quality)."""
+    downstream, by a classifier trained on its samples alone (kr.quality).
+    `checkpoints`: the generator stage's list of them."""
     teacher = load_classifier(teacher_dir).to(device)
     judge = load_classifier(judge_dir).to(device)
-    checkpoints = stage_outputs(generator_dir.parent, generator_dir.name)["checkpoints"]
     labels = grid_labels(data.n_classes, config.generator.eval_per_class)
     seed = derive_seed(config.seed, "quality")
     jc = config.judge

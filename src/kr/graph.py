@@ -1,32 +1,58 @@
 """A declared stage graph: what each stage needs, which config it reads, and its cache key.
 
 A stage's key hashes the config slice it declares (`reads`, dotted paths into the resolved
-config), its parameters, the data and kr version, and the keys of the stages it needs.  So a
+config), its parameters, the data and kr version, and the keys of the stages it reads.  So a
 setting changes exactly the keys of the stages that read it and of those downstream: a key can
 neither miss a setting (tests/test_graph.py records what every stage really reads) nor change
-for a setting its stage never reads.  The pipeline (kr.pipeline) declares the stages in the
-method's order; `walk` runs any subset of them, with what they need, on an executor
-(kr.executors): stages whose inputs are done run side by side.
+for a setting its stage never reads.
+
+The graph is the only route for data: a stage gets, for each stage it reads, a `Done` (its
+JSON outputs, its folder, its key, its seconds) and nothing else of the run directory.  It
+reads two kinds of stage: `needs`, pulled into any request that asks for it, and `uses`, read
+when the same request runs them and never pulled in (the evaluation of whichever models a
+request trained).  `summary` stages (the evaluation, results.json) join any request that
+runs one of their `uses`; `cached=False` stages (results.json, the report) run every time,
+after the others, in the run directory itself.
+
+The pipeline (kr.pipeline) declares the stages in the method's order; `request` picks a
+subset and what it needs; `walk` runs it on an executor (kr.executors), in waves of stages
+whose inputs are done (graphlib's topological walk), each task carrying its stage's function.
 """
 
 from __future__ import annotations
 
+import graphlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from kr.errors import KRError
 from kr.rundir import RunDir, stage_key
 
 
 @dataclass(frozen=True)
+class Done:
+    """A finished stage, as the stages that read it see it."""
+    outputs: dict
+    path: Path
+    key: str = ""
+    seconds: float | None = None
+    model: str | None = None       # the model it ships (Stage.model)
+
+
+@dataclass(frozen=True)
 class Stage:
     name: str                      # its folder in the run directory, e.g. "methods/kr"
-    needs: tuple[str, ...]         # stages whose outputs it reads
+    needs: tuple[str, ...]         # stages whose outputs it reads (pulled into a request)
     reads: tuple[str, ...]         # dotted config paths it reads ("teacher", "select.epochs")
-    fn: Callable[..., dict]        # fn(ctx, inputs: {need: outputs}, folder, **params) → JSON
+    fn: Callable[..., dict]        # fn(ctx, inputs: {stage: Done}, folder, **params) → JSON
     params: dict[str, Any] = field(default_factory=dict)  # e.g. {"method": "kr"}: part of the key
     trains: bool = True            # trains a network (an executor may give it a GPU)
+    uses: tuple[str, ...] = ()     # stages it reads when the request runs them (never pulled in)
+    group: str | None = None       # another name a request may ask it by ("dpsgd", "audit")
+    summary: bool = False          # joins any request that runs one of its `uses`
+    cached: bool = True            # False: runs every time, in the run directory itself
+    model: str | None = None       # the model it trains and ships, as results.json names it
 
 
 def config_value(tree: dict, path: str) -> Any:
@@ -38,53 +64,85 @@ def config_value(tree: dict, path: str) -> Any:
     return node
 
 
-def keys(stages: dict[str, Stage], tree: dict, base: dict[str, Any]) -> dict[str, dict]:
-    """Each stage's key inputs (what stage.json records); `stage_key` hashes them."""
-    out: dict[str, dict] = {}
-    for name, s in stages.items():  # declared in dependency order
-        out[name] = {**base, "config": {p: config_value(tree, p) for p in s.reads}, **s.params,
-                     "needs": {n: stage_key(out[n]) for n in s.needs}}
-    return out
+def inputs_of(stage: Stage, order: Iterable[str]) -> tuple[str, ...]:
+    """What a stage reads in this request: its needs, and those of its uses that run."""
+    ran = set(order)
+    return (*stage.needs, *(u for u in stage.uses if u in ran))
 
 
-def closure(stages: dict[str, Stage], wanted: list[str]) -> list[str]:
-    """The wanted stages and everything they need, in declaration (dependency) order."""
-    unknown = [w for w in wanted if w not in stages]
-    if unknown:
-        raise KRError(f"unknown stage(s) {unknown}; this run has {list(stages)}")
+def request(stages: dict[str, Stage], wanted: Iterable[str] | None = None) -> list[str]:
+    """The stages a request runs, in declaration (dependency) order: those asked for by name
+    or group (every stage when `wanted` is None), what they need, and the summaries of what
+    runs."""
+    if wanted is None:
+        asked = list(stages)
+    else:
+        wanted = set(wanted)
+        known = set(stages) | {s.group for s in stages.values() if s.group}
+        unknown = sorted(wanted - known)
+        if unknown:
+            raise KRError(f"unknown stage(s) {unknown}; this run has {sorted(known)}")
+        asked = [n for n, s in stages.items() if n in wanted or s.group in wanted]
     need: set[str] = set()
-    todo = list(wanted)
+    todo = list(asked)
     while todo:
         name = todo.pop()
         if name not in need:
             need.add(name)
             todo.extend(stages[name].needs)
+            todo.extend(n for n, s in stages.items() if s.summary and name in s.uses)
     return [n for n in stages if n in need]
 
 
+def keys(stages: dict[str, Stage], order: list[str], tree: dict, base: dict[str, Any]) -> dict[str, dict]:
+    """Each cached stage's key inputs (what stage.json records); `stage_key` hashes them."""
+    out: dict[str, dict] = {}
+    for name in order:  # declared in dependency order
+        s = stages[name]
+        if s.cached:
+            out[name] = {**base, "config": {p: config_value(tree, p) for p in s.reads}, **s.params,
+                         "needs": {n: stage_key(out[n]) for n in inputs_of(s, order) if n in out}}
+    return out
+
+
+def call(fn: Callable[..., dict], ctx: Any, inputs: dict[str, Done], folder: str, params: dict) -> dict:
+    """One stage, where an executor runs it (this process, a worker, a Ray node)."""
+    return fn(ctx, inputs, Path(folder), **params)
+
+
 def walk(stages: dict[str, Stage], order: list[str], key_inputs: dict[str, dict], run_dir: RunDir,
-         executor, task: Callable[[str, dict, Path], Any]) -> dict[str, dict]:
-    """Run `order` (a closure), cached stages first, then in waves of stages whose needs are
-    done; `task(name, inputs, folder)` builds the executor's call for one stage."""
-    outputs: dict[str, dict] = {}
-    pending = []
-    for name in order:
-        cached = run_dir.cached(name, key_inputs[name])
-        if cached is not None:
-            outputs[name] = cached
-        else:
-            pending.append(name)
-    while pending:
-        ready = [n for n in pending if all(d in outputs for d in stages[n].needs)]
-        if not ready:  # cannot happen for a closure in dependency order
-            raise KRError(f"stages {pending} wait on each other")
+         executor, ctx: Any) -> dict[str, Done]:
+    """Run `order` (a request): cached stages are read back, the others run in waves of stages
+    whose inputs are done, each wave side by side on `executor`; uncached stages last, here."""
+    done: dict[str, Done] = {}
+    sorter = graphlib.TopologicalSorter({n: inputs_of(stages[n], order) for n in order})
+    sorter.prepare()
+    while sorter.is_active():
+        wave = [n for n in sorter.get_ready() if stages[n].cached]
+        fresh = []
+        for name in wave:
+            record = run_dir.cached(name, key_inputs[name])
+            if record is not None:
+                done[name] = Done(record["outputs"], run_dir.path / name, record["key"], record.get("seconds"),
+                                  stages[name].model)
+                sorter.done(name)
+            else:
+                fresh.append(name)
         calls = []
-        for name in ready:
+        for name in fresh:
             folder = run_dir.begin(name, key_inputs[name])
-            calls.append((task(name, {d: outputs[d] for d in stages[name].needs}, folder),
+            inputs = {d: done[d] for d in inputs_of(stages[name], order)}
+            calls.append(((call, (stages[name].fn, ctx, inputs, str(folder), stages[name].params)),
                           stages[name]))
-        for name, (out, seconds, threads) in zip(ready, executor.run(calls)):
+        for name, (out, seconds, threads) in zip(fresh, executor.run(calls)):
             run_dir.finish(name, key_inputs[name], out, seconds, threads)
-            outputs[name] = out
-        pending = [n for n in pending if n not in ready]
-    return outputs
+            done[name] = Done(out, run_dir.path / name, stage_key(key_inputs[name]), seconds, stages[name].model)
+            sorter.done(name)
+        if not wave:  # only uncached stages are ready: everything cached is done
+            break
+    for name in order:
+        s = stages[name]
+        if not s.cached:
+            done[name] = Done(s.fn(ctx, {d: done[d] for d in inputs_of(s, order)}, run_dir.path,
+                                   **s.params), run_dir.path)
+    return done

@@ -1,61 +1,120 @@
-"""The methods a run trains and compares (step 6), named in one place: which pipeline stage
-trains each, where its model lives in the run directory, what it is, and whether it saw real
-images.  The pipeline, the audit, the report and the release all ask here, so a new method
-is one entry, not a search for special cases.
+"""The methods a run trains and compares (step 6): one registry that the config (`baselines`),
+the pipeline (their stages, results.json), the audit (its targets), the report and the
+release all read.  A new method is its module and one entry here.
 
     real                  the teacher (step 1), trained on the real train split
     kr                    the GKD student (step 5): regenerated synthetic images, teacher labels
     synthetic, regen, soft  the baselines of step 6, each one KR ingredient short
-    dpsgd-eps<ε>          DP-SGD on the real images, one model per target ε (kr.privacy.dp)
+    dpsgd                 DP-SGD on the real images, one model per target ε (`dpsgd-eps<ε>`)
+
+A method's `stages` names a function `stages(config, method) -> [kr.graph.Stage]` (as
+"module:function", imported when a run is built, so this module stays light) that declares the
+stages training its model(s); each such stage names the model it ships (`Stage.model`) and has
+the method's name as its group, so `kr run` can be asked for it by name.
 """
 
 from __future__ import annotations
 
+import importlib
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
-# The students trained on synthetic images only (kr.distill): method → (regenerated every
-# epoch, teacher soft labels).  The baselines of step 6 each lack one of KR's two ingredients.
-RECIPES: dict[str, tuple[bool, bool]] = {
-    "kr": (True, True), "synthetic": (False, False), "regen": (True, False), "soft": (False, True)}
-STUDENTS = tuple(RECIPES)
-BASELINES = (*(m for m in STUDENTS if m != "kr"), "dpsgd")  # what `baselines` may list
-DESCRIPTIONS = {"real": "teacher, real images", "kr": "GKD: regenerated + teacher labels",
-                "synthetic": "fixed synthetic set, hard labels", "regen": "regenerated, hard labels",
-                "soft": "fixed synthetic set, teacher labels"}
-DP_PREFIX = "dpsgd-eps"
+STUDENT_FIELDS = ("best_epoch", "mode", "soft_labels", "knobs", "threshold", "images_generated")
+DP_FIELDS = ("best_epoch", "epsilon", "epsilon_target", "delta", "noise_multiplier", "accountant", "model")
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    description: str                 # one line for tables and model cards
+    stages: str | Callable[..., list] | None  # "module:function" declaring its stages (None: the teacher)
+    fields: tuple[str, ...] = ("best_epoch",)  # what results.json keeps of its stage's outputs
+    options: dict[str, Any] = field(default_factory=dict)  # what its stage function reads
+    always: bool = False             # runs in every run (real, kr); the others are `baselines`
+    default: bool = True             # among the default `baselines`
+    real_images: bool = False        # trained on the real train split itself
+    formal_dp: bool = False          # carries an (ε, δ) guarantee (its model card says so)
+    prefix: str | None = None        # its models are named <prefix><ε> (several per method)
+
+    def stage_builder(self) -> Callable[..., list]:
+        if callable(self.stages):
+            return self.stages
+        module, _, name = self.stages.partition(":")
+        return getattr(importlib.import_module(module), name)
+
+    def describe(self, entry: dict) -> str:
+        if self.formal_dp and "epsilon" in entry:
+            model = f" {entry['model']}" if "model" in entry else ""
+            return f"DP-SGD{model}, real images, ε = {entry['epsilon']:.2f} (δ = {entry['delta']:.1e})"
+        return self.description
+
+
+def _student(name: str, description: str, regenerate: bool, soft: bool, **kw) -> Method:
+    """A student of kr.distill: synthetic images only; (regenerated every epoch, teacher labels)."""
+    return Method(name, description, "kr.distill:method_stages", STUDENT_FIELDS,
+                  {"regenerate": regenerate, "soft": soft}, **kw)
+
+
+METHODS: dict[str, Method] = {m.name: m for m in (
+    Method("real", "teacher, real images", None, real_images=True, always=True, default=False),
+    _student("kr", "GKD: regenerated + teacher labels", True, True, always=True, default=False),
+    _student("synthetic", "fixed synthetic set, hard labels", False, False),
+    _student("regen", "regenerated, hard labels", True, False),
+    _student("soft", "fixed synthetic set, teacher labels", False, True),
+    Method("dpsgd", "DP-SGD, real images", "kr.dpsgd:method_stages", DP_FIELDS, real_images=True,
+           formal_dp=True, prefix="dpsgd-eps"),
+)}
+
+
+def baselines() -> tuple[str, ...]:
+    """What `baselines` may list: every method that does not always run."""
+    return tuple(n for n, m in METHODS.items() if not m.always)
+
+
+def default_baselines() -> str:
+    return ",".join(n for n, m in METHODS.items() if m.default and not m.always)
+
+
+def method_of(model: str) -> Method | None:
+    """The method a model (results.json's name for it: `kr`, `dpsgd-eps8`) belongs to."""
+    if model in METHODS:
+        return METHODS[model]
+    return next((m for m in METHODS.values() if m.prefix and model.startswith(m.prefix)), None)
 
 
 def dp_name(epsilon: float) -> str:
     """The DP-SGD model trained for a target ε: `dpsgd-eps8`, `dpsgd-eps0.5`."""
-    return f"{DP_PREFIX}{epsilon:g}"
+    return f"{METHODS['dpsgd'].prefix}{epsilon:g}"
 
 
-def is_dp(method: str) -> bool:
-    return method.startswith(DP_PREFIX)
+def is_dp(model: str) -> bool:
+    m = method_of(model)
+    return bool(m and m.formal_dp)
 
 
-def stage(method: str) -> str:
-    """The pipeline stage that trains a method (every `dpsgd-eps<ε>` comes from `dpsgd`)."""
-    return "teacher" if method == "real" else "dpsgd" if is_dp(method) else method
+def stage(model: str) -> str:
+    """The request name of the stage(s) that train a model (every `dpsgd-eps<ε>` is `dpsgd`)."""
+    m = method_of(model)
+    return "teacher" if model == "real" else m.name if m else model
 
 
-def stage_folder(method: str) -> str:
-    """The stage folder, relative to the run directory, that holds the method's model."""
-    return "teacher" if method == "real" else f"methods/{method}"
+def stage_folder(model: str) -> str:
+    """The stage folder, relative to the run directory, that holds the model."""
+    return "teacher" if model == "real" else f"methods/{model}"
 
 
-def folder(run: Path, method: str) -> Path:
-    return Path(run) / stage_folder(method)
+def folder(run: Path, model: str) -> Path:
+    return Path(run) / stage_folder(model)
 
 
-def saw_real_images(method: str) -> bool:
+def saw_real_images(model: str) -> bool:
     """Trained on the real train split itself (the teacher, DP-SGD), not on synthetic images."""
-    return method == "real" or is_dp(method)
+    m = method_of(model)
+    return bool(m and m.real_images)
 
 
-def describe(method: str, m: dict) -> str:
-    """One line for tables and model cards; `m` is the method's entry in results.json."""
-    if is_dp(method) and "epsilon" in m:
-        model = f" {m['model']}" if "model" in m else ""
-        return f"DP-SGD{model}, real images, ε = {m['epsilon']:.2f} (δ = {m['delta']:.1e})"
-    return DESCRIPTIONS.get(method, "")
+def describe(model: str, entry: dict) -> str:
+    """One line for tables and model cards; `entry` is the model's entry in results.json."""
+    m = method_of(model)
+    return m.describe(entry) if m else ""

@@ -23,7 +23,7 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import yaml
@@ -94,27 +94,14 @@ class RunDir:
     def manifest(self) -> dict[str, Any]:
         return read_manifest(self.path)
 
-    def log_metrics(self, stage: str, record: dict[str, Any]) -> None:
-        append_metrics(self.path, stage, record)
-
-    def stage(self, name: str, inputs: dict[str, Any], fn: Callable[[Path], dict]) -> dict:
-        """Run `fn(folder)` unless a finished stage with the same key exists; return its outputs."""
-        cached = self.cached(name, inputs)
-        if cached is not None:
-            return cached
-        folder = self.begin(name, inputs)
-        start = time.perf_counter()
-        outputs = fn(folder)
-        self.finish(name, inputs, outputs, round(time.perf_counter() - start, 2), torch.get_num_threads())
-        return outputs
-
     def cached(self, name: str, inputs: dict[str, Any]) -> dict | None:
-        """The outputs of a finished stage with this key, or None."""
+        """A finished stage with this key (its stage.json: key, seconds, outputs), or None."""
         key = stage_key(inputs)
         done = self.path / name / "stage.json"
-        if done.is_file() and read_json(done).get("key") == key:
+        record = read_json(done) if done.is_file() else {}
+        if record.get("key") == key:
             log.info("%s: cached (key %s)", name, key)
-            return read_json(done)["outputs"]
+            return record
         return None
 
     def begin(self, name: str, inputs: dict[str, Any]) -> Path:
@@ -142,7 +129,7 @@ class RunDir:
         manifest = self.manifest()
         manifest.setdefault("stages", {})[name] = {"key": key, "seconds": seconds, "threads": threads}
         write_json(self.path / "manifest.json", manifest)
-        self.log_metrics(name, {"event": "done", "seconds": seconds})
+        append_metrics(self.path, name, {"event": "done", "seconds": seconds})
 
 
 def append_metrics(run: str | Path, stage: str, record: dict[str, Any]) -> None:

@@ -27,21 +27,24 @@ from pathlib import Path
 import torch
 
 from kr.artifacts import read_json, write_json
-from kr.config import Config, parse_floats
+from kr.config import Config
 from kr.data import ImageDataset
 from kr.executors import InProcess
 from kr.distill import train_student
-from kr.generators import ConditionalGenerator, load_generator
+from kr.generators import BACKENDS, ConditionalGenerator, load_generator
 from kr.models import load_classifier
-from kr.rundir import stage_outputs
 from kr.synthetic import class_quotas
 from kr.train import better
 
 log = logging.getLogger(__name__)
 
 def default_knobs(gen: ConditionalGenerator) -> dict[str, float]:
-    knob = gen.tuned_knob
-    return {knob: float(getattr(getattr(gen.config, gen.kind), knob))}
+    """The tuned knob at its configured value (the field of that name in the backend's config
+    section); none for a backend without one, whose sampler then uses its own default."""
+    section = getattr(gen.config, gen.kind, None)
+    if section is None or not hasattr(section, gen.tuned_knob):
+        return {}
+    return {gen.tuned_knob: float(getattr(section, gen.tuned_knob))}
 
 
 def _trial(data: ImageDataset, config: Config, gen: ConditionalGenerator, teacher: torch.nn.Module,
@@ -93,11 +96,11 @@ def _best(rows: list[dict], metric: str) -> dict:
     return best
 
 
-def optimise_checkpoint(data: ImageDataset, config: Config, generator_dir: Path, teacher_dir: Path,
-                        device: torch.device, folder: Path | None = None, executor=None) -> dict:
-    """`executor` (kr.executors): where the candidates' short students run (default: here,
-    one after another)."""
-    checkpoints = stage_outputs(generator_dir.parent, generator_dir.name)["checkpoints"]
+def optimise_checkpoint(data: ImageDataset, config: Config, generator_dir: Path, checkpoints: list[dict],
+                        teacher_dir: Path, device: torch.device, folder: Path | None = None,
+                        executor=None) -> dict:
+    """`checkpoints`: the generator stage's list of them.  `executor` (kr.executors): where the
+    candidates' short students run (default: here, one after another)."""
     calls = [(data, config, generator_dir / "checkpoints" / info["name"], teacher_dir, str(device),
               None, 0.0, folder, info["name"]) for info in checkpoints]
     rows = []
@@ -112,16 +115,17 @@ def optimise_checkpoint(data: ImageDataset, config: Config, generator_dir: Path,
             "candidates": rows}
 
 
-def tune(data: ImageDataset, config: Config, checkpoint_dir: Path, teacher_dir: Path,
+def tune(data: ImageDataset, config: Config, checkpoint_dir: Path, kind: str, teacher_dir: Path,
          device: torch.device, selected: dict | None = None, folder: Path | None = None,
          executor=None) -> dict:
-    """`selected`: checkpoint optimisation's trial of this checkpoint (default knob, no
+    """`kind`: the generator's backend, which names the knob to tune (kr.generators.BACKENDS).
+    `selected`: checkpoint optimisation's trial of this checkpoint (default knob, no
     filtering, same seeds): the grid point it matches is reused, not trained again.  The knob
     grid's candidates run side by side on `executor`, then the thresholds at the best knob."""
-    knob = load_generator(checkpoint_dir).tuned_knob
-    grid = parse_floats(getattr(config.select, knob))
+    knob = BACKENDS[kind].tuned_knob
+    grid = getattr(config.select, knob)
     metric = config.select.metric
-    thresholds = [t for t in parse_floats(config.select.threshold) if t > 0]
+    thresholds = [t for t in config.select.threshold if t > 0]
 
     def reused(value: float) -> bool:
         return selected is not None and selected["knobs"] == {knob: value} and selected["threshold"] == 0

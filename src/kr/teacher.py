@@ -31,7 +31,7 @@ def train_teacher(data: ImageDataset, config: Config, folder: Path, device: torc
 
 def train_judge(data: ImageDataset, config: Config, folder: Path, device: torch.device,
                 on_epoch: Callable[[dict], None] | None = None) -> dict:
-    """The independent judge of generated images (kr.generators.quality): trained on the same
+    """The independent judge of generated images (kr.quality): trained on the same
     real train split as the teacher, with its own architecture and seed; nothing but the
     quality stage reads it, so no generator or student is ever fitted to it."""
     return train_on_real(data, config.judge.model, config.judge.train,

@@ -8,7 +8,7 @@ import torch
 from kr.config import load_config
 from kr.data import Split
 from kr.errors import KRError
-from kr.generators import GENERATORS, GeneratorFailed, build_generator, load_generator
+from kr.generators import BACKENDS, GeneratorFailed, build_generator, load_generator
 from kr.models import build_model
 from kr.seeding import make_generator
 
@@ -168,11 +168,11 @@ def test_every_backend_describes_itself():
     tuning searches (its grid is `select.<knob>`) and the strategy GKD uses under auto."""
     import dataclasses
 
-    from kr.config import GENERATOR_KINDS, SelectConfig
-    from kr.generators import GENERATORS
+    from kr.config import GeneratorConfig, SelectConfig
 
-    assert tuple(GENERATORS) == GENERATOR_KINDS
+    sections = {f.name: f.type for f in dataclasses.fields(GeneratorConfig)}
     grids = {f.name for f in dataclasses.fields(SelectConfig)}
-    for kind, cls in GENERATORS.items():
+    for kind, cls in BACKENDS.items():
         assert cls.kind == kind and cls.tuned_knob in cls.knobs and cls.tuned_knob in grids
+        assert sections[kind] is cls.Config  # its section, generator.<kind>, from its module
         assert cls.strategy in ("every-epoch", "pool")

@@ -9,7 +9,8 @@ import pytest
 from kr import pipeline
 from kr.config import load_config
 from kr.errors import KRError
-from kr.privacy import audit, scoring
+from kr import audit
+from kr.privacy import scoring
 from tests.conftest import make_arrays, write_npz
 
 

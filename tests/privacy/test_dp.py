@@ -13,7 +13,7 @@ from kr.config import load_config
 from kr.errors import KRError
 from kr.models import load_classifier
 from kr.models.scatternet import ScatterNet
-from kr.privacy.dp import train_dpsgd
+from kr.dpsgd import train_dpsgd
 from tests.toys import toy_dataset
 
 

@@ -4,7 +4,8 @@ import numpy as np
 import torch
 
 from kr.models import build_model
-from kr.privacy.memorisation import compare, memorisation
+from kr.privacy.memorisation import compare
+from kr.shipped_audit import memorisation
 from tests.toys import toy_dataset, toy_split
 
 

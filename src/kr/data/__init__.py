@@ -3,7 +3,5 @@
 from kr.data.dataset import ImageDataset, Split, load_dataset
 from kr.data.registry import MEDMNIST, DatasetInfo, get_info
 
-DATASETS = ("digits", *MEDMNIST)
-
-__all__ = ["DATASETS", "MEDMNIST", "DatasetInfo", "ImageDataset", "Split", "get_info",
+__all__ = ["MEDMNIST", "DatasetInfo", "ImageDataset", "Split", "get_info",
            "load_dataset"]

@@ -33,7 +33,6 @@ from kr.artifacts import (
     write_json,
 )
 from kr.augment import random_hflip
-from kr.config import GeneratorConfig, from_dict
 from kr.data import Split
 from kr.errors import KRError
 from kr.seeding import derive_seed, make_generator
@@ -47,13 +46,15 @@ class GeneratorFailed(KRError):
 
 class ConditionalGenerator(ABC):
     kind: str = ""
-    knobs: tuple[str, ...] = ()        # sampling knobs this backend accepts
+    Config: type | None = None         # its config section, generator.<kind> (a frozen dataclass)
+    knobs: dict[str, tuple[type, str]] = {}  # sampling knobs it accepts: type, help (kr sample)
     tuned_knob: str = ""               # the knob tuning searches, over the grid `select.<knob>`
     strategy: str = "every-epoch"      # how GKD draws from it under distill.strategy=auto
     reals_per_step: int = 1            # real batches one training step consumes (kimg accounting)
 
-    def __init__(self, config: GeneratorConfig, channels: int, size: int, n_classes: int,
+    def __init__(self, config: Any, channels: int, size: int, n_classes: int,
                  seed: int = 0):
+        # config: a kr.generators.GeneratorConfig (built from this registry, so not imported here)
         self.config, self.channels, self.size, self.n_classes = config, channels, size, n_classes
         with torch.random.fork_rng(devices=[]):  # initialise from `seed`, not the global RNG
             torch.manual_seed(derive_seed(seed, "init"))
@@ -254,13 +255,3 @@ def _last_good(checkpoints: list[dict]) -> str:
     if not checkpoints:
         return "no checkpoint was saved before it"
     return f"the last good checkpoint, {checkpoints[-1]['name']}, is kept"
-
-
-def generator_from_folder(folder: str | Path, registry: dict[str, type]) -> ConditionalGenerator:
-    meta = read_model_config(folder)
-    if meta.get("kind") != "generator":
-        raise KRError(f"{folder} does not hold a saved generator")
-    config = from_dict(GeneratorConfig, meta["config"], "generator.")
-    gen = registry[meta["backend"]](config, meta["channels"], meta["size"], meta["n_classes"])
-    gen.load_weights(folder)
-    return gen

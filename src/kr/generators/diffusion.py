@@ -13,16 +13,41 @@ The UNet has no self-attention by default: on CPU attention dominates the step t
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from kr.errors import check
 from kr.generators.base import ConditionalGenerator
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    """Class-conditional flow-matching model (rectified flow) on diffusers' UNet2DModel."""
+
+    width: int = 16               # UNet channels at full resolution; levels use w, 2w, 4w
+    layers_per_block: int = 1
+    attention: bool = False       # self-attention in the UNet mid block (lowest resolution)
+    lr: float = 1e-3
+    label_dropout: float = 0.1    # classifier-free guidance trains an unconditional model too
+    steps: int = 8                # sampler steps (Euler, diffusers' FlowMatchEulerDiscreteScheduler)
+    guidance: float = 2.0         # classifier-free guidance scale; 1 = plain conditional
+
+    def __post_init__(self):
+        check(self.width >= 8 and self.width % 8 == 0, "width", "must be a multiple of 8")
+        check(self.layers_per_block >= 1, "layers_per_block", "must be ≥ 1")
+        check(self.lr > 0, "lr", "must be > 0")
+        check(0 <= self.label_dropout < 1, "label_dropout", "must be in [0, 1)")
+        check(self.steps >= 1, "steps", "must be ≥ 1")
+        check(self.guidance >= 0, "guidance", "must be ≥ 0")
 
 
 class FlowDiffusion(ConditionalGenerator):
     kind = "diffusion"
-    knobs = ("guidance", "steps")
+    Config = DiffusionConfig  # its section, generator.diffusion
+    knobs = {"guidance": (float, "Diffusion guidance scale."), "steps": (int, "Diffusion sampler steps.")}
     tuned_knob = "guidance"   # classifier-free guidance scale
     strategy = "pool"         # CPU sampling costs 7–20 student epochs a set (benchmarks/SPEED.md)
 

@@ -1,6 +1,6 @@
 """A plain VGG-style CNN (Simonyan & Zisserman 2015, scaled to 28–64 px): the second
 architecture of the registry, used where a classifier must not share the teacher's design —
-the independent judge of generated images (kr.generators.quality).
+the independent judge of generated images (kr.quality).
 
 Three stages at widths w, 2w, 4w, each two 3×3 conv–norm–ReLU layers, max pooling between
 stages, then global average pooling: no residual connections, other receptive fields and

@@ -1,6 +1,6 @@
 """ScatterNet classifiers (Tramèr & Boneh, ICLR 2021, "Differentially private learning needs
 better features"): a fixed wavelet scattering transform (Oyallon & Mallat 2015) followed by a
-small trained head.  The DP-SGD baseline (kr.privacy.dp) uses them.
+small trained head.  The DP-SGD baseline (kr.dpsgd) uses them.
 
 The scattering transform is data-independent: its Morlet filters are a function of (J, L,
 image size) alone and are never trained, so it costs no privacy budget and DP-SGD only has to

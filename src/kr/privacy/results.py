@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-from pathlib import Path
-
-from kr.artifacts import read_json
-
-log = logging.getLogger(__name__)
 
 
 def audit_of(results: dict) -> tuple[str, dict]:
@@ -28,16 +22,3 @@ def results_fields(audit_json: dict, shipped_free: dict) -> dict:
     the reference-free figures `kr run` measured on them (`shipped_free`)."""
     return {"audit": audit_json["procedure"], "audit_shipped": {**shipped_free, **audit_json["shipped"]},
             "audit_meta": audit_json["meta"]}
-
-
-def recorded_audit(run: Path, evaluated: str, shipped_free: dict) -> dict:
-    """`kr run`'s view of an earlier `kr audit`: its results.json fields, if it audited the models
-    the run has now (`evaluated`, the evaluate stage's key), else nothing (it is stale)."""
-    path = Path(run) / "audit" / "audit.json"
-    if not path.is_file():
-        return {}
-    doc = read_json(path)
-    if doc["meta"].get("evaluate_key") != evaluated:
-        log.warning("audit/audit.json audited other models than this run's: rerun `kr audit %s`", run)
-        return {}
-    return results_fields(doc, shipped_free)

@@ -1,21 +1,17 @@
 """Membership-inference scoring: the attacks, experiment 1 and 2's scores, their summaries.
 
-Pure functions of logits and memberships (../shared/AUDIT.md), plus `shipped_audit`, the
-reference-free audit `kr run` does on its own models.  `kr audit` (kr.privacy.audit) replays
-the procedure for the reference-based attacks and scores with the same functions.
+Pure functions of logits and memberships (../shared/AUDIT.md).  `kr run`'s audit stage
+(kr.shipped_audit) scores its own models with the reference-free attacks; `kr audit`
+(kr.audit) replays the procedure for the reference-based ones and scores with the same
+functions.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
-from kr.artifacts import write_npz
 from kr.config import Config
-from kr.data import ImageDataset
-from kr.models import load_classifier
-from kr.privacy import attacks, metrics, plots, references, signals
+from kr.privacy import attacks, metrics, signals
 from kr.seeding import derive_seed
 
 # Reference-free attacks: functions of the target's logits alone.
@@ -105,23 +101,3 @@ def compare_to_real(audit: dict) -> None:
         for name, row in by_attack.items():
             if name in audit["real"]:
                 row["auc_below_real"] = audit["real"][name]["auc"] - row["auc"]
-
-
-def shipped_audit(data: ImageDataset, config: Config, models: dict[str, Path], device,
-                  folder: Path) -> dict:
-    """The `audit` stage of `kr run`: experiment 2 with the reference-free attacks only (the
-    reference-based ones need `kr audit`'s reference runs).  Scores and ROC curves are saved
-    in `folder` so the report draws from them without querying a model again."""
-    labels, members = references.pool(data).labels.numpy(), references.shipped_members(data)
-    images = references.pool(data).images
-    out, raw = {}, {"members": members}
-    for method, model in models.items():
-        logits = signals.query(load_classifier(model).to(device), images)
-        scores = shipped_scores(logits, None, labels, None, None)
-        out[method] = summarise(scores, members, {}, config)
-        raw.update({f"{method}/{a}": s for a, (s, _) in scores.items()})
-        plots.roc_figure({a: (s, members) for a, (s, _) in scores.items()}, folder / f"roc-{method}.png",
-                         f"{method}: shipped model, reference-free attacks")
-    write_npz(folder / "scores.npz", **raw)
-    compare_to_real(out)
-    return out

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from kr.artifacts import atomic_path, read_json
 from kr.errors import KRError
-from kr.methods import DP_PREFIX, describe, is_dp
+from kr.methods import describe, is_dp, method_of
 from kr.privacy.results import audit_of, best_attack
 from kr.report import figures
 from kr.report.tables import quality_rows
@@ -126,7 +126,7 @@ def privacy_points(runs: list[Run]) -> list[dict]:
             best = best_attack(audit.get(m, {}))
             if best and "test" in v:
                 points.append({"method": m, "auc": best[1]["auc"], "acc": v["test"]["acc"], "run": r.name,
-                               "experiment": exp, "epsilon": v.get("epsilon_target", float(m.removeprefix(DP_PREFIX))) if is_dp(m)
+                               "experiment": exp, "epsilon": v.get("epsilon_target", float(m.removeprefix(method_of(m).prefix))) if is_dp(m)
                                else None})
     return points
 

@@ -23,6 +23,7 @@ import contextlib
 import logging
 import time
 import warnings
+from dataclasses import fields
 from pathlib import Path
 from typing import Callable
 
@@ -32,15 +33,33 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from kr.artifacts import write_json
 from kr.augment import augment
-from kr.config import Config
+from kr.config import Config, DPConfig
 from kr.data import ImageDataset, Split
 from kr.errors import KRError
-from kr.methods import dp_name
+from kr.graph import Stage
+from kr.methods import Method, dp_name, stage_folder
 from kr.models import build_model, save_classifier
 from kr.seeding import derive_seed, make_generator
 from kr.train import better, score
 
 log = logging.getLogger(__name__)
+
+# DP-SGD selects its epoch by the teacher's metric (and, with dpsgd.model=cnn, trains the
+# teacher's architecture with its crop); each model's ε is its own parameter, so adding an ε to
+# the list keeps the others.
+READS = ("seed", "data.size", "teacher.model", "teacher.train.crop_padding",
+         "teacher.train.select_metric", *(f"dpsgd.{f.name}" for f in fields(DPConfig) if f.name != "epsilons"))
+
+
+def method_stages(config: Config, method: Method) -> list[Stage]:
+    """The `dpsgd` method (kr.methods): one stage, and one model, per target ε."""
+    return [Stage(stage_folder(dp_name(eps)), (), READS, dpsgd_stage, params={"epsilon": eps},
+                  model=dp_name(eps), group=method.name) for eps in config.dpsgd.epsilon_list()]
+
+
+def dpsgd_stage(ctx, inputs: dict, folder: Path, epsilon: float) -> dict:
+    return train_dpsgd(ctx.data, ctx.config, epsilon, folder, ctx.device,
+                       on_epoch=ctx.log_to(stage_folder(dp_name(epsilon))))
 
 
 @contextlib.contextmanager

@@ -3,7 +3,7 @@ from torch import nn
 
 from kr.data import Split
 from kr.config import ClassifierConfig, TrainConfig
-from kr.generators.quality import (
+from kr.quality import (
     downstream_score,
     frechet_distance,
     precision_recall,

@@ -9,7 +9,8 @@
     write     audit/ : membership.npz, signals.npz, scores.npz, audit.json, ROC PNGs;
               results.json gains "audit"
 
-See ../shared/AUDIT.md for the experiment and its traps; docs in the README's "Privacy audit".
+See ../shared/AUDIT.md for the experiment and its traps, docs/audit.md for its use.  It sits
+beside the pipeline (it replays it); kr.privacy holds the pure attack, signal and metric code.
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ from kr.data import ImageDataset, load_dataset
 from kr.errors import KRError
 from kr.executors import InProcess
 from kr.methods import folder as model_folder
-from kr.methods import stage
+from kr.methods import method_of, stage
 from kr.models import load_classifier
-from kr.privacy import attacks, plots, references, signals
+from kr.privacy import attacks, references, signals
 from kr.privacy.references import membership, reference_config, subset
 from kr.privacy.results import results_fields
 from kr.privacy.scoring import (
@@ -41,14 +42,15 @@ from kr.privacy.scoring import (
     summarise,
 )
 from kr.rundir import evaluated_key, read_config_tree, read_manifest, read_results
+from kr.report.roc import roc_figure
 from kr.train import resolve_device
 
 log = logging.getLogger(__name__)
 
 
 def reference_stages(methods: tuple[str, ...]) -> tuple[str, ...]:
-    """What a reference must run for these targets (the pipeline adds what students need)."""
-    return tuple(s for s in pipeline.STAGES if s == "teacher" or s in map(stage, methods))
+    """What a reference must run for these targets (the request adds what they need)."""
+    return ("teacher", *dict.fromkeys(stage(m) for m in methods if m != "real"))
 
 
 def train_references(config: Config, folder: Path, data: ImageDataset, methods: tuple[str, ...],
@@ -61,7 +63,7 @@ def train_references(config: Config, folder: Path, data: ImageDataset, methods: 
         raise KRError(f"reference indices {sorted(set(only))} out of range: this audit has "
                       f"{len(matrix)} reference runs, 0–{len(matrix) - 1} (audit.references)")
     stages = reference_stages(methods)
-    baselines = ",".join(dict.fromkeys(stage(m) for m in methods if m not in ("real", "kr")))
+    baselines = ",".join(dict.fromkeys(method_of(m).name for m in methods if not method_of(m).always))
     paths, calls = [], []
     for i in range(len(matrix)):
         path = folder / f"r{i}"
@@ -148,9 +150,9 @@ def audit(run_dir: str | Path, overrides=(), data_dir: str | None = None, device
         shipped[m] = summarise(ship, shipped_members, {a: n_refs for a in SHIPPED_REFERENCE_ATTACKS}, config)
         raw.update({f"procedure/{m}/{a}": s for a, (s, _) in proc.items()})
         raw.update({f"shipped/{m}/{a}": s for a, (s, _) in ship.items()})
-        plots.roc_figure({a: (s, matrix) for a, (s, _) in proc.items()},
+        roc_figure({a: (s, matrix) for a, (s, _) in proc.items()},
                          folder / "roc" / f"procedure-{m}.png", f"{m}: procedure ({n_refs} runs, pooled)")
-        plots.roc_figure({a: (s, shipped_members) for a, (s, _) in ship.items()},
+        roc_figure({a: (s, shipped_members) for a, (s, _) in ship.items()},
                          folder / "roc" / f"shipped-{m}.png", f"{m}: shipped model")
     write_npz(folder / "scores.npz", **raw)
     compare_to_real(procedure)
