@@ -50,6 +50,13 @@ def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> Path:
     return path
 
 
+def pytest_collection_modifyitems(items):
+    """Tests that read the shared tiny run (below) wait for a whole run: they are `slow`."""
+    for item in items:
+        if "finished_run" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def finished_run(tmp_path_factory):
     """One tiny `kr run` (KR, the fixed-set baseline and DP-SGD) that report and release tests

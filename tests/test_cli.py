@@ -28,6 +28,7 @@ def _one_clean_error(proc):
     return lines[0]
 
 
+@pytest.mark.slow  # end to end: a whole tiny run
 def test_tiny_teacher_run_writes_every_artifact(tmp_path):
     out = tmp_path / "run"
     proc = kr("teacher", "--dataset", "digits", "--preset", "tiny", "--out", str(out),
@@ -201,6 +202,7 @@ def test_data_fetch_finds_local_verified_copy(medmnist_dir):
     assert proc.returncode == 0 and proc.stdout.strip().endswith("breastmnist.npz")
 
 
+@pytest.mark.slow  # end to end: a whole tiny run
 @pytest.mark.parametrize("kind", ["gan", "diffusion"])
 def test_generator_then_sample(tmp_path, kind):
     out = tmp_path / "run"
@@ -245,6 +247,7 @@ def test_sample_without_generator_is_a_clear_error(tmp_path):
     assert "holds no trained generator" in line
 
 
+@pytest.mark.slow  # end to end: a whole tiny run
 def test_tiny_kr_run_end_to_end_writes_every_artifact(tmp_path):
     out = tmp_path / "run"
     proc = kr("run", "--preset", "tiny", "--out", str(out), "--device", "cpu")

@@ -44,6 +44,7 @@ def _weights(run):
     return {s: (run / s / "model.safetensors").read_bytes() for s in STAGE_FILES}
 
 
+@pytest.mark.slow  # end to end: a whole tiny run
 def test_processes_give_the_in_process_numbers(tmp_path, one_thread):
     a = pipeline.run(_config(), out=tmp_path / "a", device="cpu")
     b = pipeline.run(_config(), out=tmp_path / "b", device="cpu", executor=LocalProcesses(workers=2, threads=2))
@@ -68,6 +69,7 @@ def _die(_):
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+@pytest.mark.slow  # end to end: a whole tiny run
 def test_a_killed_worker_is_reported_and_the_rerun_resumes(tmp_path, one_thread, monkeypatch, caplog):
     executor = LocalProcesses(workers=2, threads=2)
     with pytest.raises(KRError, match="worker process died.*rerun the same command"):
@@ -100,6 +102,7 @@ def test_timed_sets_threads_and_checks_the_shared_folder(tmp_path, one_thread):
         timed(int, (), None, str(tmp_path / "not-here"))
 
 
+@pytest.mark.slow  # end to end: a whole tiny run
 def test_ray_gives_the_in_process_numbers(tmp_path, one_thread):
     ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install '.[ray]')")
     from kr.executors import RayExecutor
@@ -133,6 +136,7 @@ class _Counting(InProcess):
         return super().run(calls)
 
 
+@pytest.mark.slow  # end to end: a whole tiny run
 def test_an_executor_registered_alone_serves_the_cli_and_the_pipeline(tmp_path, monkeypatch, one_thread):
     from click.testing import CliRunner
 

@@ -38,6 +38,7 @@ def _close(a, b, path=""):
         assert a == b, path
 
 
+@pytest.mark.slow  # end to end: a whole tiny run
 def test_a_tiny_run_gives_the_results_it_gave_before_the_restructuring(tmp_path, monkeypatch):
     import kr.synthetic
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from kr import graph, pipeline
+from kr.errors import KRError
 from kr.config import load_config
 from kr.rundir import stage_key
 
@@ -108,6 +109,7 @@ class _Recorder:
         return self.classes[key]
 
 
+@pytest.mark.slow  # end to end: a whole tiny run
 def test_stages_read_only_config_their_keys_cover(tmp_path, monkeypatch):
     """Run the tiny pipeline with a config that records every leaf each stage reads: each must
     be in the slice the stage declares, or in a slice of a stage it needs (whose key its key
@@ -138,6 +140,7 @@ def test_stages_read_only_config_their_keys_cover(tmp_path, monkeypatch):
         assert not missed, f"{name} reads {missed} but its key does not cover them"
 
 
+@pytest.mark.slow  # end to end: a whole tiny run
 def test_any_stage_can_be_asked_for_alone(tmp_path):
     config = load_config("tiny", overrides=["baselines=", "teacher.train.epochs=1",
                                             "generator.kimg=0.25", "generator.checkpoint_kimg=0.25"])
@@ -183,3 +186,66 @@ def test_the_package_import_graph_has_no_cycle():
             state[m] = 2
     for m in sorted(deps):
         visit(m, [])
+
+
+def test_one_rule_decides_what_a_request_runs():
+    stages = pipeline.stage_graph(load_config("tiny", overrides=["dpsgd.epsilons=8,1"]))
+    everything = graph.request(stages)
+    assert everything == list(stages) and everything[-2:] == ["results", "report"]
+    dp = graph.request(stages, ["dpsgd"])  # a group: both ε models, then what summarises them
+    assert dp == ["methods/dpsgd-eps8", "methods/dpsgd-eps1", "evaluate", "results"]
+    kr = graph.request(stages, ["kr"])
+    assert kr == ["teacher", "generator", "selection", "tuning", "methods/kr", "evaluate", "results"]
+    assert graph.inputs_of(stages["evaluate"], kr) == ("teacher", "methods/kr")  # only what ran
+    teacher = graph.request(stages, ["teacher"])
+    assert teacher == ["teacher", "evaluate", "results"]
+    assert "audit/shipped" in graph.request(stages, ["kr", "audit"])
+    with pytest.raises(KRError, match=r"unknown stage\(s\) \['students'\]"):
+        graph.request(stages, ["students"])
+    keyed = graph.keys(stages, kr, load_config("tiny").to_dict(), {})
+    assert "results" not in keyed and set(keyed["evaluate"]["needs"]) == {"teacher", "methods/kr"}
+
+
+def test_walk_hands_each_task_its_stage_function_and_only_its_inputs(tmp_path):
+    from kr.graph import Done, Stage, call, walk
+    from kr.rundir import RunDir
+    from tests.toys import toy_dataset
+
+    seen = {}
+
+    def make(name):
+        def fn(ctx, inputs, folder, **params):
+            seen[name] = {n: (d.outputs, d.path.name) for n, d in inputs.items()}
+            return {"name": name, **params}
+        return fn
+
+    stages = {s.name: s for s in (
+        Stage("a", (), (), make("a")), Stage("b", (), (), make("b"), params={"p": 1}),
+        Stage("c", ("a",), (), make("c"), uses=("b",)),
+        Stage("summary", (), (), make("summary"), uses=("a", "b", "c"), cached=False))}
+
+    class Recording:
+        def __init__(self):
+            self.waves = []
+
+        def run(self, calls):
+            self.waves.append([(fn, args[0]) for (fn, args), _ in calls])
+            return [(fn(*args), 0.0, 1) for (fn, args), _ in calls]
+
+    executor = Recording()
+    order = graph.request(stages, ["c"])
+    assert order == ["a", "c"]  # b is only used, never pulled in
+    run_dir = RunDir(tmp_path / "run", load_config("tiny"), toy_dataset())
+    try:
+        done = walk(stages, order, graph.keys(stages, order, {}, {}), run_dir, executor, None)
+        assert seen["c"] == {"a": ({"name": "a"}, "a")} and "summary" not in seen
+        assert [[fn for fn, _ in wave] for wave in executor.waves] == [[call], [call]]
+        assert [[s for _, s in wave] for wave in executor.waves] == [[stages["a"].fn], [stages["c"].fn]]
+        order = graph.request(stages, None)
+        done = walk(stages, order, graph.keys(stages, order, {}, {}), run_dir, executor, None)
+        assert set(seen["summary"]) == {"a", "b", "c"} and done["summary"].outputs["name"] == "summary"
+        # a was cached; b ran, then c again (its key has b's now)
+        assert [[s for _, s in wave] for wave in executor.waves[2:]] == [[stages["b"].fn], [stages["c"].fn]]
+        assert isinstance(done["a"], Done) and done["b"].outputs == {"name": "b", "p": 1}
+    finally:
+        run_dir.close()

@@ -58,6 +58,7 @@ def _majority(ctx, inputs, folder, **params):
     return {"best_epoch": -1, "copied": True}
 
 
+@pytest.mark.slow  # end to end: a whole tiny run
 def test_a_method_registered_alone_runs_through_the_pipeline(tmp_path, monkeypatch):
     monkeypatch.setitem(METHODS, "copy", Method("copy", "the teacher, copied", _majority_stages,
                                                 fields=("best_epoch", "copied"), default=False))

@@ -24,6 +24,7 @@ def _key(out, stage):
     return json.loads((out / stage / "stage.json").read_text())["key"]
 
 
+@pytest.mark.slow  # end to end: a whole tiny run
 def test_rerun_reuses_and_config_change_reruns_only_downstream(tmp_path, caplog, small):
     caplog.set_level("INFO", logger="kr")
     out = tmp_path / "run"
@@ -57,6 +58,7 @@ def test_rerun_reuses_and_config_change_reruns_only_downstream(tmp_path, caplog,
     assert third["methods"]["real"]["best_epoch"] == 0
 
 
+@pytest.mark.slow  # end to end: a whole tiny run
 def test_a_new_teacher_keeps_an_unguided_generator(tmp_path, caplog, small):
     caplog.set_level("INFO", logger="kr")
     stages, out = ("teacher", "generator", "quality"), tmp_path / "run"
@@ -72,6 +74,7 @@ def test_a_new_teacher_keeps_an_unguided_generator(tmp_path, caplog, small):
         assert "generator: cached" in caplog.text and _key(out, "generator") == key
 
 
+@pytest.mark.slow  # end to end: a whole tiny run
 def test_generator_alone_trains_the_teacher_that_guides_it(tmp_path, small):
     out = tmp_path / "run"
     guided = ["generator.gan.teacher_ce=0.5", "generator.gan.teacher_bn=0.05"]
@@ -92,6 +95,7 @@ def _untimed(x):
     return [_untimed(v) for v in x] if isinstance(x, list) else x
 
 
+@pytest.mark.slow  # end to end: a whole tiny run
 def test_same_seed_twice_gives_identical_results(tmp_path, small):
     config = load_config("tiny", data={"dataset": small})
     a = pipeline.run(config, out=tmp_path / "a", device="cpu")
@@ -121,6 +125,7 @@ class _Guard:
         return getattr(self._split, name)
 
 
+@pytest.mark.slow  # end to end: a whole tiny run
 def test_test_split_is_read_only_by_the_final_evaluation(tmp_path, monkeypatch, small):
     import dataclasses
 
@@ -160,6 +165,7 @@ def test_test_split_is_read_only_by_the_final_evaluation(tmp_path, monkeypatch, 
     assert results["cas_gap_pp"] == pytest.approx(gap, abs=0.01)
 
 
+@pytest.mark.slow  # end to end: a whole tiny run
 def test_baselines_are_configurable_kr_and_real_always_run(tmp_path, small):
     config = load_config("tiny", overrides=["baselines=synthetic", "generator.kind=diffusion"],
                          data={"dataset": small})
@@ -183,6 +189,7 @@ def test_default_run_name_is_deterministic():
     assert pipeline.default_run_name(config) == "my_set-tiny-s3"
 
 
+@pytest.mark.slow  # end to end: a whole tiny run
 def test_multilabel_warning(tmp_path, caplog):
     import numpy as np
 

@@ -143,6 +143,7 @@ def test_a_malformed_config_json_is_a_clear_error(released, tmp_path):
         predict(folder, released[2], tmp_path / "o.csv", "cpu")
 
 
+@pytest.mark.slow  # end to end: a whole tiny run
 def test_names_from_user_data_are_escaped_for_each_format(tmp_path):
     """Label names and file names reach CSV, HTML and Markdown: each gets them literally."""
     from kr import pipeline
@@ -167,6 +168,7 @@ def test_names_from_user_data_are_escaped_for_each_format(tmp_path):
     assert "'=HYPERLINK(\"http://x\")" in cells and not any(c.startswith("=") for c in cells)
 
 
+@pytest.mark.slow  # end to end: a whole tiny run
 def test_a_model_records_the_image_size_it_was_trained_on(tmp_path):
     from kr import pipeline
     from kr.config import load_config

@@ -122,9 +122,7 @@ def train_student(data: ImageDataset, config: Config, gen: ConditionalGenerator,
     seed = derive_seed(config.seed, seed_key)
     mcfg = dcfg.model
     kwargs = {"width": mcfg.width, "norm": mcfg.norm, "dropout": mcfg.dropout}
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derive_seed(seed, "init"))
-        model = build_model(mcfg.arch, data.channels, data.n_classes, **kwargs).to(device)
+    model = build_model(mcfg.arch, data.channels, data.n_classes, seed, **kwargs).to(device)
     train = source
     if not soft:
         loss = supervised_loss(data.task, tcfg.label_smoothing)

@@ -99,9 +99,8 @@ def train_dpsgd(data: ImageDataset, config: Config, epsilon: float, folder: Path
     delta = dcfg.delta or 1.0 / len(data.train)
     started = time.perf_counter()
     with torch.random.fork_rng(devices=[]), _expected_warnings(dcfg.accountant):
-        torch.manual_seed(derive_seed(seed, "init"))
         arch, kwargs = _architecture(config, data)
-        model = build_model(arch, data.channels, data.n_classes, **kwargs).to(device)
+        model = build_model(arch, data.channels, data.n_classes, seed, **kwargs).to(device)
         if arch == "scatternet":  # the features are fixed: compute them once, train the head
             trained, train, val = model.head, _scattered(model, data.train), _scattered(model, data.val)
             batch_fn = None

@@ -134,7 +134,7 @@ def walk(stages: dict[str, Stage], order: list[str], key_inputs: dict[str, dict]
             inputs = {d: done[d] for d in inputs_of(stages[name], order)}
             calls.append(((call, (stages[name].fn, ctx, inputs, str(folder), stages[name].params)),
                           stages[name]))
-        for name, (out, seconds, threads) in zip(fresh, executor.run(calls)):
+        for name, (out, seconds, threads) in zip(fresh, executor.run(calls) if calls else ()):
             run_dir.finish(name, key_inputs[name], out, seconds, threads)
             done[name] = Done(out, run_dir.path / name, stage_key(key_inputs[name]), seconds, stages[name].model)
             sorter.done(name)

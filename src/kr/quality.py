@@ -26,7 +26,6 @@ from scipy import linalg
 
 from kr.config import ClassifierConfig, TrainConfig
 from kr.data import Split
-from kr.seeding import derive_seed
 from kr.train import CL
 
 
@@ -103,9 +102,7 @@ def downstream_score(fake: torch.Tensor, fake_labels: torch.Tensor, val: Split, 
     from kr.train import fit_classifier
 
     kwargs = {"width": model_cfg.width, "norm": model_cfg.norm, "dropout": model_cfg.dropout}
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derive_seed(seed, "init"))
-        model = build_model(model_cfg.arch, fake.shape[1], n_classes, **kwargs).to(device)
+    model = build_model(model_cfg.arch, fake.shape[1], n_classes, seed, **kwargs).to(device)
     result = fit_classifier(model, Split(fake, fake_labels), val, task, train_cfg, seed, hflip,
                             desc="downstream")
     return dict(result.best_val)

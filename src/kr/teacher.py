@@ -42,9 +42,7 @@ def train_on_real(data: ImageDataset, mcfg: ClassifierConfig, tcfg: TrainConfig,
                   folder: Path, device: torch.device, on_epoch: Callable[[dict], None] | None,
                   desc: str) -> dict:
     kwargs = {"width": mcfg.width, "norm": mcfg.norm, "dropout": mcfg.dropout}
-    with torch.random.fork_rng(devices=[]):  # initialise from our seed, leave the global RNG alone
-        torch.manual_seed(derive_seed(seed, "init"))
-        model = build_model(mcfg.arch, data.channels, data.n_classes, **kwargs).to(device)
+    model = build_model(mcfg.arch, data.channels, data.n_classes, seed, **kwargs).to(device)
     result = fit_classifier(model, data.train, data.val, data.task, tcfg, seed, data.hflip,
                             state_path=folder / "state.pt", on_epoch=on_epoch, desc=desc)
     # The test split is not read here: the final evaluation stage scores every method on it.

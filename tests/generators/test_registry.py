@@ -2,6 +2,7 @@
 edit anywhere else — is a valid `generator.kind`, trains, is judged, selected, tuned and
 distilled by the tiny pipeline, reloads from its checkpoint and offers its knob to `kr sample`."""
 
+import pytest
 import torch
 from click.testing import CliRunner
 from torch import nn
@@ -38,6 +39,7 @@ class ClassMeans(ConditionalGenerator):
         return self.ema.means[labels] + 0.2 * sigma * noise(c, self.size, self.size)
 
 
+@pytest.mark.slow  # end to end: a whole tiny run
 def test_a_backend_registered_alone_runs_through_the_pipeline(tmp_path, monkeypatch):
     monkeypatch.setitem(generators.BACKENDS, "means", ClassMeans)
     config = load_config("tiny", overrides=["generator.kind=means", "baselines=synthetic"])

@@ -6,12 +6,13 @@ import json
 import numpy as np
 import pytest
 
-from kr import pipeline
+from kr import audit, pipeline
 from kr.config import load_config
 from kr.errors import KRError
-from kr import audit
 from kr.privacy import scoring
 from tests.conftest import make_arrays, write_npz
+
+pytestmark = pytest.mark.slow  # end to end: tiny runs and their audit
 
 
 @pytest.fixture(scope="module")

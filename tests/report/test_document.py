@@ -34,6 +34,7 @@ def _md_rows(md: str, first: str) -> dict[str, list[str]]:
     return rows
 
 
+@pytest.mark.slow  # end to end: a whole tiny run
 def test_kr_run_ends_with_the_report(run):
     path, results = run
     assert results["report"] == str(path / "report" / "report.html")

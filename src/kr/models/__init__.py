@@ -1,10 +1,13 @@
-"""Classifier registry: architecture names map to factories taking (in_channels, num_classes)."""
+"""Classifier registry: architecture names map to how to build one (in_channels, num_classes,
+its keywords) and what a saved folder of it may say."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from functools import partial
-from typing import Callable
+from typing import Any, Callable
 
+import torch
 from torch import nn
 
 from kr.artifacts import load_state, read_model_config, save_model, weight_shapes
@@ -12,21 +15,55 @@ from kr.errors import ConfigError, KRError
 from kr.models.convnet import ConvNet
 from kr.models.resnet import ResNet
 from kr.models.scatternet import HEADS, ScatterNet, head_shapes
+from kr.seeding import derive_seed
 
-ARCHS: dict[str, Callable[..., nn.Module]] = {
-    "resnet8": partial(ResNet, 8),
-    "resnet14": partial(ResNet, 14),
-    "resnet20": partial(ResNet, 20),
-    "resnet32": partial(ResNet, 32),
-    "convnet": ConvNet,
-    "scatternet": ScatterNet,
+
+@dataclass(frozen=True)
+class Arch:
+    """A classifier architecture: how to build it, and what a saved folder of it may say.  A
+    folder may come from anywhere (`kr predict`), so its config is checked against these
+    before anything is allocated: known keywords, their bounds, and the weight shapes they
+    imply (`shapes(in_channels, num_classes, **kwargs)`)."""
+    build: Callable[..., nn.Module]
+    shapes: Callable[..., dict[str, tuple[int, ...]]]
+    kwargs: dict[str, Any]                                       # its keywords and defaults
+    ranges: dict[str, tuple[type, float, float]] = field(default_factory=dict)  # int: [lo, hi]; float: [lo, hi)
+    choices: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+def _cnn_shapes(in_channels: int, num_classes: int, width: int = 16, **_) -> dict[str, tuple[int, ...]]:
+    """The ResNets' and the ConvNet's stem and classifier: fixed by channels, classes, width."""
+    return {"stem.0.weight": (width, in_channels, 3, 3), "fc.weight": (num_classes, 4 * width)}
+
+
+def _cnn(build: Callable[..., nn.Module]) -> Arch:
+    return Arch(build, _cnn_shapes, {"width": 16, "norm": "batch", "dropout": 0.0},
+                {"width": (int, 1, 256), "dropout": (float, 0.0, 1.0)}, {"norm": ("batch", "group")})
+
+
+ARCHS: dict[str, Arch] = {
+    "resnet8": _cnn(partial(ResNet, 8)),
+    "resnet14": _cnn(partial(ResNet, 14)),
+    "resnet20": _cnn(partial(ResNet, 20)),
+    "resnet32": _cnn(partial(ResNet, 32)),
+    "convnet": _cnn(ConvNet),
+    "scatternet": Arch(ScatterNet, head_shapes, {"image_size": 28, "J": 2, "head": "linear", "width": 32},
+                       {"image_size": (int, 8, 256), "J": (int, 1, 4), "width": (int, 1, 256)},
+                       {"head": HEADS}),
 }
 
 
-def build_model(arch: str, in_channels: int, num_classes: int, **kwargs) -> nn.Module:
+def build_model(arch: str, in_channels: int, num_classes: int, seed: int | None = None,
+                **kwargs) -> nn.Module:
+    """A fresh classifier; with `seed`, its weights drawn from derive_seed(seed, "init") and
+    the global RNG left as it was (same seed, same weights, whatever ran before)."""
     if arch not in ARCHS:
         raise ConfigError(f"unknown classifier arch {arch!r}; choose one of {', '.join(ARCHS)}")
-    return ARCHS[arch](in_channels=in_channels, num_classes=num_classes, **kwargs)
+    if seed is None:
+        return ARCHS[arch].build(in_channels=in_channels, num_classes=num_classes, **kwargs)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(seed, "init"))
+        return ARCHS[arch].build(in_channels=in_channels, num_classes=num_classes, **kwargs)
 
 
 def save_classifier(model: nn.Module, folder, arch: str, in_channels: int, num_classes: int,
@@ -37,12 +74,7 @@ def save_classifier(model: nn.Module, folder, arch: str, in_channels: int, num_c
     save_model(model, folder, config)
 
 
-# What a saved classifier may ask to be built with: a folder may come from anywhere (`kr
-# predict`), so its config is checked against these bounds and against its weights' shapes
-# before anything is allocated.
-LIMITS = {"in_channels": (1, 4), "num_classes": (1, 1000), "width": (1, 256)}
-SCATTER_LIMITS = {"image_size": (8, 256), "J": (1, 4)}
-KWARGS = {"scatternet": {"image_size", "J", "head", "width"}}
+LIMITS = {"in_channels": (1, 4), "num_classes": (1, 1000)}  # every architecture's
 
 
 def load_classifier(folder) -> nn.Module:
@@ -60,42 +92,26 @@ def _checked(cfg: dict, folder) -> tuple[str, int, int, dict]:
 
     if cfg.get("kind", "classifier") != "classifier" or cfg.get("arch") not in ARCHS:
         raise bad(f"arch {cfg.get('arch')!r} is not one of {', '.join(ARCHS)}")
+    arch = ARCHS[cfg["arch"]]
     kwargs = cfg.get("kwargs", {})
-    allowed = KWARGS.get(cfg["arch"], {"width", "norm", "dropout"})
-    if not isinstance(kwargs, dict) or set(kwargs) - allowed:
+    if not isinstance(kwargs, dict) or set(kwargs) - set(arch.kwargs):
         raise bad(f"unexpected constructor arguments {kwargs!r}")
-    values = {"in_channels": cfg.get("in_channels"), "num_classes": cfg.get("num_classes"),
-              "width": kwargs.get("width", 16)}
-    limits = dict(LIMITS)
-    if cfg["arch"] == "scatternet":
-        values.update(image_size=kwargs.get("image_size", 28), J=kwargs.get("J", 2),
-                      width=kwargs.get("width", 32))  # ScatterNet's own defaults
-        limits.update(SCATTER_LIMITS)
-    for key, (low, high) in limits.items():
-        v = values[key]
+    values = {**arch.kwargs, **kwargs}
+    for key, (low, high) in LIMITS.items():
+        v = cfg.get(key)
         if not isinstance(v, int) or isinstance(v, bool) or not low <= v <= high:
             raise bad(f"{key} = {v!r} is not an integer in [{low}, {high}]")
-    if cfg["arch"] == "scatternet":
-        return cfg["arch"], values["in_channels"], values["num_classes"], _scatter_checked(
-            kwargs, values, weight_shapes(folder), bad, folder)
-    if kwargs.get("norm", "batch") not in ("batch", "group"):
-        raise bad(f"norm {kwargs.get('norm')!r} is not batch or group")
-    dropout = kwargs.get("dropout", 0.0)
-    if not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
-        raise bad(f"dropout {dropout!r} is not in [0, 1)")
-    shapes = weight_shapes(folder)
-    w, c, k = values["width"], values["in_channels"], values["num_classes"]
-    _match(folder, shapes, {"stem.0.weight": (w, c, 3, 3), "fc.weight": (k, 4 * w)})
-    return cfg["arch"], c, k, kwargs
-
-
-def _scatter_checked(kwargs: dict, values: dict, shapes: dict, bad, folder) -> dict:
-    head = kwargs.get("head", "linear")
-    if head not in HEADS:
-        raise bad(f"head {head!r} is not one of {', '.join(HEADS)}")
-    _match(folder, shapes, head_shapes(values["in_channels"], values["num_classes"], values["image_size"],
-                                       values["J"], head, values["width"]))
-    return kwargs
+    for key, (kind, low, high) in arch.ranges.items():
+        v = values[key]
+        if kind is int and (not isinstance(v, int) or isinstance(v, bool) or not low <= v <= high):
+            raise bad(f"{key} = {v!r} is not an integer in [{low}, {high}]")
+        if kind is float and (not isinstance(v, (int, float)) or isinstance(v, bool) or not low <= v < high):
+            raise bad(f"{key} {v!r} is not in [{low:g}, {high:g})")
+    for key, allowed in arch.choices.items():
+        if values[key] not in allowed:
+            raise bad(f"{key} {values[key]!r} is not {' or '.join(allowed)}")
+    _match(folder, weight_shapes(folder), arch.shapes(cfg["in_channels"], cfg["num_classes"], **values))
+    return cfg["arch"], cfg["in_channels"], cfg["num_classes"], kwargs
 
 
 def _match(folder, shapes: dict, expected: dict) -> None:
@@ -105,4 +121,4 @@ def _match(folder, shapes: dict, expected: dict) -> None:
                           f"{shapes.get(name)}; the folder's config and weights do not belong together")
 
 
-__all__ = ["ARCHS", "build_model", "load_classifier", "save_classifier"]
+__all__ = ["ARCHS", "Arch", "build_model", "load_classifier", "save_classifier"]
