@@ -89,8 +89,13 @@ GeneratorConfig = _generator_config()
 
 
 def sampling_knobs() -> dict[str, tuple[type, str]]:
-    """Every registered backend's sampling knobs, name → (type, help): `kr sample`'s options."""
-    return {k: v for b in BACKENDS.values() for k, v in b.knobs.items()}
+    """Every registered backend's sampling knobs, name → (type, help naming the backends that
+    take it): `kr sample`'s options."""
+    out: dict[str, tuple[type, str, list[str]]] = {}
+    for kind, backend in BACKENDS.items():
+        for knob, (tp, text) in backend.knobs.items():
+            out.setdefault(knob, (tp, text, []))[2].append(kind)
+    return {k: (tp, f"{text} [{', '.join(kinds)}]") for k, (tp, text, kinds) in out.items()}
 
 
 def build_generator(config: GeneratorConfig, channels: int, size: int, n_classes: int,
