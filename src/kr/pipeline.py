@@ -143,7 +143,7 @@ def stage_graph(config: Config) -> dict[str, Stage]:
 def stage_names(config: Config | None = None) -> tuple[str, ...]:
     """What `run(stages=…)` may ask for: every stage's name and group."""
     graph = stage_graph(config or Config())
-    return tuple(dict.fromkeys(n for s in graph.values() for n in (s.group or s.name,)))
+    return tuple(dict.fromkeys(n for s in graph.values() for n in (s.name, s.group) if n))
 
 
 def _teacher(ctx: Context, inputs: dict[str, Done], folder: Path) -> dict:
