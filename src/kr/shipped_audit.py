@@ -62,7 +62,7 @@ def shipped_audit(data: ImageDataset, config: Config, models: dict[str, Path], d
         out[method] = summarise(scores, members, {}, config)
         raw.update({f"{method}/{a}": s for a, (s, _) in scores.items()})
         roc_figure({a: (s, members) for a, (s, _) in scores.items()}, folder / f"roc-{method}.png",
-                         f"{method}: shipped model, reference-free attacks")
+                   f"{method}: shipped model, reference-free attacks")
     write_npz(folder / "scores.npz", **raw)
     compare_to_real(out)
     return out
