@@ -42,7 +42,7 @@ def _close(a, b, path=""):
 def test_a_tiny_run_gives_the_results_it_gave_before_the_restructuring(tmp_path, monkeypatch):
     import kr.synthetic
 
-    # synthetic sets other tests' identical tiny runs left in this process (another thread count)
+    # nothing that other tests' identical tiny runs left in this process
     monkeypatch.setattr(kr.synthetic, "_SHARED", {})
     golden = json.loads(GOLDEN.read_text())
     small = write_npz(tmp_path / "small.npz", make_arrays(n=(40, 20, 20)))

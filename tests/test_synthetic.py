@@ -101,3 +101,25 @@ def test_filtering_gives_up_gracefully_and_reports_it(caplog):
 def test_unknown_mode_is_rejected():
     with pytest.raises(ValueError):
         SyntheticSource(toy_generator(), [1], 0, mode="sometimes")
+
+
+def test_sources_with_one_tag_share_sets_drawn_with_the_same_thread_count(monkeypatch):
+    import kr.synthetic
+
+    monkeypatch.setattr(kr.synthetic, "_SHARED", {})
+    gen = toy_generator()
+    drawn = []
+    real = kr.synthetic.filtered_sample
+    monkeypatch.setattr(kr.synthetic, "filtered_sample", lambda *a, **k: drawn.append(1) or real(*a, **k))
+    threads = torch.get_num_threads()
+    try:
+        first = SyntheticSource(gen, [3, 2, 2], seed=1, mode="every-epoch", tag="t")(0)
+        again = SyntheticSource(gen, [3, 2, 2], seed=1, mode="every-epoch", tag="t")(0)
+        assert len(drawn) == 1 and torch.equal(first.images, again.images)  # shared, not redrawn
+        SyntheticSource(gen, [3, 2, 2], seed=1, mode="every-epoch", tag="other")(0)
+        assert len(drawn) == 2  # another generator and teacher: drawn anew
+        torch.set_num_threads(1 if threads > 1 else 2)
+        SyntheticSource(gen, [3, 2, 2], seed=1, mode="every-epoch", tag="t")(0)
+        assert len(drawn) == 3  # another thread count sums floats in another order: drawn anew
+    finally:
+        torch.set_num_threads(threads)

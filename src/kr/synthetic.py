@@ -135,8 +135,9 @@ class SyntheticSource:
 
     def _draw(self, key: Any, quotas: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         if self._cache is None or self._cache[0] != key:
+            # the thread count too: floats summed in another order are other images
             shared = (self.tag, self.seed, key, tuple(quotas), tuple(sorted(self.knobs.items())),
-                      self.threshold) if self.tag is not None else None
+                      self.threshold, torch.get_num_threads()) if self.tag is not None else None
             if shared is not None and shared in _SHARED:
                 x, y, stats = _SHARED[shared]
             else:
