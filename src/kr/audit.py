@@ -123,7 +123,7 @@ def audit(run_dir: str | Path, overrides=(), data_dir: str | None = None, device
     methods = config.audit.target_methods(results["methods"])
     folder = run_dir / "audit"
     paths = train_references(config, folder / "references", data, methods,
-                                        device=device, only=only, executor=executor)
+                             device=device, only=only, executor=executor)
     if only is not None:
         return None
     dev = resolve_device(device)

@@ -18,11 +18,11 @@ from typing import Any
 import yaml
 
 from kr.errors import ConfigError, check
+from kr.generators import GeneratorConfig  # built from the backend registry: one section each
 from kr.schema import from_dict
 from kr.methods import baselines, default_baselines
 
 
-_check = check  # kr.errors.check: the backends' sections (kr.generators) validate with it too
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class DataConfig:
     size: int = 28            # image side; MedMNIST+ also offers 64, 128, 224
 
     def __post_init__(self):
-        _check(self.size in (28, 64, 128, 224), "data.size", f"{self.size} is not one of 28, 64, 128, 224")
+        check(self.size in (28, 64, 128, 224), "data.size", f"{self.size} is not one of 28, 64, 128, 224")
 
 
 @dataclass(frozen=True)
@@ -44,10 +44,10 @@ class ClassifierConfig:
     def __post_init__(self):
         from kr.models import ARCHS
 
-        _check(self.arch in ARCHS, "arch", f"{self.arch!r} unknown; choose one of {', '.join(ARCHS)}")
-        _check(self.width >= 1, "width", "must be ≥ 1")
-        _check(self.norm in ("batch", "group"), "norm", "must be 'batch' or 'group'")
-        _check(0 <= self.dropout < 1, "dropout", "must be in [0, 1)")
+        check(self.arch in ARCHS, "arch", f"{self.arch!r} unknown; choose one of {', '.join(ARCHS)}")
+        check(self.width >= 1, "width", "must be ≥ 1")
+        check(self.norm in ("batch", "group"), "norm", "must be 'batch' or 'group'")
+        check(0 <= self.dropout < 1, "dropout", "must be in [0, 1)")
 
 
 METRICS = ("acc", "auc", "acc+auc")  # how validation metrics rank epochs and candidates (kr.train.better)
@@ -68,18 +68,18 @@ class TrainConfig:
     select_metric: str = "acc"    # best epoch on the validation split, ties broken by the other
 
     def __post_init__(self):
-        _check(self.epochs >= 1, "epochs", "must be ≥ 1")
-        _check(self.batch_size >= 1, "batch_size", "must be ≥ 1")
-        _check(self.optimizer in ("sgd", "adam"), "optimizer", "must be 'sgd' or 'adam'")
-        _check(self.lr > 0, "lr", "must be > 0")
-        _check(0 <= self.momentum < 1, "momentum", "must be in [0, 1)")
-        _check(self.weight_decay >= 0, "weight_decay", "must be ≥ 0")
-        _check(0 <= self.warmup_epochs < self.epochs or self.warmup_epochs == 0, "warmup_epochs",
-               "must be smaller than epochs")
-        _check(0 <= self.label_smoothing < 1, "label_smoothing", "must be in [0, 1)")
-        _check(self.crop_padding >= 0, "crop_padding", "must be ≥ 0")
-        _check(self.hflip in ("auto", "on", "off"), "hflip", "must be auto, on or off")
-        _check(self.select_metric in METRICS, "select_metric", f"must be one of {', '.join(METRICS)}")
+        check(self.epochs >= 1, "epochs", "must be ≥ 1")
+        check(self.batch_size >= 1, "batch_size", "must be ≥ 1")
+        check(self.optimizer in ("sgd", "adam"), "optimizer", "must be 'sgd' or 'adam'")
+        check(self.lr > 0, "lr", "must be > 0")
+        check(0 <= self.momentum < 1, "momentum", "must be in [0, 1)")
+        check(self.weight_decay >= 0, "weight_decay", "must be ≥ 0")
+        check(0 <= self.warmup_epochs < self.epochs or self.warmup_epochs == 0, "warmup_epochs",
+              "must be smaller than epochs")
+        check(0 <= self.label_smoothing < 1, "label_smoothing", "must be in [0, 1)")
+        check(self.crop_padding >= 0, "crop_padding", "must be ≥ 0")
+        check(self.hflip in ("auto", "on", "off"), "hflip", "must be auto, on or off")
+        check(self.select_metric in METRICS, "select_metric", f"must be one of {', '.join(METRICS)}")
 
 
 @dataclass(frozen=True)
@@ -108,20 +108,17 @@ class JudgeConfig:
     cas_max_kimg: float = 6.0     # … capped at this many thousand images (PneumoniaMNIST)
 
     def __post_init__(self):
-        _check(self.cas_epochs >= 1, "cas_epochs", "must be ≥ 1")
-        _check(self.cas_size_factor > 0, "cas_size_factor", "must be > 0")
-        _check(self.cas_max_kimg > 0, "cas_max_kimg", "must be > 0")
-
-
-from kr.generators import GeneratorConfig  # noqa: E402  (its sections come from the backends)
+        check(self.cas_epochs >= 1, "cas_epochs", "must be ≥ 1")
+        check(self.cas_size_factor > 0, "cas_size_factor", "must be > 0")
+        check(self.cas_max_kimg > 0, "cas_max_kimg", "must be > 0")
 
 
 Grid = tuple[float, ...]  # a search grid: YAML [1.0, 1.5], or "1.0,1.5" in a file or --set
 
 
 def _check_grid(values: Grid, key: str, low: float, high: float) -> None:
-    _check(len(values) >= 1, key, "needs at least one value")
-    _check(all(low <= v <= high for v in values), key, f"values must be in [{low}, {high}]")
+    check(len(values) >= 1, key, "needs at least one value")
+    check(all(low <= v <= high for v in values), key, f"values must be in [{low}, {high}]")
 
 
 @dataclass(frozen=True)
@@ -156,17 +153,17 @@ class DistillConfig:
         return max(1, min(self.train.epochs, int(self.max_kimg * 1000 // max(1, images_per_epoch))))
 
     def __post_init__(self):
-        _check(self.max_kimg >= 0, "max_kimg", "must be ≥ 0 (0 = no cap)")
-        _check(self.temperature > 0, "temperature", "must be > 0")
-        _check(0 <= self.alpha <= 1, "alpha", "must be in [0, 1]")
-        _check(self.soft_targets in ("augmented", "clean"), "soft_targets", "must be augmented or clean")
-        _check(self.size_factor > 0, "size_factor", "must be > 0")
-        _check(self.prior in ("train", "balanced"), "prior", "must be 'train' or 'balanced'")
-        _check(self.strategy in ("auto", "every-epoch", "pool"), "strategy",
-               "must be auto, every-epoch or pool")
-        _check(self.pool_factor >= 1, "pool_factor", "must be ≥ 1")
-        _check(self.pool_refresh >= 0, "pool_refresh", "must be ≥ 0")
-        _check(self.max_filter_rounds >= 1, "max_filter_rounds", "must be ≥ 1")
+        check(self.max_kimg >= 0, "max_kimg", "must be ≥ 0 (0 = no cap)")
+        check(self.temperature > 0, "temperature", "must be > 0")
+        check(0 <= self.alpha <= 1, "alpha", "must be in [0, 1]")
+        check(self.soft_targets in ("augmented", "clean"), "soft_targets", "must be augmented or clean")
+        check(self.size_factor > 0, "size_factor", "must be > 0")
+        check(self.prior in ("train", "balanced"), "prior", "must be 'train' or 'balanced'")
+        check(self.strategy in ("auto", "every-epoch", "pool"), "strategy",
+              "must be auto, every-epoch or pool")
+        check(self.pool_factor >= 1, "pool_factor", "must be ≥ 1")
+        check(self.pool_refresh >= 0, "pool_refresh", "must be ≥ 0")
+        check(self.max_filter_rounds >= 1, "max_filter_rounds", "must be ≥ 1")
 
 
 @dataclass(frozen=True)
@@ -194,9 +191,9 @@ class SelectConfig:
         return max(1, min(self.epochs, int(self.max_kimg * 1000 // max(1, images_per_epoch))))
 
     def __post_init__(self):
-        _check(self.epochs >= 1, "epochs", "must be ≥ 1")
-        _check(self.max_kimg >= 0, "max_kimg", "must be ≥ 0 (0 = no cap)")
-        _check(self.metric in METRICS, "metric", f"must be one of {', '.join(METRICS)}")
+        check(self.epochs >= 1, "epochs", "must be ≥ 1")
+        check(self.max_kimg >= 0, "max_kimg", "must be ≥ 0 (0 = no cap)")
+        check(self.metric in METRICS, "metric", f"must be one of {', '.join(METRICS)}")
         _check_grid(self.sigma, "sigma", 1.0, 10.0)
         _check_grid(self.guidance, "guidance", 0.0, 20.0)
         _check_grid(self.threshold, "threshold", 0.0, 0.99)
@@ -232,16 +229,16 @@ class DPConfig:
 
     def __post_init__(self):
         _check_grid(self.epsilons, "epsilons", 1e-3, 1e6)
-        _check(0 <= self.delta < 1, "delta", "must be in [0, 1); 0 means 1/N")
-        _check(self.model in DP_MODELS, "model", f"must be one of {', '.join(DP_MODELS)}")
-        _check(1 <= self.scatter_j <= 4, "scatter_j", "must be in [1, 4]")
-        _check(1 <= self.width <= 256, "width", "must be in [1, 256]")
-        _check(self.max_grad_norm > 0, "max_grad_norm", "must be > 0")
-        _check(self.epochs >= 1, "epochs", "must be ≥ 1")
-        _check(self.batch_size >= 1, "batch_size", "must be ≥ 1")
-        _check(self.lr > 0, "lr", "must be > 0")
-        _check(0 <= self.momentum < 1, "momentum", "must be in [0, 1)")
-        _check(self.accountant in ("prv", "rdp"), "accountant", "must be prv or rdp")
+        check(0 <= self.delta < 1, "delta", "must be in [0, 1); 0 means 1/N")
+        check(self.model in DP_MODELS, "model", f"must be one of {', '.join(DP_MODELS)}")
+        check(1 <= self.scatter_j <= 4, "scatter_j", "must be in [1, 4]")
+        check(1 <= self.width <= 256, "width", "must be in [1, 256]")
+        check(self.max_grad_norm > 0, "max_grad_norm", "must be > 0")
+        check(self.epochs >= 1, "epochs", "must be ≥ 1")
+        check(self.batch_size >= 1, "batch_size", "must be ≥ 1")
+        check(self.lr > 0, "lr", "must be > 0")
+        check(0 <= self.momentum < 1, "momentum", "must be in [0, 1)")
+        check(self.accountant in ("prv", "rdp"), "accountant", "must be prv or rdp")
 
     def epsilon_list(self) -> tuple[float, ...]:
         return tuple(dict.fromkeys(self.epsilons))
@@ -258,18 +255,18 @@ class AuditConfig:
     memorisation_samples: int = 500  # synthetic images checked for near-copies of members
 
     def __post_init__(self):
-        _check(self.references >= 4 and self.references % 2 == 0, "references",
-               f"{self.references} is not an even number ≥ 4 (reference runs come in "
+        check(self.references >= 4 and self.references % 2 == 0, "references",
+              f"{self.references} is not an even number ≥ 4 (reference runs come in "
                f"complementary pairs so every image is a member of exactly half of them, and "
                f"each target needs references with and without every image)")
-        _check(self.bootstrap >= 100, "bootstrap", "must be ≥ 100")
-        _check(self.memorisation_samples >= 1, "memorisation_samples", "must be ≥ 1")
+        check(self.bootstrap >= 100, "bootstrap", "must be ≥ 100")
+        check(self.memorisation_samples >= 1, "memorisation_samples", "must be ≥ 1")
 
     def target_methods(self, available: typing.Iterable[str]) -> tuple[str, ...]:
         available = tuple(available)
         wanted = tuple(dict.fromkeys(m.strip() for m in self.targets.split(",") if m.strip()))
         missing = [m for m in wanted if m not in available]
-        _check(not missing, "targets", f"{missing} not in this run; it has {', '.join(available)}")
+        check(not missing, "targets", f"{missing} not in this run; it has {', '.join(available)}")
         return wanted or available
 
 
@@ -293,10 +290,10 @@ class Config:
 
     def __post_init__(self):
         bad = set(self.methods_to_run()) - set(baselines())
-        _check(not bad, "baselines", f"unknown {sorted(bad)}; choose from {', '.join(baselines())}")
-        _check(self.preset in PRESETS or self.preset == "custom", "preset",
-               f"{self.preset!r} unknown; choose one of {', '.join(PRESETS)}")
-        _check(0 <= self.seed < 2**63, "seed", "must be a non-negative integer")
+        check(not bad, "baselines", f"unknown {sorted(bad)}; choose from {', '.join(baselines())}")
+        check(self.preset in PRESETS or self.preset == "custom", "preset",
+              f"{self.preset!r} unknown; choose one of {', '.join(PRESETS)}")
+        check(0 <= self.seed < 2**63, "seed", "must be a non-negative integer")
 
     def methods_to_run(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(m.strip() for m in self.baselines.split(",") if m.strip()))

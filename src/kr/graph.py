@@ -115,12 +115,12 @@ def walk(stages: dict[str, Stage], order: list[str], key_inputs: dict[str, dict]
     """Run `order` (a request): cached stages are read back, the others run in waves of stages
     whose inputs are done, each wave side by side on `executor`; uncached stages last, here."""
     done: dict[str, Done] = {}
-    sorter = graphlib.TopologicalSorter({n: inputs_of(stages[n], order) for n in order})
+    cached = [n for n in order if stages[n].cached]  # uncached stages read these, never the reverse
+    sorter = graphlib.TopologicalSorter({n: inputs_of(stages[n], cached) for n in cached})
     sorter.prepare()
     while sorter.is_active():
-        wave = [n for n in sorter.get_ready() if stages[n].cached]
         fresh = []
-        for name in wave:
+        for name in sorter.get_ready():
             record = run_dir.cached(name, key_inputs[name])
             if record is not None:
                 done[name] = Done(record["outputs"], run_dir.path / name, record["key"], record.get("seconds"),
@@ -138,8 +138,6 @@ def walk(stages: dict[str, Stage], order: list[str], key_inputs: dict[str, dict]
             run_dir.finish(name, key_inputs[name], out, seconds, threads)
             done[name] = Done(out, run_dir.path / name, stage_key(key_inputs[name]), seconds, stages[name].model)
             sorter.done(name)
-        if not wave:  # only uncached stages are ready: everything cached is done
-            break
     for name in order:
         s = stages[name]
         if not s.cached:

@@ -72,7 +72,7 @@ class GanConfig:
 
     def __post_init__(self):
         check(self.z_dim >= 1 and self.g_width >= 1 and self.d_width >= 1, "z_dim",
-               "z_dim, g_width and d_width must be ≥ 1")
+              "z_dim, g_width and d_width must be ≥ 1")
         check(self.arch in ("resnet", "lean"), "arch", "must be resnet or lean")
         check(self.mode_seeking >= 0, "mode_seeking", "must be ≥ 0")
         check(self.d_steps >= 1, "d_steps", "must be ≥ 1")
@@ -82,7 +82,7 @@ class GanConfig:
         check(not bad, "diffaugment", f"unknown policy {sorted(bad)}; use color, translation, shift, cutout")
         check(self.sigma >= 1.0, "sigma", "the expansion trick widens the latent: sigma must be ≥ 1")
         check(self.teacher_ce >= 0 and self.teacher_bn >= 0, "teacher_ce",
-               "teacher guidance weights (teacher_ce, teacher_bn) must be ≥ 0")
+              "teacher guidance weights (teacher_ce, teacher_bn) must be ≥ 0")
 
     def uses_teacher(self) -> bool:
         return self.teacher_ce > 0 or self.teacher_bn > 0
