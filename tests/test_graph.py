@@ -249,3 +249,51 @@ def test_walk_hands_each_task_its_stage_function_and_only_its_inputs(tmp_path):
         assert isinstance(done["a"], Done) and done["b"].outputs == {"name": "b", "p": 1}
     finally:
         run_dir.close()
+
+
+def test_an_output_altered_after_it_was_recorded_is_detected_and_recomputed(tmp_path, caplog):
+    """DVC's rule: stage.json records each file's content hash; a file changed since is
+    recomputed on the next run, and so is every stage that read the stage's old contents."""
+    from kr.graph import Stage, walk
+    from kr.executors import InProcess
+    from kr.rundir import RunDir, verify
+    from tests.toys import toy_dataset
+
+    calls = {"a": 0, "b": 0}
+
+    def a(ctx, inputs, folder):
+        calls["a"] += 1
+        (folder / "weights.bin").write_bytes(b"trained %d" % calls["a"])  # each training differs
+        return {}
+
+    def b(ctx, inputs, folder):
+        calls["b"] += 1
+        (folder / "out.txt").write_text("read " + (inputs["a"].path / "weights.bin").read_text())
+        return {}
+
+    stages = {s.name: s for s in (Stage("a", (), (), a), Stage("b", ("a",), (), b))}
+    order = graph.request(stages, None)
+
+    def run():
+        run_dir = RunDir(tmp_path / "run", load_config("tiny"), toy_dataset())
+        try:
+            walk(stages, order, graph.keys(stages, order, {}, {}), run_dir, InProcess(), None)
+        finally:
+            run_dir.close()
+
+    run()
+    run()
+    assert calls == {"a": 1, "b": 1}  # both cached the second time
+    verify(tmp_path / "run" / "a")
+    (tmp_path / "run" / "a" / "weights.bin").write_bytes(b"tampered")
+    with pytest.raises(KRError, match="a/weights.bin no longer matches"):
+        verify(tmp_path / "run" / "a")
+    caplog.set_level("INFO", logger="kr")
+    run()
+    assert "weights.bin changed since the stage recorded it" in caplog.text
+    assert calls == {"a": 2, "b": 2}  # a retrained, and b, which read its old weights
+    assert (tmp_path / "run" / "b" / "out.txt").read_text() == "read trained 2"
+    verify(tmp_path / "run" / "a")
+    (tmp_path / "run" / "b" / "out.txt").unlink()  # a missing output is a changed one
+    run()
+    assert calls == {"a": 2, "b": 3}

@@ -2,12 +2,15 @@
 
     load      the run's config and dataset (the fingerprint must match the run's)
     replay    reference runs of the whole procedure on complementary pool halves (references.py)
-    signals   every model of every run queried in eval mode on the pool, image and flip (signals.py)
+    verify    every model attacked matches what its stage recorded (kr.rundir.verify)
+    signals   every model of every run queried in eval mode on the pool, on the augmentations it
+              trained with: the image, its flip where it trained with flips, its crop shifts
     attack    experiment 1 (each run in turn the target, the other pairs' runs its references) and
-              experiment 2 (the shipped run: members = official train, non-members = official test)
-    metrics   AUC, TPR at low FPR, advantage, bootstrap 95 % intervals (metrics.py)
+              experiment 2 (the shipped run: members = official train, non-members = official test);
+              per-image (online) variants only where every image has ≥ 2 in and 2 out references
+    metrics   AUC, TPR at low FPR, advantage, 95 % intervals over runs and images (metrics.py)
     write     audit/ : membership.npz, signals.npz, scores.npz, audit.json, ROC PNGs;
-              results.json gains "audit"
+              results.json gains "audit" — under the run's lock, its one writer with `kr run`
 
 See ../shared/AUDIT.md for the experiment and its traps, docs/audit.md for its use.  It sits
 beside the pipeline (it replays it); kr.privacy holds the pure attack, signal and metric code.
@@ -28,7 +31,7 @@ from kr.data import ImageDataset, load_dataset
 from kr.errors import KRError
 from kr.executors import InProcess
 from kr.methods import folder as model_folder
-from kr.methods import method_of, stage
+from kr.methods import method_of, stage, training_augmentation
 from kr.models import load_classifier
 from kr.privacy import attacks, references, signals
 from kr.privacy.references import membership, reference_config, subset
@@ -41,7 +44,8 @@ from kr.privacy.scoring import (
     shipped_scores,
     summarise,
 )
-from kr.rundir import evaluated_key, read_config_tree, read_manifest, read_results
+from kr.rundir import RunLock, evaluated_key, read_config_tree, read_manifest, read_results, verify
+from kr.report import write_report
 from kr.report.roc import roc_figure
 from kr.train import resolve_device
 
@@ -90,9 +94,19 @@ def _reference_run(config: Config, path: str, device: str, stages: tuple[str, ..
     return {}
 
 
-def pool_signals(run: Path, methods: tuple[str, ...], images, device) -> dict[str, np.ndarray]:
-    """Every method's logits on the pool, image and flip (signals.query uses eval mode)."""
-    return {m: signals.query(load_classifier(model_folder(run, m)).to(device), images) for m in methods}
+def model_queries(config: Config, data: ImageDataset, methods: tuple[str, ...]) -> dict[str, tuple]:
+    """Each method's queries: the augmentations its model trained with (kr.privacy.signals)."""
+    return {m: signals.queries(*training_augmentation(config, data, m)) for m in methods}
+
+
+def pool_signals(run: Path, queries: dict[str, tuple], images, device) -> dict[str, np.ndarray]:
+    """Every method's logits on the pool, on its queries (signals.query uses eval mode), each
+    model first checked against its stage's record."""
+    out = {}
+    for m, qs in queries.items():
+        verify(model_folder(run, m))
+        out[m] = signals.query(load_classifier(model_folder(run, m)).to(device), images, qs)
+    return out
 
 
 def load_run(run_dir: Path, overrides=(), data_dir: str | None = None) -> tuple[Config, ImageDataset, dict]:
@@ -115,9 +129,10 @@ def load_run(run_dir: Path, overrides=(), data_dir: str | None = None) -> tuple[
 
 
 def audit(run_dir: str | Path, overrides=(), data_dir: str | None = None, device: str = "auto",
-          only: tuple[int, ...] | None = None, executor=None) -> dict | None:
+          only: tuple[int, ...] | None = None, executor=None, wait: bool = False) -> dict | None:
     """Run the audit; with `only`, train just those reference runs (to spread them over
-    processes or machines) and return None."""
+    processes or machines) and return None.  The attack and the writing of audit/ and
+    results.json hold the run's lock (`wait`: queue behind a `kr run` on it, else refuse)."""
     run_dir = Path(run_dir)
     config, data, results = load_run(run_dir, overrides, data_dir)
     methods = config.audit.target_methods(results["methods"])
@@ -126,37 +141,58 @@ def audit(run_dir: str | Path, overrides=(), data_dir: str | None = None, device
                              device=device, only=only, executor=executor)
     if only is not None:
         return None
-    dev = resolve_device(device)
+    lock = RunLock(run_dir, wait)
+    try:
+        # results.json as it is now, under the lock: a `kr run` may have rewritten it meanwhile
+        results = read_results(run_dir, "an audit")
+        config.audit.target_methods(results["methods"])
+        results = _attack(run_dir, config, data, results, methods, paths, resolve_device(device))
+        return {**results, "report": str(write_report([run_dir]))}
+    finally:
+        lock.release()
+
+
+def _attack(run_dir: Path, config: Config, data: ImageDataset, results: dict, methods: tuple[str, ...],
+            paths: list[Path], dev) -> dict:
+    """Query every model, score both experiments, write audit/ and results.json."""
+    folder = run_dir / "audit"
     pool = references.pool(data)
     labels, matrix = pool.labels.numpy(), membership(config, data)
     shipped_members = references.shipped_members(data)
     runs = ["shipped"] + [p.name for p in paths]
     write_npz(folder / "membership.npz", runs=np.array(runs),
               membership=np.vstack([shipped_members, matrix]), labels=labels)
-    log.info("audit: querying %d models of %d runs on %d pool images", len(methods), len(runs),
-             len(labels))
-    logits = {"shipped": pool_signals(run_dir, methods, pool.images, dev)}
-    logits.update({p.name: pool_signals(p, methods, pool.images, dev) for p in paths})
+    queries = model_queries(config, data, methods)
+    log.info("audit: querying %d models of %d runs on %d pool images (%s queries)", len(methods), len(runs),
+             len(labels), "/".join(str(len(q)) for q in queries.values()))
+    logits = {"shipped": pool_signals(run_dir, queries, pool.images, dev)}
+    logits.update({p.name: pool_signals(p, queries, pool.images, dev) for p in paths})
     write_npz(folder / "signals.npz", **{f"{r}/{m}": logits[r][m] for r in runs for m in methods})
 
     n_refs = len(paths)
-    groups = np.broadcast_to(np.arange(len(labels)), matrix.shape)
-    procedure, shipped, raw = {}, {}, {}
+    procedure, shipped, raw, rmia_a, skipped = {}, {}, {}, {}, {}
     for m in methods:
         stacked = np.stack([logits[p.name][m] for p in paths])
-        proc = procedure_scores(stacked, labels, matrix)
-        ship = shipped_scores(logits["shipped"][m], stacked, labels, matrix, proc)
-        procedure[m] = summarise(proc, matrix, {a: n_refs - 2 for a in REFERENCE_ATTACKS}, config, groups)
+        proc, proc_info = procedure_scores(stacked, labels, matrix)
+        ship, ship_info = shipped_scores(logits["shipped"][m], stacked, labels, matrix, proc)
+        procedure[m] = summarise(proc, matrix, {a: n_refs - 2 for a in REFERENCE_ATTACKS}, config)
         shipped[m] = summarise(ship, shipped_members, {a: n_refs for a in SHIPPED_REFERENCE_ATTACKS}, config)
+        rmia_a[m] = {"procedure": proc_info["rmia_offline_a"], "shipped": ship_info.get("rmia_offline_a")}
+        skipped = {"procedure": proc_info["skipped"], "shipped": ship_info["skipped"]}
         raw.update({f"procedure/{m}/{a}": s for a, (s, _) in proc.items()})
         raw.update({f"shipped/{m}/{a}": s for a, (s, _) in ship.items()})
         roc_figure({a: (s, matrix) for a, (s, _) in proc.items()},
-                         folder / "roc" / f"procedure-{m}.png", f"{m}: procedure ({n_refs} runs, pooled)")
+                   folder / "roc" / f"procedure-{m}.png", f"{m}: procedure ({n_refs} runs, pooled)")
         roc_figure({a: (s, shipped_members) for a, (s, _) in ship.items()},
-                         folder / "roc" / f"shipped-{m}.png", f"{m}: shipped model")
+                   folder / "roc" / f"shipped-{m}.png", f"{m}: shipped model")
     write_npz(folder / "scores.npz", **raw)
     compare_to_real(procedure)
     compare_to_real(shipped)
+    if skipped["procedure"]:
+        log.warning("audit: %d runs leave each image %d in and %d out references: only the fixed-variance "
+                    "attacks are meaningful (%s left out); train ≥ 8 runs for a privacy claim "
+                    "(--set audit.references=8)", n_refs, n_refs // 2 - 1, n_refs // 2 - 1,
+                    ", ".join(skipped["procedure"]))
     meta = {"evaluate_key": evaluated_key(run_dir),
             "references": n_refs, "pool": len(labels),
             "runs": [{"name": p.name, "seed": reference_config(config, i).seed,
@@ -164,10 +200,14 @@ def audit(run_dir: str | Path, overrides=(), data_dir: str | None = None, device
                      for i, p in enumerate(paths)],
             "shipped_members": int(shipped_members.sum()),
             "shipped_non_members": int((~shipped_members).sum()),
-            "pooling": "experiment 1 pools the scores of all runs as targets; bootstrap "
-                       "resamples images, keeping each image's scores together",
-            "queries": list(signals.QUERIES), "rmia": {"a": attacks.RMIA_OFFLINE_A,
-                                                        "gamma": attacks.RMIA_GAMMA}}
+            "references_per_image": {"in": n_refs // 2 - 1, "out": n_refs // 2 - 1},
+            "pooling": "experiment 1 pools the scores of every run as the target (one ROC over runs × "
+                       "images); its intervals resample runs and images together; auc_per_target gives "
+                       "each target's own AUC",
+            "attacks_skipped": skipped,
+            "queries": {m: signals.names(q) for m, q in queries.items()},
+            "rmia": {"gamma": attacks.RMIA_GAMMA, "a_grid": list(attacks.RMIA_A_GRID),
+                     "a": rmia_a, "a_chosen_on": "the target's paired run (ML Privacy Meter)"}}
     doc = {"meta": meta, "procedure": procedure, "shipped": shipped}
     write_json(folder / "audit.json", doc)
     results.update(results_fields(doc, results.get("audit_shipped", {})))

@@ -185,11 +185,18 @@ def sample(run_dir, n, cls, seed, checkpoint, out, device, **knobs):
               help="Only train these reference runs (0-based), then stop: spread them over processes.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="Folder holding the run's MedMNIST .npz (else $KR_DATA_DIR, the cache, or download).")
+@click.option("--canaries", type=click.IntRange(min=2), default=None, metavar="M",
+              help="Instead of the reference runs, the one-run canary audit: plant M canaries from the "
+                   "test split, train the whole procedure once, report each model's empirical ε lower bound.")
+@click.option("--wait", is_flag=True,
+              help="If a kr run is using the run directory when the audit writes its results, wait for it "
+                   "instead of stopping.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @_apply(_executor_options())
-def audit(run_dir, overrides, only, data_dir, device, executor, workers, ray_address, task_cpus):
+def audit(run_dir, overrides, only, canaries, wait, data_dir, device, executor, workers, ray_address, task_cpus):
     """Membership-inference audit of every model of a finished run: reference runs replay the
-    whole procedure on pool halves; LOSS, LiRA and RMIA attacks; AUC and TPR at low FPR."""
+    whole procedure on pool halves (experiment 1: LOSS, LiRA and RMIA; AUC and TPR at low FPR),
+    or, with --canaries M, the one-run canary audit (empirical ε lower bounds)."""
     from kr.audit import audit as run_audit
 
     bad = [o for o in overrides if not o.startswith("audit.")]
@@ -203,15 +210,22 @@ def audit(run_dir, overrides, only, data_dir, device, executor, workers, ray_add
             indices = tuple(int(i) for i in only.split(","))
         except ValueError:
             raise KRError(f"--only {only!r}: write reference indices as 0,1,2") from None
-    results = run_audit(run_dir, overrides, data_dir, device, indices,
-                        _executor(executor, workers, ray_address, task_cpus, Path(run_dir).absolute()))
+    pool = _executor(executor, workers, ray_address, task_cpus, Path(run_dir).absolute())
+    if canaries is not None:
+        if only is not None:
+            raise KRError("--only trains reference runs; the canary audit (--canaries) has one run")
+        from kr.canaries import canary_audit
+
+        results = canary_audit(run_dir, canaries, overrides, data_dir, device, pool, wait)
+    else:
+        results = run_audit(run_dir, overrides, data_dir, device, indices, pool, wait)
     if results is None:
         click.echo(f"reference runs {only} trained; rerun without --only to attack")
     else:
-        from kr.report import audit_table, write_report
+        from kr.report import audit_table
 
         click.echo(audit_table(results))
-        click.echo(f"report: {write_report([run_dir])}")
+        click.echo(f"report: {results['report']}")
 
 
 @cli.command()

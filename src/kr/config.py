@@ -200,6 +200,7 @@ class SelectConfig:
 
 
 DP_MODELS = ("scatter-linear", "scatter-cnn", "cnn")
+DP_NOISE = ("secret", "seeded")
 
 
 @dataclass(frozen=True)
@@ -211,7 +212,13 @@ class DPConfig:
     (benchmarks/DP.md); that choice is outside the (ε, δ) guarantee."""
 
     epsilons: Grid = (8.0, 1.0)  # target ε values; one model each
-    delta: float = 0.0         # 0 = 1/N, N the real train size
+    # 0 = min(1e-5, 1/(10·N)), N the real train size: δ ≪ 1/N, since a mechanism that publishes
+    # one record in full with probability 1/N is (0, 1/N)-DP (../shared/AUDIT.md)
+    delta: float = 0.0
+    # secret: noise and Poisson sampling seeded from the OS's CSPRNG and never saved (a released
+    # model's guarantee holds); seeded: derived from `seed`, reproducible, for tests and
+    # benchmarks — anyone with the seed can replay training, so such a model's ε does not hold
+    noise: str = "secret"
     model: str = "scatter-linear"
     scatter_j: int = 2         # scattering scales J (the image is downsampled by 2^J)
     width: int = 32            # scatter-cnn: channels of the head's two conv layers
@@ -229,7 +236,8 @@ class DPConfig:
 
     def __post_init__(self):
         _check_grid(self.epsilons, "epsilons", 1e-3, 1e6)
-        check(0 <= self.delta < 1, "delta", "must be in [0, 1); 0 means 1/N")
+        check(0 <= self.delta < 1, "delta", "must be in [0, 1); 0 means min(1e-5, 1/(10·N))")
+        check(self.noise in DP_NOISE, "noise", f"must be one of {', '.join(DP_NOISE)}")
         check(self.model in DP_MODELS, "model", f"must be one of {', '.join(DP_MODELS)}")
         check(1 <= self.scatter_j <= 4, "scatter_j", "must be in [1, 4]")
         check(1 <= self.width <= 256, "width", "must be in [1, 256]")
@@ -253,6 +261,11 @@ class AuditConfig:
     targets: str = ""         # methods to attack, comma-separated; "" = every method of the run
     bootstrap: int = 1000     # resamples for the 95 % confidence intervals
     memorisation_samples: int = 500  # synthetic images checked for near-copies of members
+    # the canary audit (`kr audit RUN --canaries M`, kr.canaries): this fraction of the M
+    # canaries are duplicated images (a stress type, reported apart), each included this many
+    # times; the rest carry a wrong label (the main type)
+    canary_stress: float = 0.25
+    canary_copies: int = 4
 
     def __post_init__(self):
         check(self.references >= 4 and self.references % 2 == 0, "references",
@@ -261,6 +274,8 @@ class AuditConfig:
                f"each target needs references with and without every image)")
         check(self.bootstrap >= 100, "bootstrap", "must be ≥ 100")
         check(self.memorisation_samples >= 1, "memorisation_samples", "must be ≥ 1")
+        check(0 <= self.canary_stress < 1, "canary_stress", "must be in [0, 1)")
+        check(1 <= self.canary_copies <= 100, "canary_copies", "must be in [1, 100]")
 
     def target_methods(self, available: typing.Iterable[str]) -> tuple[str, ...]:
         available = tuple(available)
@@ -327,7 +342,7 @@ PRESETS: dict[str, dict[str, Any]] = {
              "distill": {"model": {"arch": "resnet8", "width": 8},
                          "train": {"epochs": 2, "batch_size": 64, "warmup_epochs": 0},
                          "size_factor": 0.2, "pool_factor": 2.0, "max_filter_rounds": 3},
-             "dpsgd": {"epochs": 2, "batch_size": 64, "accountant": "rdp"},
+             "dpsgd": {"epochs": 2, "batch_size": 64, "accountant": "rdp", "noise": "seeded"},
              "audit": {"references": 4, "bootstrap": 200, "memorisation_samples": 32}},
     "cpu": {},
     "paper": {"teacher": {"model": {"arch": "resnet20", "width": 64},

@@ -34,7 +34,7 @@ from kr.methods import METHODS, Method, stage_folder
 from kr.models import build_model, load_classifier, save_classifier
 from kr.seeding import derive_seed
 from kr.synthetic import SyntheticSource, class_quotas, resolve_mode
-from kr.train import CL, BatchLoss, fit_classifier, supervised_loss
+from kr.train import CL, BatchLoss, fit_classifier, resolve_flip, supervised_loss
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +154,12 @@ def train_student(data: ImageDataset, config: Config, gen: ConditionalGenerator,
 
 def _mean(values: list[float]) -> float | None:
     return round(sum(values) / len(values), 4) if values else None
+
+
+def augmentation(config: Config, data: ImageDataset) -> tuple[int, bool]:
+    """The students' training augmentations of their synthetic images (what the audit queries)."""
+    t = config.distill.train
+    return t.crop_padding, resolve_flip(t.hflip, data.hflip)
 
 
 def method_stages(config: Config, method: Method) -> list[Stage]:

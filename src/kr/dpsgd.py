@@ -11,16 +11,29 @@ end-to-end alternative: the teacher's architecture with GroupNorm (BatchNorm mix
 within a batch, which per-sample clipping cannot bound), trained on augmented images.
 
 Per-sample gradients are clipped and Gaussian noise added, calibrated by Opacus' accountant to
-a target (ε, δ) for the whole run (δ = 1/N unless set).  Batches are Poisson-sampled, as the
-accountant assumes.  The best epoch is chosen on the validation split: every iterate of a DP
-run is covered by its guarantee, and validation images are not the train split it protects.
-The hyper-parameters (config.DPConfig) were chosen on validation splits and are not covered.
+a target (ε, δ) for the whole run (δ = min(1e-5, 1/(10·N)) unless set).  Batches are
+Poisson-sampled, as the accountant assumes.  The best epoch is chosen on the validation split:
+every iterate of a DP run is covered by its guarantee, and validation images are not the train
+split it protects.
+
+What makes the guarantee real (../shared/AUDIT.md): a released model's noise and batch sampling
+come from secret randomness — two 64-bit seeds from the OS's CSPRNG (`secrets`), never written
+anywhere — and the noise is drawn as Opacus' secure mode draws it (the sum of four Gaussians,
+against floating-point attacks; Opacus' own secure mode needs torchcsprng, which no longer
+builds for current PyTorch).  `dpsgd.noise=seeded` derives both seeds from the run's seed for
+tests and benchmarks: anyone holding that seed can replay training and test membership
+exactly, so such a model says that its ε does not hold.  Outside the guarantee, and said in
+the model card (`LIMITS`): the hyper-parameters (config.DPConfig), chosen on validation splits;
+the composition of several ε models trained on one dataset; the per-epoch logs computed from
+the private data (metrics.json: training loss, Poisson batch sizes), which stay in the run
+directory and are never released; and the unit of privacy, an image, not a patient.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 import time
 import warnings
 from dataclasses import fields
@@ -64,7 +77,8 @@ def dpsgd_stage(ctx, inputs: dict, folder: Path, epsilon: float) -> dict:
 
 @contextlib.contextmanager
 def _expected_warnings(accountant: str):
-    """Opacus warns that secure_mode is off (we want seeded, reproducible noise) and that its
+    """Opacus warns that secure_mode is off (its own needs torchcsprng; we seed our generator
+    from `secrets` and draw its secure noise, see the module docstring) and that its
     hooks fire on inputs without gradients (images never need them): both expected.  The PRV
     accountant sizes its discretisation domain with an RDP bound; that bound being loose only
     widens the domain, never the reported ε (with the RDP accountant the warning stays)."""
@@ -96,7 +110,10 @@ def train_dpsgd(data: ImageDataset, config: Config, epsilon: float, folder: Path
         raise KRError("the dpsgd baseline supports single-label tasks only; drop it from baselines")
     dcfg = config.dpsgd
     seed = derive_seed(config.seed, "dpsgd", epsilon)
-    delta = dcfg.delta or 1.0 / len(data.train)
+    delta = dp_delta(dcfg.delta, len(data.train))
+    # the noise and the sampling: secret (never stored) unless reproducibility was asked for
+    noise_seed, sampling_seed = ((derive_seed(seed, "noise"), derive_seed(seed, "sampling"))
+                                 if dcfg.noise == "seeded" else (secrets.randbits(64), secrets.randbits(63)))
     started = time.perf_counter()
     with torch.random.fork_rng(devices=[]), _expected_warnings(dcfg.accountant):
         arch, kwargs = _architecture(config, data)
@@ -109,14 +126,19 @@ def train_dpsgd(data: ImageDataset, config: Config, epsilon: float, folder: Path
             pad, flip = config.teacher.train.crop_padding, data.hflip
             batch_fn = (lambda x, g: augment(x, g, pad, flip))
         # Opacus' Poisson sampler draws from the global generator: seed it, inside this fork
-        torch.manual_seed(derive_seed(seed, "sampling"))
+        torch.manual_seed(sampling_seed)
         loader = DataLoader(TensorDataset(train.images, train.labels), batch_size=dcfg.batch_size)
         opt = torch.optim.SGD(trained.parameters(), lr=dcfg.lr, momentum=dcfg.momentum)
         engine = PrivacyEngine(accountant=dcfg.accountant)
         private, opt, loader = engine.make_private_with_epsilon(
             module=trained, optimizer=opt, data_loader=loader, target_epsilon=epsilon,
             target_delta=delta, epochs=dcfg.epochs, max_grad_norm=dcfg.max_grad_norm,
-            poisson_sampling=True, noise_generator=make_generator(derive_seed(seed, "noise"), device))
+            poisson_sampling=True, noise_generator=make_generator(noise_seed, device))
+        # noise as Opacus' secure mode draws it (four Gaussians summed, the floating-point fix of
+        # Holohan & Braghin 2021, Sec. 5.1), from our generator: Opacus' flag alone would ask
+        # for torchcsprng
+        opt.secure_mode = True
+        del noise_seed, sampling_seed  # nothing keeps them: not the model, not the logs
         loss_fn = nn.CrossEntropyLoss()
         best_val, best_state, best_epoch, history = None, None, -1, []
         for epoch in range(dcfg.epochs):
@@ -153,16 +175,56 @@ def train_dpsgd(data: ImageDataset, config: Config, epsilon: float, folder: Path
            "max_grad_norm": dcfg.max_grad_norm, "sample_rate": loader.sample_rate,
            "poisson_sampling": True, "steps": sum(h[-1] for h in engine.accountant.history),
            "epochs": dcfg.epochs, "accountant": dcfg.accountant, "model": dcfg.model,
+           "noise": dcfg.noise, "guarantee_holds": dcfg.noise == "secret",
            "seconds": round(time.perf_counter() - started, 2)}
     save_classifier(model.eval(), folder, arch, data.channels, data.n_classes,
                     extra={"seed": seed, "dataset": data.name, "task": data.task, "method": dp_name(epsilon),
                            "image_size": data.size,
                            "label_names": list(data.label_names), "dp": out}, **kwargs)
+    # per-epoch training loss and Poisson batch sizes are computed from the private data: they
+    # stay in the run directory, outside the released folder (kr.release copies the model only)
     write_json(folder / "metrics.json", {**out, "history": history})
-    log.info("%s (%s): best epoch %d, val acc %.4f auc %.4f, ε = %.3f (δ = %.2g), noise σ = %.3f, %.0f s",
+    log.info("%s (%s): best epoch %d, val acc %.4f auc %.4f, ε = %.3f (δ = %.2g), noise σ = %.3f, %s noise, %.0f s",
              dp_name(epsilon), dcfg.model, best_epoch, best_val["acc"], best_val["auc"], spent, delta,
-             opt.noise_multiplier, out["seconds"])
+             opt.noise_multiplier, dcfg.noise, out["seconds"])
+    if dcfg.noise == "seeded":
+        log.warning("%s: seeded noise (dpsgd.noise=seeded) makes training replayable from the seed: its "
+                    "ε = %.2f does not hold; use the default, dpsgd.noise=secret, for a model you release",
+                    dp_name(epsilon), spent)
     return out
+
+
+def dp_delta(delta: float, n: int) -> float:
+    """δ for N train images: the configured one, or min(1e-5, 1/(10·N)); δ ≥ 1/N is refused
+    (it admits publishing a record in full)."""
+    if not delta:
+        return min(1e-5, 1.0 / (10 * n))
+    if delta >= 1.0 / n:
+        raise KRError(f"dpsgd.delta = {delta:g} is not below 1/N = {1 / n:.2g} for N = {n} train images: "
+                      f"such a δ admits publishing a whole record; set it well below 1/N, or 0 for "
+                      f"min(1e-5, 1/(10·N))")
+    return delta
+
+
+# What the (ε, δ) guarantee does not cover: said beside every DP model (model card, report).
+LIMITS = (
+    "the hyper-parameters (clipping bound, learning rate, batch size, epochs, the ScatterNet) were "
+    "chosen on validation splits of these datasets, which is outside ε",
+    "several DP models trained on one dataset compose: releasing the models for ε₁ and ε₂ together "
+    "spends ε₁ + ε₂ (basic composition)",
+    "per-epoch training loss and Poisson batch sizes are computed from the private data; they stay in "
+    "the run directory (metrics.json) and are not part of the release",
+    "the unit of privacy is one image, not one patient: a patient with k images in the train split is "
+    "protected at kε (MedMNIST records no patient ids)",
+)
+
+
+def augmentation(config: Config, data: ImageDataset) -> tuple[int, bool]:
+    """What the DP model trained on: the ScatterNet's clean images (features computed once), or
+    the cnn's crops and flips (what the audit queries it on)."""
+    if config.dpsgd.model == "cnn":
+        return config.teacher.train.crop_padding, data.hflip
+    return 0, False
 
 
 def _architecture(config: Config, data: ImageDataset) -> tuple[str, dict]:

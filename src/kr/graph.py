@@ -38,6 +38,7 @@ class Done:
     key: str = ""
     seconds: float | None = None
     model: str | None = None       # the model it ships (Stage.model)
+    content: str = ""              # the hash of its files' hashes (RunDir.finish)
 
 
 @dataclass(frozen=True)
@@ -116,15 +117,20 @@ def walk(stages: dict[str, Stage], order: list[str], key_inputs: dict[str, dict]
     whose inputs are done, each wave side by side on `executor`; uncached stages last, here."""
     done: dict[str, Done] = {}
     cached = [n for n in order if stages[n].cached]  # uncached stages read these, never the reverse
+
+    def upstream(name: str) -> dict[str, str]:
+        """The contents of the stages it reads, as they are now (a recomputed one redoes it)."""
+        return {d: done[d].content for d in inputs_of(stages[name], cached)}
+
     sorter = graphlib.TopologicalSorter({n: inputs_of(stages[n], cached) for n in cached})
     sorter.prepare()
     while sorter.is_active():
         fresh = []
         for name in sorter.get_ready():
-            record = run_dir.cached(name, key_inputs[name])
+            record = run_dir.cached(name, key_inputs[name], upstream(name))
             if record is not None:
                 done[name] = Done(record["outputs"], run_dir.path / name, record["key"], record.get("seconds"),
-                                  stages[name].model)
+                                  stages[name].model, record["content"])
                 sorter.done(name)
             else:
                 fresh.append(name)
@@ -135,8 +141,9 @@ def walk(stages: dict[str, Stage], order: list[str], key_inputs: dict[str, dict]
             calls.append(((call, (stages[name].fn, ctx, inputs, str(folder), stages[name].params)),
                           stages[name]))
         for name, (out, seconds, threads) in zip(fresh, executor.run(calls) if calls else ()):
-            run_dir.finish(name, key_inputs[name], out, seconds, threads)
-            done[name] = Done(out, run_dir.path / name, stage_key(key_inputs[name]), seconds, stages[name].model)
+            content = run_dir.finish(name, key_inputs[name], out, seconds, threads, upstream(name))
+            done[name] = Done(out, run_dir.path / name, stage_key(key_inputs[name]), seconds, stages[name].model,
+                              content)
             sorter.done(name)
     for name in order:
         s = stages[name]

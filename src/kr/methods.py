@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 STUDENT_FIELDS = ("best_epoch", "mode", "soft_labels", "knobs", "threshold", "images_generated")
-DP_FIELDS = ("best_epoch", "epsilon", "epsilon_target", "delta", "noise_multiplier", "accountant", "model")
+DP_FIELDS = ("best_epoch", "epsilon", "epsilon_target", "delta", "noise_multiplier", "accountant", "model",
+             "noise", "guarantee_holds")
 
 
 @dataclass(frozen=True)
@@ -36,24 +37,35 @@ class Method:
     real_images: bool = False        # trained on the real train split itself
     formal_dp: bool = False          # carries an (ε, δ) guarantee (its model card says so)
     prefix: str | None = None        # its models are named <prefix><ε> (several per method)
+    # "module:function" (config, data) -> (crop padding, flip): the augmentations its model
+    # trained with, which are what the audit queries it on (kr.privacy.signals)
+    augmentation: str = "kr.teacher:augmentation"
 
     def stage_builder(self) -> Callable[..., list]:
-        if callable(self.stages):
-            return self.stages
-        module, _, name = self.stages.partition(":")
-        return getattr(importlib.import_module(module), name)
+        return _resolve(self.stages)
+
+    def augmentation_of(self, config, data) -> tuple[int, bool]:
+        return _resolve(self.augmentation)(config, data)
 
     def describe(self, entry: dict) -> str:
         if self.formal_dp and "epsilon" in entry:
             model = f" {entry['model']}" if "model" in entry else ""
-            return f"DP-SGD{model}, real images, ε = {entry['epsilon']:.2f} (δ = {entry['delta']:.1e})"
+            void = ", seeded noise: ε does not hold" if entry.get("guarantee_holds") is False else ""
+            return f"DP-SGD{model}, real images, ε = {entry['epsilon']:.2f} (δ = {entry['delta']:.1e}){void}"
         return self.description
+
+
+def _resolve(target: str | Callable) -> Callable:
+    if callable(target):
+        return target
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def _student(name: str, description: str, regenerate: bool, soft: bool, **kw) -> Method:
     """A student of kr.distill: synthetic images only; (regenerated every epoch, teacher labels)."""
     return Method(name, description, "kr.distill:method_stages", STUDENT_FIELDS,
-                  {"regenerate": regenerate, "soft": soft}, **kw)
+                  {"regenerate": regenerate, "soft": soft}, augmentation="kr.distill:augmentation", **kw)
 
 
 METHODS: dict[str, Method] = {m.name: m for m in (
@@ -63,7 +75,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     _student("regen", "regenerated, hard labels", True, False),
     _student("soft", "fixed synthetic set, teacher labels", False, True),
     Method("dpsgd", "DP-SGD, real images", "kr.dpsgd:method_stages", DP_FIELDS, real_images=True,
-           formal_dp=True, prefix="dpsgd-eps"),
+           formal_dp=True, prefix="dpsgd-eps", augmentation="kr.dpsgd:augmentation"),
 )}
 
 
@@ -86,6 +98,11 @@ def method_of(model: str) -> Method | None:
 def dp_name(epsilon: float) -> str:
     """The DP-SGD model trained for a target ε: `dpsgd-eps8`, `dpsgd-eps0.5`."""
     return f"{METHODS['dpsgd'].prefix}{epsilon:g}"
+
+
+def training_augmentation(config, data, model: str) -> tuple[int, bool]:
+    """(crop padding, horizontal flip) that `model` trained with, from the run's config."""
+    return method_of(model).augmentation_of(config, data)
 
 
 def is_dp(model: str) -> bool:

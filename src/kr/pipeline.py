@@ -51,7 +51,7 @@ from kr.methods import METHODS, method_of
 from kr.report import write_report
 from kr.rundir import RunDir, append_metrics
 from kr.selection import optimise_checkpoint, tune
-from kr.shipped_audit import audit_stage, recorded_audit
+from kr.shipped_audit import audit_stage, recorded_audit, recorded_canaries
 from kr.teacher import train_judge, train_teacher
 from kr.train import resolve_device
 
@@ -130,7 +130,7 @@ def stage_graph(config: Config) -> dict[str, Stage]:
         # … and their privacy: reference-free attacks on the shipped models, and whether the
         # selected generator copies train images (kr.shipped_audit).
         Stage("audit/shipped", ("evaluate",), ("audit.bootstrap", "audit.memorisation_samples", "distill.prior"),
-              audit_stage, params={"outputs": 2}, uses=(*models, "generator", "selection", "tuning"),
+              audit_stage, params={"outputs": 3}, uses=(*models, "generator", "selection", "tuning"),
               group="audit", trains=False),
     ]
     done = tuple(s.name for s in graph)
@@ -243,6 +243,7 @@ def _results(ctx: Context, inputs: dict[str, Done], folder: Path) -> dict:
         if "memorisation" in privacy:
             results["memorisation"] = privacy["memorisation"]
         results.update(recorded_audit(folder, inputs["evaluate"].key, results["audit_shipped"]))
+        results.update(recorded_canaries(folder, inputs["evaluate"].key))
     results["timings_s"] = {"prepare": ctx.prepare_s,
                             **{n: d.seconds for n, d in inputs.items() if d.seconds is not None}}
     results["run_dir"] = str(folder)

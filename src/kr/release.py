@@ -30,7 +30,9 @@ from kr.metrics import evaluate, predict_labels
 from kr.models import load_classifier
 from kr.privacy.results import audit_of, best_attack
 from kr.report.document import md_escape
-from kr.rundir import read_config_tree, read_manifest, read_results
+from kr.report.tables import merged_attacks
+from kr.dpsgd import LIMITS as DP_LIMITS
+from kr.rundir import file_hashes, read_config_tree, read_manifest, read_results, verify
 from kr.train import predict_proba, resolve_device
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,8 @@ def export(run_dir: str | Path, out: str | Path, method: str = "kr", onnx: bool 
     if method == "real":
         log.warning("exporting the teacher: it was trained on the real images and leaks more "
                     "(see its audit figures in MODEL_CARD.md)")
+    verify(folder)  # never release a model whose files changed after its stage recorded them
+    load_classifier(folder)  # … or one that does not load
     config = read_model_config(folder)
     manifest = read_manifest(run_dir)
     exp, audit = audit_of(results)
@@ -59,12 +63,15 @@ def export(run_dir: str | Path, out: str | Path, method: str = "kr", onnx: bool 
                "label_names": config.get("label_names"),
                "input": {"size": config.get("image_size") or _size(run_dir),
                          "channels": config["in_channels"], "scaling": SCALING},
-               "test": m["test"], "val": m.get("val"),
+               "test": m["test"], "val": m.get("val"), "dp": config.get("dp"),
                "teacher_test": results["methods"].get("real", {}).get("test"),
                "audit_experiment": exp, "audit": audit.get(method, {}),
                "teacher_audit": audit.get("real", {}),
                "audit_meta": results.get("audit_meta"), "memorisation": results.get("memorisation"),
-               "data_fingerprint": (manifest.get("dataset") or {}).get("fingerprint")}
+               "data_fingerprint": (manifest.get("dataset") or {}).get("fingerprint"),
+               "weights_sha256": file_hashes(folder)["model.safetensors"],
+               "canary": (results.get("canary") or {}).get(method), "canary_meta": results.get("canary_meta"),
+               "dp_limits": list(DP_LIMITS) if is_dp(method) else None}
     out.parent.mkdir(parents=True, exist_ok=True)
     # a fresh folder of our own beside `out`: nothing half-written under the name a user ships,
     # and nothing of the user's is ever removed
@@ -100,6 +107,18 @@ def _onnx(model: torch.nn.Module, release: dict, path: Path) -> None:
                           output_names=["logits"], dynamic_shapes=({0: torch.export.Dim("batch")},))
 
 
+def _dp_text(r: dict) -> str:
+    dp = r.get("dp") or {}
+    if dp.get("guarantee_holds") is False:
+        return (f"trained with seeded, reproducible noise (dpsgd.noise=seeded): anyone holding the run's seed "
+                f"can replay its training, so its ε = {dp.get('epsilon', float('nan')):.2f} DOES NOT HOLD. Do not "
+                "release it; retrain with the default, secret noise.")
+    if not dp:
+        return "formal (ε, δ) guarantee in config.json."
+    return (f"formal (ε, δ) = ({dp['epsilon']:.2f}, {dp['delta']:.1e}) guarantee for each image of the train split, "
+            "with noise and batch sampling drawn from secret randomness that was never stored.")
+
+
 def _fmt_attack(name: str, r: dict) -> str:
     tpr = r.get("tpr_at_1%fpr")
     tpr_s = "not resolvable" if tpr is None else f"{100 * tpr:.1f} %"
@@ -119,7 +138,7 @@ def model_card(r: dict) -> str:
            "experiment 2 only (the shipped model: members = the train split, non-members = the test "
            "split; reference-free attacks). Run `kr audit` on the run for the reference-based attacks "
            "before relying on this card")
-    rows = [_fmt_attack(a, v) for a, v in sorted(r["audit"].items())]
+    rows = [_fmt_attack(a, v) for a, v in merged_attacks(dict(sorted(r["audit"].items())))]
     best = best_attack(r["audit"])
     teacher_best = best_attack(r["teacher_audit"])
     mem = r.get("memorisation")
@@ -138,8 +157,7 @@ def model_card(r: dict) -> str:
          "generator, labelled by a teacher; the generator and the teacher were trained on the real "
          "train split. Its validation split chose every setting; its test split was read once, for "
          "the figures below." if not saw_real_images(r["method"]) else
-         "This model was trained on the real train split" +
-         (" with DP-SGD (formal (ε, δ) guarantee in config.json)." if is_dp(r["method"]) else ".")),
+         "This model was trained on the real train split" + (" with DP-SGD: " + _dp_text(r) if is_dp(r["method"]) else ".")),
         f"Data fingerprint: `{r.get('data_fingerprint')}`.", "",
         "## Performance (real test split, MedMNIST ACC/AUC)", "",
         "| model | test ACC | test AUC |", "| --- | --- | --- |",
@@ -156,13 +174,33 @@ def model_card(r: dict) -> str:
                      + (f"; on the teacher: {teacher_best[0]}, AUC {teacher_best[1]['auc']:.3f}." if teacher_best
                         else "."))
     if mem:
+        copies = mem.get("copies")
         lines += ["", f"Memorisation check of the synthetic data ({mem['samples']} samples): median distance "
                   f"ratio (nearest train / nearest held-out) {mem['pixel']['median_ratio']:.3f} in pixels, "
-                  f"{mem['teacher_features']['median_ratio']:.3f} in teacher features (≈ 1: no copying)."]
+                  f"{mem['teacher_features']['median_ratio']:.3f} in teacher features (≈ 1: no copying)"
+                  + (f"; {copies['near_copies']} near-copies among all {mem['members_searched']} train images "
+                     "(closer to a train image than 99 % of real test images come)." if copies else ".")]
+    can, cm = r.get("canary"), r.get("canary_meta")
+    if can and cm:
+        lines += ["", "## Canary audit (empirical ε lower bound)", "",
+                  f"One extra training run of the whole procedure with {cm['canaries']} canaries from the test "
+                  f"split, each included with probability ½ (Steinke, Nasr & Jagielski 2023); δ = {cm['delta']:.1e}.",
+                  "", "| canaries | canary AUC | ε lower bound (95 %) | ceiling for these guesses |",
+                  "| --- | --- | --- | --- |"]
+        for kind in ("mislabelled", "duplicated"):
+            c = can.get(kind)
+            if c:
+                auc = "n/a" if c["auc"] is None else f"{c['auc']:.3f}"
+                lines.append(f"| {kind} ({c['m']}) | {auc} | {c['eps_lb']:.2f} | {c['ceiling_at_r']:.2f} |")
+        lines += ["", "A lower bound shows what the audit proved, never a guarantee; with this few canaries no "
+                  "audit can prove more than the ceiling."]
     lines += ["", "## Limitations", "",
               "- An audit can show leakage, never prove its absence: AUC near 0.5 means these attacks, with "
               "this many reference runs, found little; stronger attacks or more references may find more.",
               "- Small test splits make the accuracy and the audit intervals wide; see the intervals above.",
+              "- The unit of privacy is one image, not one patient: the data carry no patient ids, so a "
+              "patient with several images is protected less than one image is.",
+              *[f"- Outside the DP guarantee: {why}." for why in r.get("dp_limits") or []],
               "- The model inherits the biases of its training data and of the teacher's labels; performance "
               "on another hospital's images, scanners or populations is unknown.",
               "- Inputs must be preprocessed exactly as below, or predictions are meaningless.", "",
@@ -229,6 +267,10 @@ def predict(model_dir: str | Path, file: str | Path, out: str | Path, device: st
     known); return {split: {"n", and "acc"/"auc" where labels exist}}."""
     cfg = read_model_config(model_dir)
     release = cfg.get("release") or {}
+    recorded = release.get("weights_sha256")
+    if recorded and file_hashes(Path(model_dir)).get("model.safetensors") != recorded:
+        raise KRError(f"{model_dir}/model.safetensors does not match the hash its release recorded "
+                      f"(config.json): the weights were changed or damaged; export the model again")
     names = cfg.get("label_names") or [str(i) for i in range(cfg["num_classes"])]
     task = cfg.get("task", "multi-class")
     multi = task.startswith("multi-label")

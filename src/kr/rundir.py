@@ -9,7 +9,10 @@
 
 A stage is cached by a hash of its config and its inputs (never by its folder name): a
 rerun reuses a finished stage whose key is unchanged, resumes an interrupted one, and
-redoes one whose key changed, together with every stage that depends on it.
+redoes one whose key changed, together with every stage that depends on it.  Its stage.json
+also records the content hash of every file it wrote and of the stages it read (DVC's rule
+for outputs): a stage whose files changed after they were recorded, or whose inputs were
+recomputed since, is redone, and a model whose files no longer match is refused (`verify`).
 """
 
 from __future__ import annotations
@@ -94,15 +97,30 @@ class RunDir:
     def manifest(self) -> dict[str, Any]:
         return read_manifest(self.path)
 
-    def cached(self, name: str, inputs: dict[str, Any]) -> dict | None:
-        """A finished stage with this key (its stage.json: key, seconds, outputs), or None."""
+    def cached(self, name: str, inputs: dict[str, Any], upstream: dict[str, str] | None = None) -> dict | None:
+        """A finished stage with this key whose files still match their recorded hashes and
+        whose inputs' contents (`upstream`: {stage: content}) are those it read; its
+        stage.json (key, seconds, outputs, files, content), or None: the stage must run."""
         key = stage_key(inputs)
         done = self.path / name / "stage.json"
         record = read_json(done) if done.is_file() else {}
-        if record.get("key") == key:
-            log.info("%s: cached (key %s)", name, key)
-            return record
-        return None
+        if record.get("key") != key:
+            return None
+        if "files" not in record:
+            # written before kr recorded content hashes: trusted once, hashed now
+            record.update(files=file_hashes(done.parent), upstream=upstream or {})
+            record["content"] = stage_key(record["files"])
+            write_json(done, record)
+        changed = mismatched(done.parent, record["files"])
+        if changed:
+            log.warning("%s: %s changed since the stage recorded it; recomputing the stage", name, changed[0])
+            return None
+        moved = [n for n, c in (upstream or {}).items() if record.get("upstream", {}).get(n, c) != c]
+        if moved:
+            log.info("%s: its input %s was recomputed since; recomputing the stage", name, moved[0])
+            return None
+        log.info("%s: cached (key %s)", name, key)
+        return record
 
     def begin(self, name: str, inputs: dict[str, Any]) -> Path:
         """The stage's folder, ready for its work: a folder of other inputs is discarded, one
@@ -110,7 +128,12 @@ class RunDir:
         key = stage_key(inputs)
         folder = self.path / name
         key_file = folder / "key"
-        if folder.exists() and not (key_file.is_file() and key_file.read_text() == key):
+        if (folder / "stage.json").is_file() and key_file.is_file():
+            # a finished stage being redone: its recorded files or inputs changed, so nothing in
+            # it can be resumed from
+            log.info("%s: discarding the stage folder whose files or inputs changed", name)
+            shutil.rmtree(folder)
+        elif folder.exists() and not (key_file.is_file() and key_file.read_text() == key):
             if not key_file.is_file():  # kr writes `key` first: without it the folder is not ours
                 raise KRError(f"{folder} was not written by kr (it has no stage key), so kr will "
                               f"not replace it; move it away or choose another --out")
@@ -121,15 +144,59 @@ class RunDir:
         return folder
 
     def finish(self, name: str, inputs: dict[str, Any], outputs: dict, seconds: float,
-               threads: int) -> None:
-        """Record a finished stage (only the process holding the run directory writes here)."""
+               threads: int, upstream: dict[str, str] | None = None) -> str:
+        """Record a finished stage with the content hash of every file it wrote (only the
+        process holding the run directory writes here); return its content hash."""
         key = stage_key(inputs)
+        files = file_hashes(self.path / name)
+        content = stage_key(files)
         write_json(self.path / name / "stage.json", {"key": key, "seconds": seconds, "threads": threads,
-                                                     "inputs": inputs, "outputs": outputs})
+                                                     "inputs": inputs, "outputs": outputs, "files": files,
+                                                     "content": content, "upstream": upstream or {}})
         manifest = self.manifest()
         manifest.setdefault("stages", {})[name] = {"key": key, "seconds": seconds, "threads": threads}
         write_json(self.path / "manifest.json", manifest)
         append_metrics(self.path, name, {"event": "done", "seconds": seconds})
+        return content
+
+
+RECORD_FILES = ("stage.json", "key")  # the record itself, not what the stage wrote
+
+
+def file_hashes(folder: Path) -> dict[str, str]:
+    """{path relative to the folder: sha256} of every file a stage left in its folder."""
+    return {p.relative_to(folder).as_posix(): _sha256(p) for p in sorted(Path(folder).rglob("*"))
+            if p.is_file() and p.name not in RECORD_FILES}
+
+
+def mismatched(folder: Path, files: dict[str, str]) -> list[str]:
+    """The recorded files that are missing or whose content changed."""
+    return [name for name, digest in files.items()
+            if not (Path(folder) / name).is_file() or _sha256(Path(folder) / name) != digest]
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify(folder: str | Path, what: str = "model") -> None:
+    """Refuse a stage's folder (a model, before it is attacked or released) whose files do not
+    match what its stage recorded: one line saying which file and what to do."""
+    folder = Path(folder)
+    record_path = folder / "stage.json"
+    if not record_path.is_file():
+        raise KRError(f"{folder} has no stage record (stage.json): it did not finish; rerun `kr run`")
+    record = read_json(record_path)
+    if "files" not in record:  # finished before kr recorded hashes: nothing to check against
+        return
+    changed = mismatched(folder, record["files"])
+    if changed:
+        raise KRError(f"{folder}/{changed[0]} no longer matches what its stage recorded: the {what} was "
+                      f"changed or damaged after training; rerun `kr run` on the run to retrain it")
 
 
 def append_metrics(run: str | Path, stage: str, record: dict[str, Any]) -> None:

@@ -3,7 +3,8 @@
     attacks       experiment 2 with the reference-free attacks (members = official train,
                   non-members = official test); scores.npz and ROC curves for the report
     memorisation  does the selected generator, sampled as the KR student was fed, copy train
-                  images?  Nearest-neighbour distances to members against held-out images
+                  images?  Near-copies searched among every member; nearest-neighbour distance
+                  ratios to members against held-out images on equal-size subsamples
 
 The attack and distance code is kr.privacy's (pure functions); this module loads the models,
 writes what they give, and reads back an earlier `kr audit` (kr.audit) for results.json.
@@ -24,20 +25,21 @@ from kr.generators import load_generator
 from kr.quality import save_grid, teacher_outputs
 from kr.models import load_classifier
 from kr.privacy import references, signals
-from kr.privacy.memorisation import compare, summarise as distances
-from kr.privacy.results import results_fields
+from kr.privacy.memorisation import compare, nearest, summarise as distances
+from kr.privacy.results import canary_fields, results_fields
 from kr.privacy.scoring import compare_to_real, shipped_scores, summarise
 from kr.report.roc import roc_figure
+from kr.rundir import verify
 from kr.seeding import derive_seed, make_generator
 from kr.synthetic import class_quotas, filtered_sample
 
 log = logging.getLogger(__name__)
 
 
-def audit_stage(ctx, inputs: dict, folder: Path, outputs: int = 2) -> dict:
+def audit_stage(ctx, inputs: dict, folder: Path, outputs: int = 3) -> dict:
     """The `audit/shipped` stage: every model the request trained; the memorisation check
     where it selected and tuned a generator.  (`outputs` names what the stage writes: older
-    stages lack scores.npz and ROC curves.)"""
+    stages lack scores.npz and ROC curves (2), or the copy search over every member (3).)"""
     models = {d.model: d.path for d in inputs.values() if d.model}
     out = {"attacks": shipped_audit(ctx.data, ctx.config, models, ctx.device, folder)}
     if "tuning" in inputs and "real" in models:
@@ -57,8 +59,11 @@ def shipped_audit(data: ImageDataset, config: Config, models: dict[str, Path], d
     images = references.pool(data).images
     out, raw = {}, {"members": members}
     for method, model in models.items():
+        verify(model)
+        # the reference-free attack reads the image itself (its training augmentations are
+        # `kr audit`'s queries)
         logits = signals.query(load_classifier(model).to(device), images)
-        scores = shipped_scores(logits, None, labels, None, None)
+        scores, _ = shipped_scores(logits, None, labels, None, None)
         out[method] = summarise(scores, members, {}, config)
         raw.update({f"{method}/{a}": s for a, (s, _) in scores.items()})
         roc_figure({a: (s, members) for a, (s, _) in scores.items()}, folder / f"roc-{method}.png",
@@ -70,25 +75,32 @@ def shipped_audit(data: ImageDataset, config: Config, models: dict[str, Path], d
 
 def memorisation(data: ImageDataset, fake: torch.Tensor, teacher: torch.nn.Module, seed: int,
                  folder: Path, pairs: int = 16) -> dict:
-    """Pixel- and teacher-feature-space comparison; writes the closest pairs as a PNG grid
-    (top row: synthetic, bottom row: its nearest real train image)."""
+    """Near-copies searched among every member; the distance ratio on equal-size subsamples
+    (pixel and teacher-feature space); the closest pairs as a PNG grid (top row: synthetic,
+    bottom row: its nearest real train image).
+
+    A copy is a sample nearer to a train image than real images come to one another: nearer
+    than the 1st percentile of the held-out (test) images' distances to their nearest train
+    image."""
+    d_train, i_train = nearest(fake, data.train.images)
+    real_gap = float(np.quantile(nearest(data.test.images, data.train.images)[0], 0.01))
     n = min(len(data.train), len(data.test))
     g = make_generator(derive_seed(seed, "memorisation"))
     pick = torch.randperm(len(data.train), generator=g)[:n]
     held_out = data.test.images[torch.randperm(len(data.test), generator=g)[:n]]
     members = data.train.images[pick]
-    out = {"samples": len(fake), "members_compared": len(members), "held_out_compared": len(held_out)}
-    pixel = compare(fake, members, held_out)
-    out["pixel"] = distances(pixel)
+    out = {"samples": len(fake), "members_searched": len(data.train),
+           "members_compared": len(members), "held_out_compared": len(held_out),
+           "copies": {"threshold": real_gap, "near_copies": int((d_train < real_gap).sum()),
+                      "min_distance": float(d_train.min()), "median_distance": float(np.median(d_train))}}
+    out["pixel"] = distances(compare(fake, members, held_out))
     feats = [teacher_outputs(teacher, x)[1] for x in (fake, members, held_out)]
     out["teacher_features"] = distances(compare(*feats))
-    closest = np.argsort(pixel["d_member"])[:pairs]
-    grid = torch.cat([fake[closest], members[pixel["nearest_member"][closest]]])
-    save_grid(grid, 2, folder / "closest_pairs.png")
-    out["closest_pairs"] = [{"synthetic": int(i), "train_index": int(pick[pixel["nearest_member"][i]]),
-                             "pixel_distance": float(pixel["d_member"][i]),
-                             "ratio": float(pixel["ratio"][i])} for i in closest]
-    write_npz(folder / "memorisation.npz", **{f"pixel_{k}": v for k, v in pixel.items()})
+    closest = np.argsort(d_train, kind="stable")[:pairs]
+    save_grid(torch.cat([fake[closest], data.train.images[i_train[closest]]]), 2, folder / "closest_pairs.png")
+    out["closest_pairs"] = [{"synthetic": int(i), "train_index": int(i_train[i]),
+                             "pixel_distance": float(d_train[i])} for i in closest]
+    write_npz(folder / "memorisation.npz", d_train=d_train, nearest_train=i_train)
     return out
 
 
@@ -115,3 +127,17 @@ def recorded_audit(run: Path, evaluated: str, shipped_free: dict) -> dict:
         log.warning("audit/audit.json audited other models than this run's: rerun `kr audit %s`", run)
         return {}
     return results_fields(doc, shipped_free)
+
+
+def recorded_canaries(run: Path, evaluated: str) -> dict:
+    """`kr run`'s view of an earlier canary audit (kr.canaries): its results.json fields if it
+    audited the models the run has now, else nothing (it is stale)."""
+    path = Path(run) / "audit" / "canaries" / "canary.json"
+    if not path.is_file():
+        return {}
+    doc = read_json(path)
+    if doc["meta"].get("evaluate_key") != evaluated:
+        log.warning("audit/canaries/canary.json audited other models than this run's: rerun "
+                    "`kr audit %s --canaries M`", run)
+        return {}
+    return canary_fields(doc)

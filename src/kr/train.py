@@ -105,6 +105,11 @@ def supervised_loss(task: str, label_smoothing: float) -> BatchLoss:
     return lambda model, x, y: ce(model(x), y)
 
 
+def resolve_flip(setting: str, allowed: bool) -> bool:
+    """train.hflip: auto flips only where the dataset says a flip keeps the label."""
+    return {"auto": allowed, "on": True, "off": False}[setting]
+
+
 def fit_classifier(model: nn.Module, train: Split | Callable[[int], Split], val: Split, task: str,
                    cfg: TrainConfig, seed: int, hflip: bool, state_path: Path | None = None,
                    on_epoch: Callable[[dict], None] | None = None,
@@ -123,7 +128,7 @@ def fit_classifier(model: nn.Module, train: Split | Callable[[int], Split], val:
                               nesterov=cfg.momentum > 0, weight_decay=cfg.weight_decay)
     else:
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    flip = {"auto": hflip, "on": True, "off": False}[cfg.hflip]
+    flip = resolve_flip(cfg.hflip, hflip)
     size = None
     steps_per_epoch = total = warmup = 0
 

@@ -36,10 +36,9 @@ def experiment():
     return x, y.numpy(), matrix, logits
 
 
-def summary(scores, members, refs=0):
+def summary(scored, members):
     config = load_config("tiny", overrides=["audit.bootstrap=300"])
-    groups = np.broadcast_to(np.arange(N), members.shape) if members.ndim == 2 else None
-    return scoring.summarise(scores, members, {}, config, groups)
+    return scoring.summarise(scored[0], members, {}, config)
 
 
 def test_overfit_classifier_is_caught(experiment):
@@ -61,7 +60,7 @@ def test_model_that_never_saw_the_members_scores_chance(experiment):
     other_y = torch.randint(0, 2, (80,), generator=g)
     outsider = signals.query(memorising_model(other_x, other_y, seed=99), x)
     claimed = np.random.default_rng(0).random(N) < 0.5  # "members" it never trained on
-    proc = scoring.procedure_scores(logits, labels, matrix)
+    proc, _ = scoring.procedure_scores(logits, labels, matrix)
     result = summary(scoring.shipped_scores(outsider, logits, labels, matrix, proc), claimed)
     for attack in ("loss", "lira-offline-fixed", "rmia-offline"):
         lo, hi = result[attack]["auc_ci"]
@@ -76,3 +75,31 @@ def test_shuffled_membership_scores_chance(experiment):
     for attack in ("loss", "lira-online", "rmia-online"):
         lo, hi = result[attack]["auc_ci"]
         assert lo < 0.5 < hi, (attack, result[attack]["auc"], lo, hi)
+
+
+def test_rmia_offline_a_is_chosen_on_the_paired_run(experiment):
+    """ML Privacy Meter's rule: a from the grid, one per target, chosen by the attack's AUC on
+    the target's partner; never the target's own membership."""
+    _, labels, matrix, logits = experiment
+    _, info = scoring.procedure_scores(logits, labels, matrix)
+    assert len(info["rmia_offline_a"]) == len(matrix)
+    assert set(info["rmia_offline_a"]) <= set(scoring.attacks.RMIA_A_GRID)
+    # target 0's a is the one its partner (run 1), attacked with target 0's references, prefers
+    sig = np.stack([signals.probability(z, labels) for z in logits])
+    refs, refs_in = np.delete(sig, [0, 1], 0), np.delete(matrix, [0, 1], 0)
+    assert scoring.tune_rmia_a(sig[1], refs, refs_in, matrix[1]) == info["rmia_offline_a"][0]
+
+
+def test_per_image_attacks_need_two_references_each_side(experiment):
+    """At 4 runs (one in, one out reference per image once the partner is left out) the
+    per-image-variance attacks do not exist: they are left out, saying why."""
+    _, labels, matrix, logits = experiment
+    scored, info = scoring.procedure_scores(logits[:4], labels, matrix[:4])
+    assert set(info["skipped"]) == {"lira-online", "lira-offline"}
+    assert "≥ 2 in" in info["skipped"]["lira-online"] and "1 and 1" in info["skipped"]["lira-online"]
+    assert set(scored) == {"loss", "lira-online-fixed", "lira-offline-fixed", "rmia-online", "rmia-offline"}
+    scored, info = scoring.procedure_scores(logits, labels, matrix)  # 8 runs: 3 in, 3 out
+    assert not info["skipped"] and set(scored) == {"loss", *scoring.REFERENCE_ATTACKS}
+    with pytest.raises(ValueError, match="≥ 2 references"):
+        sig = np.stack([signals.logit_confidence(z, labels) for z in logits[:2]])
+        scoring.attacks.lira(sig[0], sig[:2], matrix[:2], online=True, fixed_variance=False)

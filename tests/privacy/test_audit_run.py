@@ -1,6 +1,7 @@
 """`kr audit` end to end on a tiny run: reference runs replay the pipeline on pool halves, every
 artifact is written, results.json gains the audit, and a rerun trains nothing again."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -34,18 +35,26 @@ def test_run_has_reference_free_audit_and_memorisation(audited):
     assert (run / "audit/shipped/closest_pairs.png").is_file()
 
 
+# 4 runs: one "in" and one "out" reference per image, where per-image variances do not exist
+AT_FOUR = {"lira-online-fixed", "lira-offline-fixed", "rmia-online", "rmia-offline"}
+
+
 def test_audit_results_follow_the_schema(audited):
     run, _, _, results = audited
     for target in ("real", "kr"):
-        for attack in (*scoring.FREE_ATTACKS, *scoring.REFERENCE_ATTACKS):
-            row = results["audit"][target][attack]
+        assert set(results["audit"][target]) == {*scoring.FREE_ATTACKS, *AT_FOUR}
+        for attack, row in results["audit"][target].items():
             assert {"auc", "auc_ci", "tpr_at_0.1%fpr", "tpr_at_1%fpr", "references"} <= set(row)
             assert 0 <= row["auc"] <= 1 and row["auc_ci"][0] <= row["auc_ci"][1]
             assert row["tpr_at_0.1%fpr"] is None  # 60 pool images: not resolvable
             assert row["references"] == (2 if attack in scoring.REFERENCE_ATTACKS else 0)
-            assert len(row["auc_per_target"]) == 4
+            assert len(row["auc_per_target"]) == 4 and row["targets"] == 4
+            assert min(row["auc_per_target"]) <= row["auc_per_target_mean"] <= max(row["auc_per_target"])
         assert set(results["audit_shipped"][target]) == {*scoring.FREE_ATTACKS, *scoring.SHIPPED_REFERENCE_ATTACKS}
         assert results["audit"][target]["loss"]["points"] == 60
+    skipped = results["audit_meta"]["attacks_skipped"]["procedure"]
+    assert set(skipped) == {"lira-online", "lira-offline"} and "1 and 1" in skipped["lira-online"]
+    assert len(results["audit_meta"]["rmia"]["a"]["kr"]["procedure"]) == 4
     # a model outside audit.targets keeps `kr run`'s reference-free figures, and no more
     assert "synthetic" not in results["audit"]
     assert set(results["audit_shipped"]["synthetic"]) == set(scoring.FREE_ATTACKS)
@@ -63,7 +72,8 @@ def test_artifacts_let_every_figure_be_recomputed(audited):
         assert matrix.shape == (5, 60) and (matrix[0] == (np.arange(60) < 40)).all()
         assert (matrix[1:].sum(0) == 2).all()
     with np.load(folder / "signals.npz") as s, np.load(folder / "scores.npz") as sc:
-        assert s["r2/kr"].shape == (60, 2, 2) and s["shipped/real"].shape == (60, 2, 2)
+        # an .npz dataset never trains with flips; the tiny preset crops with 4-pixel padding: 9 shifts
+        assert s["r2/kr"].shape == (60, 9, 2) and s["shipped/real"].shape == (60, 9, 2)
         scores = sc["procedure/kr/lira-offline-fixed"]
         from kr.privacy import metrics
         assert metrics.auc(scores, matrix[1:]) == pytest.approx(
@@ -105,6 +115,101 @@ def test_cli_prints_both_experiments(audited):
     proc = kr("audit", str(run), "--set", "audit.targets=real,kr", "--device", "cpu")
     assert proc.returncode == 0, proc.stderr
     for text in ("experiment 1 — the procedure: 4 runs", "experiment 2 — the shipped model",
-                 "lira-offline-fixed", "rmia-online", "not resolvable", "memorisation (", "report: "):
+                 "lira-offline-fixed", "rmia-online", "not resolvable", "memorisation (", "report: ",
+                 "left out: lira-online (needs ≥ 2 in"):
         assert text in proc.stdout, text
     assert "teacher: best" not in proc.stderr  # every reference run was cached
+
+
+def test_queries_are_what_each_model_trained_on(audited):
+    """The recorded queries: no flip for data that never trains with flips, the crop shifts of
+    the models that trained with crops, the image alone for the ScatterNet DP model."""
+    from kr.audit import model_queries
+
+    run, config, _, results = audited
+    queries = results["audit_meta"]["queries"]
+    assert queries["real"] == queries["kr"] and len(queries["real"]) == 9
+    assert queries["real"][0] == "image" and not any("flip" in q for q in queries["real"])
+    data = audit.load_run(run)[1]
+    assert model_queries(config, data, ("dpsgd-eps8",)) == {"dpsgd-eps8": ((0, 0, False),)}
+    flipped = dataclasses.replace(data, hflip=True)
+    assert len(model_queries(config, flipped, ("real",))["real"]) == 18
+
+
+def test_audit_waits_for_or_refuses_a_kr_run_holding_the_lock(audited):
+    """One writer of results.json: while `kr run` holds the run's lock, `kr audit` refuses (or,
+    with wait, queues) before it writes anything, and results.json stays whole."""
+    import threading
+    import time
+
+    from kr.rundir import RunLock
+
+    run, _, _, _ = audited
+    before = (run / "results.json").read_bytes()
+    lock = RunLock(run)
+    try:
+        with pytest.raises(KRError, match="in use by another kr process"):
+            audit.audit(run, ["audit.targets=real,kr"], device="cpu")
+        assert (run / "results.json").read_bytes() == before
+        done = {}
+        worker = threading.Thread(target=lambda: done.update(r=audit.audit(
+            run, ["audit.targets=real,kr"], device="cpu", wait=True)))
+        worker.start()
+        time.sleep(2)
+        assert worker.is_alive() and not done  # queued behind the lock
+    finally:
+        lock.release()
+    worker.join(600)
+    assert done["r"]["audit"] and json.loads((run / "results.json").read_text())["audit"]
+
+
+def test_a_model_changed_after_training_is_refused_or_retrained(audited, tmp_path, caplog):
+    """A reference run is a cached pipeline: its changed model is retrained.  The shipped run's
+    models are the user's: a changed one is refused by the audit and by `kr export`."""
+    import shutil
+
+    from kr.release import export
+
+    run, _, _, _ = audited
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    teacher = copy / "teacher/model.safetensors"
+    teacher.write_bytes(teacher.read_bytes()[:-8] + bytes(8))
+    with pytest.raises(KRError, match="run/teacher/model.safetensors no longer matches"):
+        audit.audit(copy, ["audit.targets=real,kr"], device="cpu")
+    with pytest.raises(KRError, match="run/teacher/model.safetensors no longer matches"):
+        export(copy, tmp_path / "release", "real")
+    assert not (tmp_path / "release").exists()
+    shutil.copy2(run / "teacher/model.safetensors", teacher)
+    weights = copy / "audit/references/r1/methods/kr/model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8] + bytes(8))
+    caplog.set_level("INFO", logger="kr")
+    audit.audit(copy, ["audit.targets=real,kr"], device="cpu")
+    assert "model.safetensors changed since the stage recorded it" in caplog.text
+    assert [r for r in caplog.records if r.message.startswith("student kr")]  # retrained
+
+
+def test_canary_audit_end_to_end(audited):
+    """`kr audit --canaries`: canaries from the test split, bits saved, one run on train plus the
+    included ones, every audited model bounded beside its ceiling; kr run keeps the result."""
+    from kr.canaries import canary_audit
+
+    run, config, _, _ = audited
+    results = canary_audit(run, 10, ["audit.targets=real,kr"], device="cpu")
+    with np.load(run / "audit/canaries/canaries.npz") as c:
+        bits, kind, index, label = c["bits"], c["kind"], c["index"], c["label"]
+    assert len(bits) == 10 and kind.sum() == 2 and len(set(index)) == 10  # 25 % duplicated
+    test_labels = audit.load_run(run)[1].test.labels.numpy()[index]
+    assert ((label != test_labels) == (kind == 0)).all()  # the main type carries a wrong label
+    manifest = json.loads((run / "audit/canaries/run/manifest.json").read_text())
+    assert manifest["dataset"]["splits"] == {
+        "train": 40 + int((bits & (kind == 0)).sum()) + 4 * int((bits & (kind == 1)).sum()),
+        "val": 20, "test": 10}
+    for model in ("real", "kr"):
+        row = results["canary"][model]
+        for k in ("mislabelled", "duplicated"):
+            assert 0 <= row[k]["eps_lb"] <= row[k]["ceiling_at_r"] <= row[k]["ceiling"]
+            assert row[k]["m"] == (8 if k == "mislabelled" else 2)
+    assert results["canary_meta"]["queries"]["real"][0] == "image"
+    rerun = pipeline.run(config, out=run, device="cpu")
+    assert rerun["canary"] == json.loads(json.dumps(results["canary"]))

@@ -120,3 +120,47 @@ def test_without_opacus_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "opacus", None)
     with pytest.raises(KRError, match="pip install opacus"):
         train_dpsgd(toy_dataset(), _config(), 1.0, tmp_path, torch.device("cpu"))
+
+
+def test_released_noise_is_secret_and_never_saved(tmp_path, monkeypatch):
+    """The default (dpsgd.noise=secret) seeds noise and sampling from the OS's CSPRNG: two
+    trainings from one config differ, and neither seed, nor the seeds the run's seed would
+    derive, is written anywhere in the model's folder."""
+    import secrets
+
+    from kr.seeding import derive_seed
+
+    drawn = []
+    real = secrets.randbits
+    monkeypatch.setattr(secrets, "randbits", lambda k: drawn.append(real(k)) or drawn[-1])
+    data, config = toy_dataset(), _config("dpsgd.epochs=2", "dpsgd.noise=secret")
+    outs = [train_dpsgd(data, config, 2.0, tmp_path / n, torch.device("cpu")) for n in ("a", "b")]
+    a, b = (load_classifier(tmp_path / n).state_dict() for n in ("a", "b"))
+    assert not all(torch.equal(a[k], b[k]) for k in a)
+    assert len(drawn) == 4 and outs[0]["guarantee_holds"] and outs[0]["noise"] == "secret"
+    seed = derive_seed(config.seed, "dpsgd", 2.0)
+    replayable = [derive_seed(seed, "noise"), derive_seed(seed, "sampling")]
+    text = "".join(p.read_bytes().decode("latin-1") for p in (tmp_path / "a").rglob("*") if p.is_file())
+    for value in [*drawn, *replayable]:
+        assert str(value) not in text
+
+
+def test_seeded_noise_says_its_epsilon_does_not_hold(tmp_path, caplog):
+    import json
+
+    out = train_dpsgd(toy_dataset(), _config("dpsgd.epochs=1", "dpsgd.noise=seeded"), 2.0, tmp_path,
+                      torch.device("cpu"))
+    assert out["noise"] == "seeded" and out["guarantee_holds"] is False
+    saved = json.loads((tmp_path / "config.json").read_text())["dp"]
+    assert saved["guarantee_holds"] is False
+    assert "does not hold" in caplog.text
+
+
+def test_delta_is_well_below_one_over_n():
+    from kr.dpsgd import dp_delta
+
+    assert dp_delta(0.0, 546) == 1e-5                       # BreastMNIST: 1/(10·546) = 1.8e-4
+    assert dp_delta(0.0, 1_000_000) == pytest.approx(1e-7)  # large N: 1/(10·N)
+    assert dp_delta(1e-6, 546) == 1e-6
+    with pytest.raises(KRError, match="below 1/N"):
+        dp_delta(1 / 546, 546)

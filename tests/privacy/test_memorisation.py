@@ -28,5 +28,21 @@ def test_memorisation_report_and_closest_pairs_grid(tmp_path):
     for pair in out["closest_pairs"][:3]:
         assert pair["pixel_distance"] == 0 and pair["train_index"] == pair["synthetic"] < 3
     assert out["pixel"]["ratio_below_0.5"] >= 3 and out["pixel"]["min_ratio"] == 0
+    assert out["copies"]["near_copies"] == 3 and out["members_searched"] == 30
     assert (tmp_path / "closest_pairs.png").is_file() and (tmp_path / "memorisation.npz").is_file()
     assert set(out["teacher_features"]) == set(out["pixel"])
+
+
+def test_a_copy_outside_the_ratio_subsample_is_found(tmp_path):
+    """Every member is searched for copies, not only the equal-size subsample of the ratio: a
+    copy of a train image the subsample left out is the closest pair, at distance 0."""
+    from kr.seeding import derive_seed, make_generator
+
+    data = toy_dataset((120, 20, 30))  # the ratio compares 30 of the 120 members
+    g = make_generator(derive_seed(0, "memorisation"))
+    left_out = sorted(set(range(120)) - set(torch.randperm(120, generator=g)[:30].tolist()))[0]
+    fake = torch.cat([toy_split(20, seed=7).images, data.train.images[left_out:left_out + 1]])
+    out = memorisation(data, fake, build_model("resnet8", 1, 3, width=4), seed=0, folder=tmp_path, pairs=2)
+    assert out["members_compared"] == 30 and out["members_searched"] == 120
+    assert out["closest_pairs"][0] == {"synthetic": 20, "train_index": left_out, "pixel_distance": 0.0}
+    assert out["copies"]["near_copies"] >= 1

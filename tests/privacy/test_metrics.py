@@ -61,15 +61,35 @@ def test_bootstrap_interval_covers_the_estimate_and_narrows_with_data():
     assert r_big["auc_ci"][0] < 0.714 < r_big["auc_ci"][1]
 
 
-def test_grouped_bootstrap_counts_distinct_points():
+def test_pooled_targets_count_distinct_images():
     rng = np.random.default_rng(0)
-    members = np.tile(np.arange(300) < 150, 4)
-    scores = rng.normal(size=1200)
-    groups = np.tile(np.arange(300), 4)
-    r = metrics.report(scores, members, groups=groups, resamples=200)
-    assert r["points"] == 300 and r["non_members"] == 600
+    members = np.tile(np.arange(300) < 150, (4, 1))
+    scores = rng.normal(size=(4, 300))
+    r = metrics.report(scores, members, resamples=200)
+    assert r["points"] == 300 and r["targets"] == 4 and r["non_members"] == 600
     # 600 pooled non-member scores but only 150 distinct images: 1 % FPR resolvable, 0.1 % not
     assert r["tpr_at_0.1%fpr"] is None and r["tpr_at_1%fpr"] is not None
+    assert len(r["auc_per_target"]) == 4
+    assert r["auc_per_target_mean"] == pytest.approx(np.mean(r["auc_per_target"]))
+
+
+def test_intervals_count_the_training_runs_as_a_source_of_chance():
+    """Runs that leak by different amounts (a per-run effect) must widen the interval: a
+    bootstrap over the images alone would give the same width with or without them."""
+    rng = np.random.default_rng(0)
+    targets, n = 8, 400
+
+    def world(run_spread):
+        effect = 0.5 + run_spread * rng.normal(size=(targets, 1))
+        members = np.stack([rng.permutation(n) < n // 2 for _ in range(targets)])
+        return rng.normal(size=(targets, n)) + effect * members, members
+
+    width = {}
+    for spread in (0.0, 0.6):
+        r = metrics.report(*world(spread), resamples=400, seed=2)
+        width[spread] = r["auc_ci"][1] - r["auc_ci"][0]
+        assert r["auc_ci"][0] < r["auc"] < r["auc_ci"][1]
+    assert width[0.6] > 1.8 * width[0.0]
 
 
 def test_roc_is_sklearns_full_curve():

@@ -2,8 +2,13 @@
 (higher = "member").  No I/O, no models: the audit feeds them saved signals, the tests feed
 them synthetic signals with known answers.
 
-Shapes: a target's signal is N × Q (points × queries: the image and its flip); reference
-signals are R × N × Q with a boolean R × N matrix saying which reference trained on which point.
+Shapes: a target's signal is N × Q (points × queries: the training augmentations,
+kr.privacy.signals); reference signals are R × N × Q with a boolean R × N matrix saying which
+reference trained on which point.
+
+The reference-free signals — LOSS, the true class's confidence, its logit — are monotone
+transforms of one another for a fixed label, so they rank points alike and give one ROC: the
+audit reports one of them, `loss`.
 """
 
 from __future__ import annotations
@@ -11,8 +16,10 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import norm
 
-RMIA_OFFLINE_A = 0.3  # Zarifzadeh et al. 2024, App. B.2.2; ML Privacy Meter's default
 RMIA_GAMMA = 1.0
+# RMIA offline's a (Eq. 11) is tuned per target on its paired reference run, as ML Privacy
+# Meter does (kr.privacy.scoring.tune_rmia_a), over this grid
+RMIA_A_GRID = tuple(round(0.1 * i, 1) for i in range(11))
 
 
 def loss_attack(loss: np.ndarray) -> np.ndarray:
@@ -34,9 +41,11 @@ def _gaussians(refs: np.ndarray, mask: np.ndarray, fixed_variance: bool) -> tupl
     """Per-point, per-query mean and std of the reference signals selected by `mask` (R × N).
 
     Fixed variance pools the within-point residuals of every point (LiRA Sec. VI-B: better
-    with few references); per-point variance falls back to it where a point has < 2 references.
-    A point with no references at all gets the mean over all points (its score carries no
-    per-point calibration, which only weakens the attack)."""
+    with few references).  A per-point variance needs ≥ 2 references of every point: with
+    fewer it does not exist, and falling back to the pooled one would report the fixed-variance
+    attack under another name, so it is refused.  A point with no references at all gets the
+    mean over all points (its score carries no per-point calibration, which only weakens the
+    attack)."""
     w = mask[..., None].astype(float)
     n = w.sum(0)
     mean_all = (refs * w).sum((0, 1)) / max(w.sum(), 1)
@@ -47,8 +56,10 @@ def _gaussians(refs: np.ndarray, mask: np.ndarray, fixed_variance: bool) -> tupl
     pooled = np.maximum(pooled, 1e-8)
     if fixed_variance:
         return mu, np.broadcast_to(np.sqrt(pooled), mu.shape)
-    var = np.where(n >= 2, resid / np.maximum(dof, 1), pooled)
-    return mu, np.sqrt(np.maximum(var, 1e-8))
+    if (n < 2).any():
+        raise ValueError(f"a per-point variance needs ≥ 2 references of every point; some have "
+                         f"{int(n.min())}: use the fixed-variance attack or more reference runs")
+    return mu, np.sqrt(np.maximum(resid / dof, 1e-8))
 
 
 def lira(target: np.ndarray, refs: np.ndarray, refs_in: np.ndarray, online: bool = False,
@@ -69,7 +80,7 @@ def lira(target: np.ndarray, refs: np.ndarray, refs_in: np.ndarray, online: bool
 
 
 def rmia(target: np.ndarray, refs: np.ndarray, refs_in: np.ndarray, online: bool = False,
-         a: float = RMIA_OFFLINE_A, gamma: float = RMIA_GAMMA) -> np.ndarray:
+         a: float = 0.3, gamma: float = RMIA_GAMMA) -> np.ndarray:
     """RMIA (Zarifzadeh et al. 2024) on true-class probabilities, the pool as population.
 
     Score(x) = Pr_z[ (p(x|θ)/p(x)) / (p(z|θ)/p(z)) > γ ] over population points z ≠ x, with

@@ -3,8 +3,9 @@ train images (members) and to held-out real images (the test split), in pixel sp
 teacher's penultimate-feature space.
 
 A generator that memorises puts its samples closer to members than to held-out images of the
-same distribution.  The two reference sets must have the same size (a bigger set has closer
-nearest neighbours by chance alone), so the members are subsampled to the held-out count.
+same distribution.  For that ratio the two reference sets must have the same size (a bigger set
+has closer nearest neighbours by chance alone), so the members are subsampled to the held-out
+count; copies themselves are searched among every member (kr.shipped_audit.memorisation).
 The ratio d(member) / d(held-out) per sample is ≈ 1 for a generator that does not copy; near-
 copies show as ratios ≪ 1, and the closest pairs are saved as an image grid to be looked at.
 """

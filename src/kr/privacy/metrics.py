@@ -77,25 +77,27 @@ def summary(scores: np.ndarray, members: np.ndarray, guesses: np.ndarray | None 
 
 
 def bootstrap(scores: np.ndarray, members: np.ndarray, guesses: np.ndarray | None = None,
-              groups: np.ndarray | None = None, resamples: int = 1000, seed: int = 0) -> dict:
-    """95 % percentile intervals of `summary`'s figures, resampling points with replacement.
+              resamples: int = 1000, seed: int = 0) -> dict:
+    """95 % percentile intervals of `summary`'s figures.
 
-    `groups` names the underlying point of each score: when one image is scored by several
-    targets (experiment 1's pooled scores) its scores are resampled together, since they are
-    not independent evidence."""
-    scores, members = np.asarray(scores, float), np.asarray(members, bool)
-    guesses = None if guesses is None else np.asarray(guesses, bool)
-    groups = np.arange(len(scores)) if groups is None else np.asarray(groups)
-    ids, inverse = np.unique(groups, return_inverse=True)
-    rows = [np.flatnonzero(inverse == i) for i in range(len(ids))]
+    1-D scores (one target model): the images are resampled with replacement.  2-D scores
+    (targets × images, experiment 1's runs each the target in turn): targets and images are
+    resampled together — a two-way bootstrap over the rows and the columns — because both the
+    training runs and the images are sources of chance (../shared/AUDIT.md); resampling the
+    images alone treats the runs as fixed and gives intervals that are too narrow."""
+    s, m = np.atleast_2d(np.asarray(scores, float)), np.atleast_2d(np.asarray(members, bool))
+    g = None if guesses is None else np.atleast_2d(np.asarray(guesses, bool))
+    targets, images = s.shape
     rng = np.random.default_rng(seed)
     draws: dict[str, list[float]] = {}
     for _ in range(resamples):
-        pick = np.concatenate([rows[i] for i in rng.integers(0, len(ids), len(ids))])
-        if members[pick].all() or not members[pick].any():
+        rows = rng.integers(0, targets, targets)
+        cols = rng.integers(0, images, images)
+        pick = np.ix_(rows, cols)
+        mm = m[pick].ravel()
+        if mm.all() or not mm.any():
             continue
-        g = None if guesses is None else guesses[pick]
-        for k, v in summary(scores[pick], members[pick], g).items():
+        for k, v in summary(s[pick].ravel(), mm, None if g is None else g[pick].ravel()).items():
             if v is not None:
                 draws.setdefault(k, []).append(v)
     return {f"{k}_ci": [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))]
@@ -103,18 +105,21 @@ def bootstrap(scores: np.ndarray, members: np.ndarray, guesses: np.ndarray | Non
 
 
 def report(scores: np.ndarray, members: np.ndarray, guesses: np.ndarray | None = None,
-           groups: np.ndarray | None = None, resamples: int = 1000, seed: int = 0) -> dict:
-    """`summary` plus its bootstrap intervals and the counts behind them."""
-    scores, members = np.ravel(scores), np.ravel(np.asarray(members, bool))
-    guesses = None if guesses is None else np.ravel(guesses)
-    groups = None if groups is None else np.ravel(groups)
-    n_groups = len(np.unique(groups)) if groups is not None else len(members)
-    out = summary(scores, members, guesses)
-    out.update(bootstrap(scores, members, guesses, groups, resamples, seed))
-    out.update({"members": int(members.sum()), "non_members": int((~members).sum()),
-                "points": n_groups})
+           resamples: int = 1000, seed: int = 0) -> dict:
+    """`summary` of the pooled scores plus its bootstrap intervals and the counts behind them;
+    for 2-D scores (targets × images) also each target's AUC and their spread."""
+    s, m = np.asarray(scores, float), np.asarray(members, bool)
+    out = summary(s.ravel(), m.ravel(), None if guesses is None else np.ravel(guesses))
+    out.update(bootstrap(s, m, guesses, resamples, seed))
+    m2 = np.atleast_2d(m)
+    out.update({"members": int(m.sum()), "non_members": int((~m).sum()), "points": m2.shape[1],
+                "targets": m2.shape[0]})
+    if s.ndim == 2:
+        per = [auc(s[t], m[t]) for t in range(len(s))]
+        out.update({"auc_per_target": per, "auc_per_target_mean": float(np.mean(per)),
+                    "auc_per_target_sd": float(np.std(per, ddof=1)) if len(per) > 1 else 0.0})
     # Pooled scores repeat each image: resolvability counts distinct non-member images.
-    distinct_out = len(np.unique(groups[~members])) if groups is not None else int((~members).sum())
+    distinct_out = int((~m2).any(0).sum())
     for f in FPRS:
         if distinct_out * f < 1:
             out[fpr_key(f)] = None

@@ -22,3 +22,8 @@ def results_fields(audit_json: dict, shipped_free: dict) -> dict:
     the reference-free figures `kr run` measured on them (`shipped_free`)."""
     return {"audit": audit_json["procedure"], "audit_shipped": {**shipped_free, **audit_json["shipped"]},
             "audit_meta": audit_json["meta"]}
+
+
+def canary_fields(canary_json: dict) -> dict:
+    """results.json's canary-audit fields from audit/canaries/canary.json."""
+    return {"canary": canary_json["models"], "canary_meta": canary_json["meta"]}

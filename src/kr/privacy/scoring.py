@@ -1,12 +1,16 @@
 """Membership-inference scoring: the attacks, experiment 1 and 2's scores, their summaries.
 
 Pure functions of logits and memberships (../shared/AUDIT.md).  `kr run`'s audit stage
-(kr.shipped_audit) scores its own models with the reference-free attacks; `kr audit`
+(kr.shipped_audit) scores its own models with the reference-free attack; `kr audit`
 (kr.audit) replays the procedure for the reference-based ones and scores with the same
 functions.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Callable
 
 import numpy as np
 
@@ -14,83 +18,132 @@ from kr.config import Config
 from kr.privacy import attacks, metrics, signals
 from kr.seeding import derive_seed
 
-# Reference-free attacks: functions of the target's logits alone.
+# The reference-free attack: a function of the target's logits alone.  LOSS, the confidence and
+# the logit-scaled confidence rank points alike for a fixed label (kr.privacy.attacks): one row.
 FREE_ATTACKS = {
     "loss": lambda z, y: attacks.loss_attack(signals.loss(z, y)),
-    "confidence": lambda z, y: attacks.confidence_attack(signals.probability(z, y)),
-    "logit-confidence": lambda z, y: attacks.logit_confidence_attack(signals.logit_confidence(z, y)),
 }
-# Reference-based attacks: (signal, attack) with the target's and the references' signals.
+
+
+@dataclass(frozen=True)
+class ReferenceAttack:
+    signal: Callable[[np.ndarray, np.ndarray], np.ndarray]  # (logits, labels) → N × Q
+    score: Callable[..., np.ndarray]                        # (target, refs, refs_in) → N
+    min_in: int   # references per image that trained on it …
+    min_out: int  # … and that did not: a per-image Gaussian needs 2 of a side it fits
+    tuned_a: bool = False  # RMIA offline: `a` chosen on the paired reference run
+
+
 REFERENCE_ATTACKS = {
-    "lira-online": (signals.logit_confidence, lambda t, r, i: attacks.lira(t, r, i, True, False)),
-    "lira-online-fixed": (signals.logit_confidence, lambda t, r, i: attacks.lira(t, r, i, True, True)),
-    "lira-offline": (signals.logit_confidence, lambda t, r, i: attacks.lira(t, r, i, False, False)),
-    "lira-offline-fixed": (signals.logit_confidence, lambda t, r, i: attacks.lira(t, r, i, False, True)),
-    "rmia-online": (signals.probability, lambda t, r, i: attacks.rmia(t, r, i, online=True)),
-    "rmia-offline": (signals.probability, lambda t, r, i: attacks.rmia(t, r, i, online=False)),
+    "lira-online": ReferenceAttack(signals.logit_confidence, partial(attacks.lira, online=True,
+                                                                     fixed_variance=False), 2, 2),
+    "lira-online-fixed": ReferenceAttack(signals.logit_confidence, partial(attacks.lira, online=True), 1, 1),
+    "lira-offline": ReferenceAttack(signals.logit_confidence, partial(attacks.lira, fixed_variance=False), 0, 2),
+    "lira-offline-fixed": ReferenceAttack(signals.logit_confidence, attacks.lira, 0, 1),
+    "rmia-online": ReferenceAttack(signals.probability, partial(attacks.rmia, online=True), 1, 1),
+    "rmia-offline": ReferenceAttack(signals.probability, attacks.rmia, 0, 1, tuned_a=True),
 }
 # Experiment 2's references trained on other data sizes and never on the target's own split in
 # complementary fashion: only the offline attacks apply (../shared/AUDIT.md).
 SHIPPED_REFERENCE_ATTACKS = ("lira-offline", "lira-offline-fixed", "rmia-offline")
 
 
-def procedure_scores(logits: np.ndarray, labels: np.ndarray, matrix: np.ndarray) -> dict:
+def supported(names, refs_in: np.ndarray) -> tuple[list[str], dict[str, str]]:
+    """Which attacks these references support, and why the others are left out: with 2R runs
+    and the target's partner left out each image has R − 1 "in" and R − 1 "out" references;
+    at 4 runs that is one of each, where a per-image variance does not exist."""
+    n_in, n_out = int(refs_in.sum(0).min()), int((~refs_in).sum(0).min())
+    ok, skipped = [], {}
+    for name in names:
+        a = REFERENCE_ATTACKS[name]
+        if n_in >= a.min_in and n_out >= a.min_out:
+            ok.append(name)
+        else:
+            skipped[name] = (f"needs ≥ {a.min_in} in and ≥ {a.min_out} out references per image, these have "
+                             f"{n_in} and {n_out}: train more reference runs (audit.references ≥ 8 for a claim)")
+    return ok, skipped
+
+
+def tune_rmia_a(pseudo: np.ndarray, refs: np.ndarray, refs_in: np.ndarray, members: np.ndarray) -> float:
+    """RMIA offline's a, as ML Privacy Meter chooses it: the grid value whose attack, run on a
+    reference model whose membership the auditor knows (the target's paired run) with the
+    target's own references, has the highest AUC.  The target's membership is never read."""
+    aucs = [metrics.auc(attacks.rmia(pseudo, refs, refs_in, online=False, a=a), members)
+            for a in attacks.RMIA_A_GRID]
+    return float(attacks.RMIA_A_GRID[int(np.argmax(aucs))])
+
+
+def procedure_scores(logits: np.ndarray, labels: np.ndarray, matrix: np.ndarray,
+                     rmia_a: float | None = None) -> tuple[dict, dict]:
     """Experiment 1: each run in turn is the target; its references are the runs of the *other*
     pairs.  Its own partner is left out: the partner's membership is the exact complement of
     the target's, so with few references it makes the in/out reference sets depend on the
     target's membership (a 4-run tiny audit measured online-LiRA AUC 0.09 with the partner
     included).  Without it every point is in exactly half of the target's references.
 
-    Returns {attack: (scores, guesses)}, each runs × points.  A guess uses the threshold that
-    maximises balanced accuracy on the *other* runs' scores and memberships."""
+    Returns ({attack: (scores, guesses)}, each runs × points; info: the attacks these
+    references cannot support and why, RMIA offline's a per target; `rmia_a` fixes it instead,
+    as kr did before, for comparison).  A guess uses the threshold that maximises balanced
+    accuracy on the *other* runs' scores and memberships."""
     runs = len(matrix)
-    out = {}
-    for name, fn in FREE_ATTACKS.items():
-        out[name] = np.stack([fn(logits[t], labels) for t in range(runs)])
-    for name, (signal, fn) in REFERENCE_ATTACKS.items():
-        sig = np.stack([signal(logits[r], labels) for r in range(runs)])
-        out[name] = np.stack([fn(sig[t], np.delete(sig, [t, t ^ 1], 0), np.delete(matrix, [t, t ^ 1], 0))
-                              for t in range(runs)])
-    guesses = {}
+    out = {name: np.stack([fn(logits[t], labels) for t in range(runs)]) for name, fn in FREE_ATTACKS.items()}
+    names, skipped = supported(REFERENCE_ATTACKS, np.delete(matrix, [0, 1], 0))
+    chosen_a = []
+    for name in names:
+        attack = REFERENCE_ATTACKS[name]
+        sig = np.stack([attack.signal(logits[r], labels) for r in range(runs)])
+        rows = []
+        for t in range(runs):
+            refs, refs_in = np.delete(sig, [t, t ^ 1], 0), np.delete(matrix, [t, t ^ 1], 0)
+            kw = {}
+            if attack.tuned_a:
+                kw["a"] = rmia_a if rmia_a is not None else tune_rmia_a(sig[t ^ 1], refs, refs_in, matrix[t ^ 1])
+                chosen_a.append(kw["a"])
+            rows.append(attack.score(sig[t], refs, refs_in, **kw))
+        out[name] = np.stack(rows)
+    scored = {}
     for name, scores in out.items():
-        guesses[name] = np.stack([scores[t] >= metrics.best_threshold(
+        guesses = np.stack([scores[t] >= metrics.best_threshold(
             np.delete(scores, t, 0).ravel(), np.delete(matrix, t, 0).ravel()) for t in range(runs)])
-    return {name: (out[name], guesses[name]) for name in out}
+        scored[name] = (scores, guesses)
+    return scored, {"skipped": skipped, "rmia_offline_a": chosen_a}
 
 
 def shipped_scores(shipped: np.ndarray, refs: np.ndarray | None, labels: np.ndarray,
-                   matrix: np.ndarray | None, procedure: dict | None) -> dict:
+                   matrix: np.ndarray | None, procedure: dict | None) -> tuple[dict, dict]:
     """Experiment 2: the shipped model, its own members against the official test split.
 
-    Reference-based attacks (offline) use the procedure runs; guesses use thresholds fitted
-    on experiment 1's pooled scores (never on the shipped model's own membership)."""
+    Reference-based attacks (offline) use the procedure runs, RMIA's a tuned on the first of
+    them with the runs of the other pairs; guesses use thresholds fitted on experiment 1's
+    pooled scores (never on the shipped model's own membership)."""
     out = {name: fn(shipped, labels) for name, fn in FREE_ATTACKS.items()}
+    info: dict = {"skipped": {}}
     if refs is not None:
-        for name in SHIPPED_REFERENCE_ATTACKS:
-            signal, fn = REFERENCE_ATTACKS[name]
-            sig = np.stack([signal(r, labels) for r in refs])
-            out[name] = fn(signal(shipped, labels), sig, matrix)
+        names, info["skipped"] = supported(SHIPPED_REFERENCE_ATTACKS, matrix)
+        for name in names:
+            attack = REFERENCE_ATTACKS[name]
+            sig = np.stack([attack.signal(r, labels) for r in refs])
+            kw = {}
+            if attack.tuned_a:
+                kw["a"] = info["rmia_offline_a"] = tune_rmia_a(sig[0], sig[2:], matrix[2:], matrix[0])
+            out[name] = attack.score(attack.signal(shipped, labels), sig, matrix, **kw)
     result = {}
     for name, scores in out.items():
         guesses = None
-        if procedure is not None:
-            ref_scores = procedure[name][0]
-            guesses = scores >= metrics.best_threshold(ref_scores.ravel(), matrix.ravel())
+        if procedure is not None and name in procedure:
+            guesses = scores >= metrics.best_threshold(procedure[name][0].ravel(), matrix.ravel())
         result[name] = (scores, guesses)
-    return result
+    return result, info
 
 
-def summarise(scores: dict, members: np.ndarray, references: dict[str, int], config: Config,
-              groups: np.ndarray | None = None) -> dict:
-    """{attack: metrics.report(...) + the number of reference runs it used}."""
-    out = {}
-    for name, (s, g) in scores.items():
-        out[name] = {**metrics.report(s, members, g, groups, config.audit.bootstrap,
-                                      derive_seed(config.seed, "audit-bootstrap")),
-                     "references": references.get(name, 0)}
-        if s.ndim == 2:
-            out[name]["auc_per_target"] = [metrics.auc(s[t], members[t]) for t in range(len(s))]
-    return out
+def summarise(scores: dict, members: np.ndarray, references: dict[str, int], config: Config) -> dict:
+    """{attack: metrics.report(...) + the number of reference runs it used}; for experiment 1
+    (scores targets × images) the intervals resample runs and images, and each target's AUC
+    is given beside the pooled one."""
+    return {name: {**metrics.report(s, members, g, config.audit.bootstrap,
+                                    derive_seed(config.seed, "audit-bootstrap")),
+                   "references": references.get(name, 0)}
+            for name, (s, g) in scores.items()}
 
 
 def compare_to_real(audit: dict) -> None:

@@ -1,7 +1,12 @@
-"""What an attacker observes: a model's logits on an image and on its flip (black-box queries).
+"""What an attacker observes: a model's logits on an image and on the augmentations it was
+trained with (black-box queries).
 
-Every model is queried in eval() mode: querying in train mode (BatchNorm on batch statistics,
-dropout on) was a real bug in a published LiRA reproduction and changes the signals.  The raw
+Queries are the training augmentations (LiRA Sec. VI-A; its code queries 2 mirrors × 9 shifts):
+the image, its horizontal flip only where the model trained with flips, and the shifts of its
+random crops — a fixed 3 × 3 set of offsets {−p, 0, p}² for crop padding p.  A query the model
+never trained on (a flip of a chest X-ray) carries less membership signal and, averaged in,
+weakens the attack.  Every model is queried in eval() mode: querying in train mode (BatchNorm
+on batch statistics, dropout on) was a real bug in a published LiRA reproduction.  The raw
 logits are what the audit saves; every attack signal is a pure function of them.
 """
 
@@ -9,13 +14,41 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from torch.nn import functional as F
 
-QUERIES = ("image", "flip")  # augmentation queries (LiRA Sec. VI-A): the original and its mirror
+Query = tuple[int, int, bool]  # (dy, dx, flip): a crop offset from the centre, then the mirror
+
+
+def queries(padding: int, flip: bool) -> tuple[Query, ...]:
+    """The queries of a model trained with random crops after `padding`-pixel reflect padding
+    and (if `flip`) random horizontal flips; the image itself first."""
+    shifts = (0, -padding, padding) if padding > 0 else (0,)
+    return tuple((dy, dx, f) for f in ((False, True) if flip else (False,)) for dy in shifts for dx in shifts)
+
+
+def names(qs: tuple[Query, ...]) -> list[str]:
+    """Readable names for the audit's record: image, flip, shift(-4,0), flip+shift(4,4)."""
+    def one(dy, dx, f):
+        parts = (["flip"] if f else []) + ([f"shift({dy},{dx})"] if dy or dx else [])
+        return "+".join(parts) or "image"
+    return [one(*q) for q in qs]
+
+
+def augmented(x: torch.Tensor, q: Query) -> torch.Tensor:
+    """The crop at offset (dy, dx) of the reflect-padded batch (what kr.augment.random_crop
+    cuts), mirrored if asked."""
+    dy, dx, f = q
+    pad = max(abs(dy), abs(dx))
+    if pad:
+        h, w = x.shape[-2:]
+        x = F.pad(x, (pad,) * 4, mode="reflect")[..., pad + dy:pad + dy + h, pad + dx:pad + dx + w]
+    return torch.flip(x, dims=[-1]) if f else x
 
 
 @torch.no_grad()
-def query(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 512) -> np.ndarray:
-    """Logits N × len(QUERIES) × C, in eval mode; the model's mode is restored afterwards."""
+def query(model: torch.nn.Module, images: torch.Tensor, qs: tuple[Query, ...] = ((0, 0, False),),
+          batch_size: int = 512) -> np.ndarray:
+    """Logits N × len(qs) × C, in eval mode; the model's mode is restored afterwards."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -23,7 +56,7 @@ def query(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 512) -
     try:
         for i in range(0, len(images), batch_size):
             x = images[i:i + batch_size].to(device)
-            out.append(torch.stack([model(x), model(torch.flip(x, dims=[-1]))], 1).float().cpu())
+            out.append(torch.stack([model(augmented(x, q)) for q in qs], 1).float().cpu())
     finally:
         model.train(was_training)
     return torch.cat(out).numpy()

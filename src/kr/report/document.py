@@ -15,7 +15,7 @@ from kr.errors import KRError
 from kr.methods import describe, is_dp, method_of
 from kr.privacy.results import audit_of, best_attack
 from kr.report import figures
-from kr.report.tables import quality_rows
+from kr.report.tables import canary_rows, merged_attacks, quality_rows, spread
 
 SECTIONS = (("results", "Results"), ("privacy-utility", "Privacy–utility"), ("audit", "Membership inference"),
             ("samples", "Synthetic samples"), ("selection", "Checkpoint optimisation and tuning"),
@@ -107,14 +107,15 @@ def _ci(row: dict, key: str) -> str:
 
 
 def audit_rows(results: dict) -> list[list[str]]:
-    rows = [["experiment", "target", "attack", "refs", "AUC [95 % CI]", "TPR @ 1 % FPR [95 % CI]",
+    rows = [["experiment", "target", "attack", "refs", "AUC [95 % CI]", "per-target AUC", "TPR @ 1 % FPR [95 % CI]",
              "TPR @ 0.1 % FPR", "AUC below real"]]
     for exp, key in (("1: procedure", "audit"), ("2: shipped model", "audit_shipped")):
         for target, by_attack in (results.get(key) or {}).items():
-            for attack, r in by_attack.items():
+            for attack, r in merged_attacks(by_attack):
                 below = r.get("auc_below_real")
-                rows.append([exp, target, attack, str(r["references"]), _ci(r, "auc"), _ci(r, "tpr_at_1%fpr"),
-                             _ci(r, "tpr_at_0.1%fpr"), "" if below is None or target == "real" else f"{below:+.4f}"])
+                rows.append([exp, target, attack, str(r["references"]), _ci(r, "auc"), spread(r),
+                             _ci(r, "tpr_at_1%fpr"), _ci(r, "tpr_at_0.1%fpr"),
+                             "" if below is None or target == "real" else f"{below:+.4f}"])
     return rows
 
 
@@ -203,12 +204,26 @@ def _run_sections(page: Page, run: Run, figs: Path, prefix: str) -> None:
     meta = res.get("audit_meta")
     if meta:
         page.text(f"Experiment 1 (the procedure): {meta['references']} whole runs on halves of the "
-                  f"{meta['pool']}-image pool (train ∪ test), each the target in turn. Experiment 2 (the shipped "
-                  "model): members = the official train split, non-members = the test split.")
+                  f"{meta['pool']}-image pool (train ∪ test), each the target in turn; intervals resample "
+                  "runs and images; per-target AUC: mean ± sd over the runs as targets. Experiment 2 (the "
+                  "shipped model): members = the official train split, non-members = the test split. "
+                  "Attacks that coincide share a row (a ≡ b).")
+        for attack, why in (meta.get("attacks_skipped") or {}).get("procedure", {}).items():
+            page.text(f"Left out: {attack} — {why}.")
     else:
         page.text("Experiment 2 only (the shipped model: members = train split, non-members = test split, "
-                  "reference-free attacks). Run `kr audit RUN` for experiment 1 and LiRA/RMIA.")
+                  "reference-free attack). Run `kr audit RUN` for experiment 1 and LiRA/RMIA.")
     page.table(audit_rows(res))
+    if res.get("canary"):
+        cm = res["canary_meta"]
+        page.text(f"Canary audit (one run; Steinke, Nasr & Jagielski 2023): {cm['canaries']} canaries from the "
+                  f"test split ({cm['by_kind']['mislabelled']} with a wrong label, {cm['by_kind']['duplicated']} "
+                  f"duplicated ×{cm['copies']}), each included with probability ½ ({cm['included']} were); the "
+                  "whole procedure trained once on train ∪ the included canaries; each model's score is its "
+                  "confidence in the canary's label minus the shipped model's. ε_lb: the ε an audit with these "
+                  f"guesses proves at 95 % (δ = {cm['delta']:.1e}, Bonferroni over the guess counts), beside "
+                  "the ceiling — the most r guesses could prove. A lower bound, never a guarantee.")
+        page.table(canary_rows(res))
     page.heading(2, f"Synthetic samples — {run.name}", f"{prefix}samples")
     selected = (res.get("selection") or {}).get("selected")
     classes = run.file("report", "classes.png")

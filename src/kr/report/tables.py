@@ -91,15 +91,50 @@ def _ci(row: dict, key: str) -> str:
     return f"{value:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
 
 
+def merged_attacks(by_attack: dict) -> list[tuple[str, dict]]:
+    """One row per distinct result: attacks that coincide on a target (same AUC and TPRs, as
+    monotone transforms of one signal do) share a row named `a ≡ b`."""
+    rows: dict[tuple, list] = {}
+    for name, row in by_attack.items():
+        key = tuple(None if row.get(k) is None else round(row[k], 12)
+                    for k in ("auc", "tpr_at_1%fpr", "tpr_at_0.1%fpr"))
+        rows.setdefault(key, [[], row])[0].append(name)
+    return [(" ≡ ".join(names), row) for names, row in rows.values()]
+
+
+def spread(row: dict) -> str:
+    """Experiment 1's per-target AUCs: mean ± sd over the runs as targets."""
+    if "auc_per_target_mean" not in row:
+        return ""
+    return f"{row['auc_per_target_mean']:.3f} ± {row['auc_per_target_sd']:.3f}"
+
+
 def _attack_rows(audit: dict) -> list[str]:
     w = max(len("target"), *map(len, audit)) + 2  # dpsgd-eps0.5 and the like must not run into the attack
-    lines = [f"  {'target':<{w}}{'attack':<20}{'refs':>5}  {'AUC [95% CI]':<24}"
+    names = [n for by in audit.values() for n, _ in merged_attacks(by)]
+    a = max(20, *(len(n) + 2 for n in names))
+    lines = [f"  {'target':<{w}}{'attack':<{a}}{'refs':>5}  {'AUC [95% CI]':<24}{'per target':<16}"
              f"{'TPR@1%FPR [95% CI]':<24}{'TPR@0.1%FPR':<16}"]
     for target, by_attack in audit.items():
-        for name, row in by_attack.items():
-            lines.append(f"  {target:<{w}}{name:<20}{row['references']:>5}  {_ci(row, 'auc'):<24}"
+        for name, row in merged_attacks(by_attack):
+            lines.append(f"  {target:<{w}}{name:<{a}}{row['references']:>5}  {_ci(row, 'auc'):<24}{spread(row):<16}"
                          f"{_ci(row, 'tpr_at_1%fpr'):<24}{_ci(row, 'tpr_at_0.1%fpr'):<16}")
     return lines
+
+
+def canary_rows(results: dict) -> list[list[str]]:
+    """The canary audit, one row per model and canary type: ε_lb beside its ceiling."""
+    rows = [["model", "canaries", "canary AUC", "ε_lb (95 %)", "ceiling at r", "guesses r / right v", "DP ε"]]
+    for model, by_kind in (results.get("canary") or {}).items():
+        for kind in ("mislabelled", "duplicated"):
+            c = by_kind.get(kind)
+            if not c:
+                continue
+            eps = by_kind.get("epsilon")
+            rows.append([model, f"{kind} ({c['m']})", "n/a" if c["auc"] is None else f"{c['auc']:.3f}",
+                         f"{c['eps_lb']:.2f}", f"{c['ceiling_at_r']:.2f}", f"{c['r']} / {c['v']}",
+                         "" if eps is None else f"{eps:.2f}"])
+    return rows
 
 
 def audit_table(results: dict) -> str:
@@ -109,14 +144,25 @@ def audit_table(results: dict) -> str:
     meta = results.get("audit_meta")
     if results.get("audit"):
         lines.append(f"membership inference, experiment 1 — the procedure: {meta['references']} runs on "
-                     f"halves of the {meta['pool']}-image pool (train ∪ test), each the target in turn")
+                     f"halves of the {meta['pool']}-image pool (train ∪ test), each the target in turn; "
+                     f"intervals over runs and images")
         lines += _attack_rows(results["audit"])
+        for exp, why in (meta.get("attacks_skipped") or {}).get("procedure", {}).items():
+            lines.append(f"  left out: {exp} ({why})")
     else:
         lines.append("membership inference, experiment 1 — the procedure: not run yet "
                      "(`kr audit RUN` trains the reference runs; LiRA and RMIA need them)")
     lines.append("membership inference, experiment 2 — the shipped model: members = official train, "
                  "non-members = official test")
     lines += _attack_rows(results["audit_shipped"])
+    if results.get("canary"):
+        cm = results["canary_meta"]
+        lines.append(f"canary audit (one run, {cm['canaries']} canaries from the test split, {cm['included']} "
+                     f"included; δ = {cm['delta']:.1e}; ε_lb at 95 %, Bonferroni over "
+                     f"{len(cm['guess_fractions'])} guess counts)")
+        rows = canary_rows(results)
+        widths = [max(len(r[i]) for r in rows) + 2 for i in range(len(rows[0]))]
+        lines += ["  " + "".join(f"{c:<{w}}" for c, w in zip(r, widths)) for r in rows]
     mem = results.get("memorisation")
     if mem:
         p, f = mem["pixel"], mem["teacher_features"]
