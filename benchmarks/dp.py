@@ -7,7 +7,10 @@
 Each variant is a set of overrides on the `cpu` preset's `dpsgd` section, trained by the
 product's own kr.dpsgd.train_dpsgd on the real train split (best epoch on validation, as in
 `kr run`), then scored on validation and test.  Rows: val and test ACC/AUC, the ε the
-accountant reports spent (δ = 1/N), noise multiplier, steps, seconds, threads, CPU.  Every row
+accountant reports spent at the row's δ, noise multiplier, steps, seconds, threads, CPU.
+Rows measured before issue 26 used δ = 1/N; today's rule is δ = min(1e-5, 1/(10·N)) (a
+`delta_rule` field), and the benchmark trains with seeded, reproducible noise
+(`dpsgd.noise=seeded`: fine for measuring, never for a release).  Every row
 is appended to benchmarks/results/dp.jsonl as soon as it is measured; a rerun skips rows it
 already has.  The default is the variant with the best mean validation ACC + AUC over the
 datasets and ε measured at seed 0 — test never chooses.
@@ -62,13 +65,17 @@ def rows() -> list[dict]:
     return [json.loads(line) for line in OUT.read_text().splitlines() if line.strip()] if OUT.is_file() else []
 
 
+DELTA_RULE = "min(1e-5, 1/(10N))"  # kr.dpsgd.dp_delta since issue 26; rows without the field: 1/N
+
+
 def key(r: dict) -> tuple:
-    return r["dataset"], r["variant"], float(r["epsilon_target"]), int(r["seed"])
+    return r["dataset"], r["variant"], float(r["epsilon_target"]), int(r["seed"]), r.get("delta_rule", "1/N")
 
 
 def measure(dataset: str, variant: str, epsilon: float, seed: int, data_dir: str | None) -> dict:
     data = load_dataset(dataset, data_dir=data_dir)
-    config = load_config("cpu", overrides=[*VARIANTS[variant], f"seed={seed}"], data={"dataset": dataset})
+    config = load_config("cpu", overrides=[*VARIANTS[variant], f"seed={seed}", "dpsgd.noise=seeded"],
+                         data={"dataset": dataset})
     with tempfile.TemporaryDirectory() as tmp:
         out = train_dpsgd(data, config, epsilon, Path(tmp), torch.device("cpu"))
         from kr.models import load_classifier
@@ -80,7 +87,8 @@ def measure(dataset: str, variant: str, epsilon: float, seed: int, data_dir: str
             "accountant": out["accountant"], "noise_multiplier": out["noise_multiplier"],
             "steps": out["steps"], "sample_rate": out["sample_rate"], "best_epoch": out["best_epoch"],
             "val": out["val"], "test": test, "test_majority_acc": majority, "seconds": out["seconds"],
-            "threads": torch.get_num_threads(), "cpu": cpu_name(), "torch": torch.__version__}
+            "threads": torch.get_num_threads(), "cpu": cpu_name(), "torch": torch.__version__,
+            "delta_rule": DELTA_RULE}
 
 
 def save(row: dict) -> None:
@@ -99,7 +107,7 @@ def default_variant(all_rows: list[dict]) -> str | None:
     cell measured; a variant missing a cell (too slow to run everywhere) is not a candidate."""
     cells = defaultdict(dict)
     for r in all_rows:
-        if r["seed"] == 0:
+        if r["seed"] == 0 and "delta_rule" not in r:  # the choice was made at δ = 1/N (issue 20)
             cells[r["variant"]][(r["dataset"], r["epsilon_target"])] = r["val"]["acc"] + r["val"]["auc"]
     every = set().union(*(set(c) for c in cells.values())) if cells else set()
     candidates = [v for v in cells if set(cells[v]) >= every]
@@ -116,16 +124,29 @@ def table() -> str:
              "Written by `python benchmarks/dp.py --table` from `results/dp.jsonl`. "
              f"Machine: {', '.join(cpus)}; PyTorch {all_rows[0]['torch'] if all_rows else '?'}, CPU only; "
              "`threads` is the PyTorch threads each row ran with. ε is what the accountant reports spent "
-             "(δ = 1/N). Mean ± std over the seeds listed; val chose the epoch (and, across rows, the "
-             "default), test chose nothing.", "",
+             "at the section's δ. Mean ± std over the seeds listed; val chose the epoch (and, across rows, "
+             "the default), test chose nothing.", "",
              f"**Default chosen on validation** (best mean val ACC + AUC over every dataset × ε cell at "
              f"seed 0, among the variants that measured them all): `{best}`.", ""]
+    for rule, title in ((DELTA_RULE, f"δ = {DELTA_RULE} (today's default, issue 26)"),
+                        ("1/N", "δ = 1/N (before issue 26; the default variant was chosen here)")):
+        era = [r for r in all_rows if r.get("delta_rule", "1/N") == rule]
+        if era:
+            lines += [f"# At {title}", ""] + _sections(era, best)
+    lines += ["Variants (overrides on the `cpu` preset):", ""]
+    lines += [f"- `{v}`: {' '.join(o)}" for v, o in VARIANTS.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _sections(all_rows: list[dict], best: str | None) -> list[str]:
+    lines = []
     groups = defaultdict(list)
     for r in all_rows:
         groups[(r["dataset"], r["epsilon_target"], r["variant"])].append(r)
     for dataset in sorted({r["dataset"] for r in all_rows}):
         maj = next(r["test_majority_acc"] for r in all_rows if r["dataset"] == dataset)
-        lines += [f"## {dataset} (test majority class: ACC {maj:.3f})", "",
+        deltas = sorted({r["delta"] for r in all_rows if r["dataset"] == dataset})
+        lines += [f"## {dataset} (test majority class: ACC {maj:.3f}; δ = {', '.join(f'{d:.1e}' for d in deltas)})", "",
                   "| ε target | variant | seeds | ε spent | val ACC | val AUC | test ACC | test AUC | seconds | threads |",
                   "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for eps in sorted({k[1] for k in groups if k[0] == dataset}, reverse=True):
@@ -148,9 +169,7 @@ def table() -> str:
                              f"{stat(lambda r: r['test']['auc'])} | {stat(lambda r: r['seconds'], 1)} | "
                              f"{rs[0]['threads']} |")
         lines.append("")
-    lines += ["Variants (overrides on the `cpu` preset):", ""]
-    lines += [f"- `{v}`: {' '.join(o)}" for v, o in VARIANTS.items()]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def main() -> None:
@@ -170,7 +189,7 @@ def main() -> None:
             for variant in args.variants:
                 for eps in args.epsilons:
                     for seed in args.seeds:
-                        if (dataset, variant, eps, seed) in {key(r) for r in rows()}:
+                        if (dataset, variant, eps, seed, DELTA_RULE) in {key(r) for r in rows()}:
                             continue
                         row = measure(dataset, variant, eps, seed, args.data_dir)
                         save(row)
