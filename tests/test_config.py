@@ -108,13 +108,16 @@ def test_dpsgd_config_validation():
     config = load_config("cpu", overrides=["dpsgd.epsilons=8, 1, 8"])
     assert config.dpsgd.epsilon_list() == (8.0, 1.0) and config.dpsgd.delta == 0
     for override, key in (("dpsgd.epsilons=0", "dpsgd.epsilons"), ("dpsgd.delta=1", "dpsgd.delta"),
-                          ("dpsgd.accountant=gdp", "dpsgd.accountant"), ("dpsgd.max_grad_norm=0", "dpsgd.max_grad_norm")):
+                          ("dpsgd.accountant=gdp", "dpsgd.accountant"), ("dpsgd.max_grad_norm=0", "dpsgd.max_grad_norm"),
+                          ("dpsgd.noise=fixed", "dpsgd.noise"), ("audit.canary_stress=1", "audit.canary_stress"),
+                          ("audit.canary_copies=0", "audit.canary_copies")):
         with pytest.raises(ConfigError, match=key):
             load_config("cpu", overrides=[override])
 
 
 def test_audit_config_validation():
-    assert load_config("cpu").audit.references == 4
+    assert load_config("cpu").audit.references == 8
+    assert load_config("cpu").dpsgd.noise == "secret" and load_config("tiny").dpsgd.noise == "seeded"
     with pytest.raises(ConfigError, match="audit.references"):
         load_config("cpu", overrides=["audit.references=6.5"])
     with pytest.raises(ConfigError, match="audit.bootstrap"):

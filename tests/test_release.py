@@ -77,7 +77,10 @@ def test_cli_export_predict(finished_run, tmp_path):
     run, results, small = finished_run
     r = CliRunner().invoke(cli, ["export", str(run), "--out", str(tmp_path / "rel"), "--method", "dpsgd-eps4"])
     assert r.exit_code == 0, r.output
-    assert "DP-SGD" in (tmp_path / "rel" / "MODEL_CARD.md").read_text()
+    card = (tmp_path / "rel" / "MODEL_CARD.md").read_text()
+    assert "DP-SGD" in card
+    # the tiny preset trains with seeded noise: its card must say the guarantee does not hold
+    assert "DOES NOT HOLD" in card and "Outside the DP guarantee: several DP models" in card
     r = CliRunner().invoke(cli, ["predict", str(tmp_path / "rel"), str(small), "--out", str(tmp_path / "p.csv"),
                                  "--device", "cpu"])
     assert r.exit_code == 0, r.output
@@ -180,3 +183,11 @@ def test_a_model_records_the_image_size_it_was_trained_on(tmp_path):
     folder = export(tmp_path / "run", tmp_path / "rel")
     assert json.loads((folder / "config.json").read_text())["release"]["input"]["size"] == 32
     assert predict(folder, data, tmp_path / "p.csv", "cpu")["test"]["n"] == 20
+
+
+def test_predict_refuses_weights_changed_after_release(released, tmp_path):
+    folder, _, small = released
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-4] + bytes(4))
+    with pytest.raises(KRError, match="does not match the hash its release recorded"):
+        predict(folder, small, tmp_path / "p.csv", "cpu")

@@ -137,6 +137,8 @@ def _score(run_dir: Path, folder: Path, config: Config, data: ImageDataset, cana
                for i, k in enumerate(KINDS) if (c.kind == i).sum() >= 2}
         entry = trained["methods"].get(mth, {})
         if is_dp(mth):
+            # what the mislabelled canaries' bound is held to; a duplicated canary is a group of
+            # `copies` images, which DP protects only at (k·ε, k·e^{(k−1)ε}·δ): not held to ε
             row["epsilon"] = entry.get("epsilon")
         row["canary_run_test"] = entry.get("test")
         models[mth] = row

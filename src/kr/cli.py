@@ -185,7 +185,7 @@ def sample(run_dir, n, cls, seed, checkpoint, out, device, **knobs):
               help="Only train these reference runs (0-based), then stop: spread them over processes.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="Folder holding the run's MedMNIST .npz (else $KR_DATA_DIR, the cache, or download).")
-@click.option("--canaries", type=click.IntRange(min=2), default=None, metavar="M",
+@click.option("--canaries", type=int, default=None, metavar="M",
               help="Instead of the reference runs, the one-run canary audit: plant M canaries from the "
                    "test split, train the whole procedure once, report each model's empirical ε lower bound.")
 @click.option("--wait", is_flag=True,
@@ -212,6 +212,9 @@ def audit(run_dir, overrides, only, canaries, wait, data_dir, device, executor, 
             raise KRError(f"--only {only!r}: write reference indices as 0,1,2") from None
     pool = _executor(executor, workers, ray_address, task_cpus, Path(run_dir).absolute())
     if canaries is not None:
+        if canaries < 2:
+            raise KRError(f"--canaries {canaries}: plant at least 2 canaries (a few hundred, up to the "
+                          f"test split's size, for a useful bound)")
         if only is not None:
             raise KRError("--only trains reference runs; the canary audit (--canaries) has one run")
         from kr.canaries import canary_audit

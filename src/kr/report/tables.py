@@ -130,7 +130,7 @@ def canary_rows(results: dict) -> list[list[str]]:
             c = by_kind.get(kind)
             if not c:
                 continue
-            eps = by_kind.get("epsilon")
+            eps = by_kind.get("epsilon") if kind == "mislabelled" else None  # copies: a group, not held to ε
             rows.append([model, f"{kind} ({c['m']})", "n/a" if c["auc"] is None else f"{c['auc']:.3f}",
                          f"{c['eps_lb']:.2f}", f"{c['ceiling_at_r']:.2f}", f"{c['r']} / {c['v']}",
                          "" if eps is None else f"{eps:.2f}"])
