@@ -136,3 +136,18 @@ def test_two_kr_runs_on_one_folder(tmp_path):
     finally:
         first.kill()
         first.wait()
+
+
+def test_an_audit_names_the_models_it_audited_by_their_contents(tmp_path):
+    """A model retrained under the same key (secret DP noise draws anew; a damaged file was
+    recomputed) must make an earlier audit stale: the evaluated key covers the models' contents."""
+    from kr.rundir import evaluated_key
+
+    run = _open(tmp_path / "run")
+    keys = []
+    for content in ("weights-1", "weights-1", "weights-2"):
+        run.begin("evaluate", {"a": 1})
+        run.finish("evaluate", {"a": 1}, {}, 0.0, 1, {"teacher": content})
+        keys.append(evaluated_key(tmp_path / "run"))
+    run.close()
+    assert keys[0] == keys[1] != keys[2]

@@ -115,7 +115,9 @@ def train_dpsgd(data: ImageDataset, config: Config, epsilon: float, folder: Path
     noise_seed, sampling_seed = ((derive_seed(seed, "noise"), derive_seed(seed, "sampling"))
                                  if dcfg.noise == "seeded" else (secrets.randbits(64), secrets.randbits(63)))
     started = time.perf_counter()
-    with torch.random.fork_rng(devices=[]), _expected_warnings(dcfg.accountant):
+    # torch.manual_seed below seeds every CUDA device too: restore them all, not only the CPU
+    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=cuda), _expected_warnings(dcfg.accountant):
         arch, kwargs = _architecture(config, data)
         model = build_model(arch, data.channels, data.n_classes, seed, **kwargs).to(device)
         if arch == "scatternet":  # the features are fixed: compute them once, train the head
@@ -146,8 +148,9 @@ def train_dpsgd(data: ImageDataset, config: Config, epsilon: float, folder: Path
             g = make_generator(derive_seed(seed, "augment", epoch), device)
             total, seen = 0.0, 0
             for x, y in loader:
-                if len(y) == 0:  # Poisson sampling can draw an empty batch
-                    continue
+                # an empty Poisson batch is still a step: Opacus adds the noise alone, and the
+                # accountant counts it (skipping it would release "no update", which depends on
+                # whether anyone was sampled)
                 x, y = x.to(device), y.to(device)
                 if batch_fn is not None:
                     x = batch_fn(x, g)
@@ -155,7 +158,8 @@ def train_dpsgd(data: ImageDataset, config: Config, epsilon: float, folder: Path
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                total, seen = total + loss.item() * len(y), seen + len(y)
+                if len(y):
+                    total, seen = total + loss.item() * len(y), seen + len(y)
             val_metrics = score(trained, val, data.task)
             # no per-epoch ε: the PRV accountant takes ≈ 0.5 s a call, more than an epoch of the
             # linear head; every iterate is released under the whole run's ε anyway

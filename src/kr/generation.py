@@ -67,11 +67,12 @@ def train_generator(data: ImageDataset, config: Config, folder: Path, device: to
 
 
 def judge_checkpoints(data: ImageDataset, config: Config, generator_dir: Path, checkpoints: list[dict],
-                      teacher_dir: Path, judge_dir: Path, device: torch.device) -> dict:
+                      teacher_dir: Path, judge_dir: Path, device: torch.device, folder: Path) -> dict:
     """Every checkpoint judged on the validation split three ways: in the teacher's feature
     space (what a guided generator was trained against), in the independent judge's, and
     downstream, by a classifier trained on its samples alone (kr.quality).
-    `checkpoints`: the generator stage's list of them."""
+    `checkpoints`: the generator stage's list of them; each one's full figures go to
+    `folder`/<checkpoint>.json (the quality stage's own folder, never the generator's)."""
     teacher = load_classifier(teacher_dir).to(device)
     judge = load_classifier(judge_dir).to(device)
     labels = grid_labels(data.n_classes, config.generator.eval_per_class)
@@ -84,8 +85,7 @@ def judge_checkpoints(data: ImageDataset, config: Config, generator_dir: Path, c
                                     warmup_epochs=min(jc.train.warmup_epochs, jc.cas_epochs - 1))
     rows = []
     for info in checkpoints:
-        folder = generator_dir / "checkpoints" / info["name"]
-        gen = load_generator(folder).to(device)
+        gen = load_generator(generator_dir / "checkpoints" / info["name"]).to(device)
         fake = gen.sample(labels, seed)
         q = {"teacher": quality(teacher, data.val, fake, labels, data.n_classes),
              "judge": quality(judge, data.val, fake, labels, data.n_classes),
@@ -93,7 +93,7 @@ def judge_checkpoints(data: ImageDataset, config: Config, generator_dir: Path, c
                                             cas_labels, data.val, data.task, data.n_classes, jc.model,
                                             cas_train, derive_seed(seed, "downstream", "fit"),
                                             data.hflip, device)}
-        write_json(folder / "quality.json", q)
+        write_json(folder / f"{info['name']}.json", q)
         row = {"name": info["name"], "kimg": info["kimg"],
                **{j: {k: q[j][k] for k in SIGNALS} for j in ("teacher", "judge")},
                "downstream": q["downstream"]}

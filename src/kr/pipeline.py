@@ -49,7 +49,7 @@ from kr.quality import save_class_rows, save_grid
 from kr.graph import Done, Stage, keys, request, walk
 from kr.methods import METHODS, method_of
 from kr.report import write_report
-from kr.rundir import RunDir, append_metrics
+from kr.rundir import RunDir, append_metrics, evaluated_key
 from kr.selection import optimise_checkpoint, tune
 from kr.shipped_audit import audit_stage, recorded_audit, recorded_canaries
 from kr.teacher import train_judge, train_teacher
@@ -163,7 +163,7 @@ def _judge(ctx: Context, inputs: dict[str, Done], folder: Path) -> dict:
 def _quality(ctx: Context, inputs: dict[str, Done], folder: Path) -> dict:
     generator = inputs["generator"]
     return judge_checkpoints(ctx.data, ctx.config, generator.path, generator.outputs["checkpoints"],
-                             inputs["teacher"].path, inputs["judge"].path, ctx.device)
+                             inputs["teacher"].path, inputs["judge"].path, ctx.device, folder)
 
 
 def _selection(ctx: Context, inputs: dict[str, Done], folder: Path) -> dict:
@@ -242,8 +242,9 @@ def _results(ctx: Context, inputs: dict[str, Done], folder: Path) -> dict:
         results["audit_shipped"] = privacy["attacks"]
         if "memorisation" in privacy:
             results["memorisation"] = privacy["memorisation"]
-        results.update(recorded_audit(folder, inputs["evaluate"].key, results["audit_shipped"]))
-        results.update(recorded_canaries(folder, inputs["evaluate"].key))
+        evaluated = evaluated_key(folder)
+        results.update(recorded_audit(folder, evaluated, results["audit_shipped"]))
+        results.update(recorded_canaries(folder, evaluated))
     results["timings_s"] = {"prepare": ctx.prepare_s,
                             **{n: d.seconds for n, d in inputs.items() if d.seconds is not None}}
     results["run_dir"] = str(folder)

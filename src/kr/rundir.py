@@ -109,7 +109,7 @@ class RunDir:
         if "files" not in record:
             # written before kr recorded content hashes: trusted once, hashed now
             record.update(files=file_hashes(done.parent), upstream=upstream or {})
-            record["content"] = stage_key(record["files"])
+            record["content"] = content_key(record["files"], record["outputs"])
             write_json(done, record)
         changed = mismatched(done.parent, record["files"])
         if changed:
@@ -149,7 +149,7 @@ class RunDir:
         process holding the run directory writes here); return its content hash."""
         key = stage_key(inputs)
         files = file_hashes(self.path / name)
-        content = stage_key(files)
+        content = content_key(files, outputs)
         write_json(self.path / name / "stage.json", {"key": key, "seconds": seconds, "threads": threads,
                                                      "inputs": inputs, "outputs": outputs, "files": files,
                                                      "content": content, "upstream": upstream or {}})
@@ -161,6 +161,12 @@ class RunDir:
 
 
 RECORD_FILES = ("stage.json", "key")  # the record itself, not what the stage wrote
+
+
+def content_key(files: dict[str, str], outputs: dict) -> str:
+    """What a stage produced: its files' hashes and its JSON outputs (a stage such as evaluate
+    writes no file; a recompute that changes its outputs must reach the stages that read it)."""
+    return stage_key({"files": files, "outputs": outputs})
 
 
 def file_hashes(folder: Path) -> dict[str, str]:
@@ -234,8 +240,11 @@ def read_config_tree(run: str | Path) -> dict:
 
 
 def evaluated_key(run: str | Path) -> str:
-    """The evaluate stage's key: names the set of models a run evaluated (and an audit audited)."""
-    return read_manifest(run)["stages"]["evaluate"]["key"]
+    """Names the models a run evaluated (and an audit audited): the evaluate stage's key and
+    the contents of the model stages it read.  A model retrained under the same key (its files
+    had changed, or DP-SGD's secret noise drew anew) makes an earlier audit stale."""
+    record = read_json(Path(run) / "evaluate" / "stage.json")
+    return stage_key({"key": record["key"], "upstream": record.get("upstream", {})})
 
 
 def _check_is_run_directory(path: Path) -> None:

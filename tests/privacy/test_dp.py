@@ -164,3 +164,12 @@ def test_delta_is_well_below_one_over_n():
     assert dp_delta(1e-6, 546) == 1e-6
     with pytest.raises(KRError, match="below 1/N"):
         dp_delta(1 / 546, 546)
+
+
+def test_an_empty_poisson_batch_is_still_a_noisy_step(tmp_path):
+    """At q = 1/60 about a third of the batches are empty; each is a step the accountant counts
+    (noise alone), never skipped: skipping releases "no update", which depends on the data."""
+    out = train_dpsgd(toy_dataset(), _config("dpsgd.batch_size=1", "dpsgd.epochs=2"), 2.0, tmp_path,
+                      torch.device("cpu"))
+    assert out["steps"] == 120 and out["epsilon"] <= 2.0 * 1.01
+    assert all(math.isfinite(r["loss"]) for r in load_metrics(tmp_path)["history"])

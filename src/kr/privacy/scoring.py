@@ -67,7 +67,9 @@ def supported(names, refs_in: np.ndarray) -> tuple[list[str], dict[str, str]]:
 def tune_rmia_a(pseudo: np.ndarray, refs: np.ndarray, refs_in: np.ndarray, members: np.ndarray) -> float:
     """RMIA offline's a, as ML Privacy Meter chooses it: the grid value whose attack, run on a
     reference model whose membership the auditor knows (the target's paired run) with the
-    target's own references, has the highest AUC.  The target's membership is never read."""
+    target's own references, has the highest AUC.  The target's scores are never read; its
+    membership is the complement of the pair's, so one of 11 values is chosen with it, as in
+    ML Privacy Meter."""
     aucs = [metrics.auc(attacks.rmia(pseudo, refs, refs_in, online=False, a=a), members)
             for a in attacks.RMIA_A_GRID]
     return float(attacks.RMIA_A_GRID[int(np.argmax(aucs))])

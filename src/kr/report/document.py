@@ -280,7 +280,9 @@ def _run_sections(page: Page, run: Run, figs: Path, prefix: str) -> None:
                     for space, m in (("pixel", mem["pixel"]), ("teacher features", mem["teacher_features"]))])
         page.text(f"{mem['samples']} synthetic images drawn as the KR student's data; ratio = distance to the "
                   "nearest train image / to the nearest held-out image (≈ 1 when nothing is copied; ≪ 1 is a "
-                  "near-copy).")
+                  "near-copy), on equal-size train and held-out subsets."
+                  + (f" Near-copies, searched among all {mem['members_searched']} train images (nearer to one "
+                     f"than 99 % of test images come): {mem['copies']['near_copies']}." if mem.get("copies") else ""))
     page.image(run.file("audit", "shipped", "closest_pairs.png"),
                "the closest synthetic (top) / real train (bottom) pairs")
     page.heading(2, f"Config, versions, seeds, timings — {run.name}", f"{prefix}provenance")

@@ -131,9 +131,10 @@ def canary_rows(results: dict) -> list[list[str]]:
             if not c:
                 continue
             eps = by_kind.get("epsilon") if kind == "mislabelled" else None  # copies: a group, not held to ε
+            void = " (seeded noise: does not hold)" if by_kind.get("guarantee_holds") is False else ""
             rows.append([model, f"{kind} ({c['m']})", "n/a" if c["auc"] is None else f"{c['auc']:.3f}",
                          f"{c['eps_lb']:.2f}", f"{c['ceiling_at_r']:.2f}", f"{c['r']} / {c['v']}",
-                         "" if eps is None else f"{eps:.2f}"])
+                         "" if eps is None else f"{eps:.2f}{void}"])
     return rows
 
 
@@ -170,4 +171,7 @@ def audit_table(results: dict) -> str:
                      f"distance, ≈ 1 when nothing is copied): pixel median {p['median_ratio']:.3f} "
                      f"(min {p['min_ratio']:.3f}, closer to train {p['closer_to_member']:.2f}), "
                      f"teacher features median {f['median_ratio']:.3f} (min {f['min_ratio']:.3f})")
+        if mem.get("copies"):
+            lines.append(f"  near-copies among all {mem['members_searched']} train images (nearer than 99 % of "
+                         f"test images come to a train image): {mem['copies']['near_copies']}")
     return "\n".join(lines)
