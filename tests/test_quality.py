@@ -1,3 +1,4 @@
+import numpy as np
 import torch
 from torch import nn
 
@@ -111,12 +112,19 @@ def test_independent_judge_ranks_class_structure_above_noise():
     assert down["structured"]["acc"] > 0.9 and down["noise"]["acc"] < 0.6
 
 
-def test_class_rows_put_real_beside_synthetic(tmp_path):
+def test_class_rows_put_real_beside_synthetic_labelled_and_enlarged(tmp_path):
     import matplotlib.image as mpimg
 
     real = torch.full((4, 1, 5, 5), -1.0)              # 2 classes × 2 images, black
     fake = torch.full((4, 1, 5, 5), 1.0)               # white
-    save_class_rows(real, fake, 2, tmp_path / "rows.png")
+    drawn = save_class_rows(real, fake, ["benign", "malignant"], tmp_path / "rows.png", "synthetic (gan)")
     img = mpimg.imread(tmp_path / "rows.png")
-    assert img.shape[:2] == (2 * 5, 5 * 5)             # 2 real, a gap, 2 synthetic per row
-    assert img[0, 0, 0] < 0.1 and img[0, -1, 0] > 0.9
+    assert list(img.shape[1::-1]) == drawn["size"]
+    assert drawn["titles"] == ["real (train split)", "synthetic (gan)"] and drawn["rows"] == ["benign", "malignant"]
+    # each panel is its images 4× larger: 2 columns of 5 px = 40 px wide, 2 rows = 40 px tall
+    mid = img.shape[0] - 20                             # a row inside the panels (they sit at the bottom)
+    dark = np.flatnonzero(img[mid, :, 0] < 0.1)
+    assert 39 <= len(dark) <= 41 and dark[-1] - dark[0] == len(dark) - 1  # the real panel, black, 4×
+    light = img[mid, dark[-1] + 1:, 0]
+    assert (light > 0.99).sum() >= 40                   # the synthetic panel, white
+    assert img.shape[1] > 2 * 40 + 100                  # room for the class names on the left

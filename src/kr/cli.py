@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import click
+import numpy as np
 
 from kr.config import PRESETS, load_config
 from kr.errors import KRError
@@ -315,6 +316,36 @@ def data_info(name, data_dir, size):
     rows = [("split", "images", *d.label_names)]
     rows += [(s, str(len(d.split(s))), *map(str, d.class_counts(s))) for s in ("train", "val", "test")]
     click.echo(_table(rows))
+
+
+@data.command("import")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help="The .npz to write (a new file).")
+@click.option("--size", type=int, default=28, show_default=True,
+              help="Image side after resizing (7·2^k or 4·2^k: 28, 32, 56, 64, 112, 128, 224, …).")
+def data_import(folder, out, size):
+    """Freeze a folder of images (train/val/test/<class>/*, or <class>/* to split 70/10/20) as a
+    MedMNIST-style .npz: exactly what `kr run --dataset FOLDER` reads, with its fingerprint."""
+    import json
+    from pathlib import Path
+
+    from kr.artifacts import write_npz
+    from kr.config import DataConfig
+    from kr.data.folder import import_folder
+
+    DataConfig(size=size)  # a side the generators build, checked before reading a file
+    if not out.endswith(".npz"):
+        raise KRError(f"--out {out}: name the file .npz")
+    if Path(out).exists():
+        raise KRError(f"{out} exists; choose a new file name (kr never overwrites a dataset)")
+    arrays, record = import_folder(folder, size)
+    write_npz(out, **arrays, kr_import=np.array(json.dumps(record)))
+    click.echo(f"{folder} → {out}: {record['mode']}, {size}×{size}, {record['layout']}; classes "
+               f"{', '.join(record['classes'])}")
+    rows = [("split", "images", *record["classes"])]
+    rows += [(s, str(sum(c.values())), *map(str, c.values())) for s, c in record["counts"].items()]
+    click.echo(_table(rows))
+    click.echo(f"fingerprint {record['fingerprint']} (a run on {out} or on {folder} shares its stage keys)")
 
 
 @data.command("fetch")

@@ -27,11 +27,16 @@ from kr.methods import baselines, default_baselines
 
 @dataclass(frozen=True)
 class DataConfig:
-    dataset: str = "digits"   # registry name or path to a MedMNIST-style .npz
-    size: int = 28            # image side; MedMNIST+ also offers 64, 128, 224
+    dataset: str = "digits"   # registry name, path to a MedMNIST-style .npz, or a folder of images
+    # image side: MedMNIST+ offers 28, 64, 128, 224; a folder of images is resized to any side
+    # the generators build (7·2^k or 4·2^k)
+    size: int = 28
 
     def __post_init__(self):
-        check(self.size in (28, 64, 128, 224), "data.size", f"{self.size} is not one of 28, 64, 128, 224")
+        from kr.data.dataset import SIDES
+
+        check(self.size in SIDES, "data.size", f"{self.size} is not one of {', '.join(map(str, SIDES))} "
+              f"(the sides the generators build)")
 
 
 @dataclass(frozen=True)

@@ -280,4 +280,5 @@ def _class_rows(data: ImageDataset, config: Config, generator: Done | None, sele
     fake = load_generator(ckpt).sample(grid_labels(data.n_classes, config.generator.grid_per_class),
                                        grid_seed(config))
     fake = fake.view(data.n_classes, -1, *fake.shape[1:])[:, :k].reshape(-1, *fake.shape[1:])
-    save_class_rows(real, fake, data.n_classes, path)
+    save_class_rows(real, fake, list(data.label_names), path,
+                    f"synthetic ({generator.outputs['kind']}, checkpoint {selection.outputs['selected']})")

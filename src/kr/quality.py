@@ -18,6 +18,8 @@ score are the ones no generator optimised.
 
 from __future__ import annotations
 
+import warnings
+
 from pathlib import Path
 
 import numpy as np
@@ -44,14 +46,22 @@ def teacher_outputs(teacher: torch.nn.Module, images: torch.Tensor, batch_size: 
 
 
 def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
-    """‖μa − μb‖² + Tr(Σa + Σb − 2(ΣaΣb)^½) between two feature sets."""
+    """‖μa − μb‖² + Tr(Σa + Σb − 2(ΣaΣb)^½) between two feature sets.
+
+    With fewer samples than feature dimensions (a small class) a covariance is singular and its
+    square root ill-defined: both are regularised with ε·I, as pytorch-fid does for near-singular
+    products, instead of passing SciPy's "Matrix is singular" warning on to the user."""
     a, b = a.numpy(), b.numpy()
     mu1, mu2 = a.mean(0), b.mean(0)
     s1, s2 = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
-    covmean = linalg.sqrtm(s1 @ s2)
-    if not np.isfinite(covmean).all():  # near-singular product: regularise, as pytorch-fid does
-        eps = np.eye(len(s1)) * 1e-6
-        covmean = linalg.sqrtm((s1 + eps) @ (s2 + eps))
+    if min(len(a), len(b)) <= len(s1):
+        s1, s2 = s1 + np.eye(len(s1)) * 1e-6, s2 + np.eye(len(s2)) * 1e-6
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        covmean = linalg.sqrtm(s1 @ s2)
+        if not np.isfinite(covmean).all():  # near-singular product: regularise, as pytorch-fid does
+            eps = np.eye(len(s1)) * 1e-6
+            covmean = linalg.sqrtm((s1 + eps) @ (s2 + eps))
     covmean = covmean.real
     return float(((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * covmean))
 
@@ -129,13 +139,48 @@ def save_grid(images: torch.Tensor, n_classes: int, path: str | Path) -> None:
             mpimg.imsave(tmp, arr, format="png")
 
 
-def save_class_rows(real: torch.Tensor, fake: torch.Tensor, n_classes: int, path: str | Path) -> None:
-    """One row per class: its real images, a white gap, then its synthetic images, at the same
-    scale.  `real` and `fake` are class-major with the same count per class."""
-    k = len(real) // n_classes
-    if len(fake) != len(real):
-        raise ValueError(f"{len(real)} real and {len(fake)} synthetic images: give as many of each")
-    gap = torch.ones(n_classes, 1, *real.shape[1:])
-    rows = torch.cat([real.view(n_classes, k, *real.shape[1:]), gap,
-                      fake.view(n_classes, k, *fake.shape[1:])], 1)
-    save_grid(rows.reshape(-1, *real.shape[1:]), n_classes, path)
+def save_class_rows(real: torch.Tensor, fake: torch.Tensor, names: list[str], path: str | Path,
+                    fake_title: str = "synthetic", scale: int = 4) -> dict:
+    """One row per class, labelled with its name: its real images under a "real" header, its
+    synthetic images under `fake_title`, each image drawn `scale`× larger, pixels kept sharp.
+    `real` and `fake` are class-major with the same count per class.  Returns what was drawn
+    (panel titles, row labels, the figure's size in pixels)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    from kr.artifacts import atomic_path
+
+    n_classes = len(names)
+    if len(fake) != len(real) or len(real) % n_classes:
+        raise ValueError(f"{len(real)} real and {len(fake)} synthetic images for {n_classes} classes: "
+                         f"give as many of each, class-major")
+    k, (c, h, w) = len(real) // n_classes, real.shape[1:]
+
+    def block(x):
+        u = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        return u.view(n_classes, k, c, h, w).permute(0, 3, 1, 4, 2).reshape(n_classes * h, k * w, c).numpy()
+
+    dpi, label_in, title_in = 100, 1.6, 0.45
+    panel_w, panel_h = k * w * scale / dpi, n_classes * h * scale / dpi
+    fig = plt.figure(figsize=(label_in + 2 * panel_w + 0.3, panel_h + title_in), dpi=dpi)
+    drawn = {"titles": ["real (train split)", fake_title], "rows": list(names)}
+    for i, (x, title) in enumerate(zip((real, fake), drawn["titles"])):
+        left = (label_in + i * (panel_w + 0.3)) / fig.get_figwidth()
+        ax = fig.add_axes((left, 0, panel_w / fig.get_figwidth(), panel_h / fig.get_figheight()))
+        img = block(x)
+        ax.imshow(img[..., 0] if c == 1 else img, cmap="gray" if c == 1 else None, vmin=0, vmax=255,
+                  interpolation="nearest")
+        ax.set_title(title, fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([(r + 0.5) * h - 0.5 for r in range(n_classes)])
+        ax.set_yticklabels(names if i == 0 else [], fontsize=9)
+        ax.tick_params(length=0)
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
+    drawn["size"] = [int(round(fig.get_figwidth() * dpi)), int(round(fig.get_figheight() * dpi))]
+    plt.close(fig)
+    return drawn

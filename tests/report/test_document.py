@@ -41,12 +41,10 @@ def test_kr_run_ends_with_the_report(run):
     assert (path / "report" / "report.md").is_file() and (path / "report" / "classes.png").is_file()
     import matplotlib.image as mpimg
 
-    # Real rows beside synthetic rows: the synthetic half holds the selected checkpoint's grid.
+    # Real rows beside synthetic rows, enlarged 4× (tests/test_quality.py checks the drawing)
     classes = mpimg.imread(path / "report" / "classes.png")
     grid = mpimg.imread(path / "generator" / "checkpoints" / results["selection"]["selected"] / "grid.png")
-    k = (classes.shape[1] // 28 - 1) // 2
-    assert classes.shape[0] == grid.shape[0] and (classes[:, k * 28:(k + 1) * 28] == 1).all()  # white gap
-    assert (classes[:, (k + 1) * 28:] == grid[:, :k * 28]).all()
+    assert classes.shape[0] >= 4 * grid.shape[0] and classes.shape[1] >= 4 * grid.shape[1]
 
 
 def test_report_from_the_directory_alone_has_every_section_and_results_numbers(run, tmp_path):

@@ -1,4 +1,5 @@
-"""Loading and validating image datasets: MedMNIST files, sklearn digits, and user .npz files.
+"""Loading and validating image datasets: MedMNIST files, sklearn digits, user .npz files and
+folders of images (kr.data.folder).
 
 Every source ends as an `ImageDataset`: float images in [-1, 1] shaped N×C×H×W and integer
 labels, per split.  Bad files fail here with one message that names the problem and the fix,
@@ -8,6 +9,7 @@ before any run directory is created.
 from __future__ import annotations
 
 import hashlib
+import json
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -21,6 +23,8 @@ from kr.data.registry import DatasetInfo, get_info
 from kr.errors import DataError
 
 SPLITS = ("train", "val", "test")
+# square sides the generators can build: 7·2^k or 4·2^k, the up-sampling ladders of the cGAN
+SIDES = tuple(sorted(b * 2 ** k for b in (4, 7) for k in range(2, 7)))
 
 
 @dataclass(frozen=True)
@@ -72,10 +76,17 @@ class ImageDataset:
 
 def load_dataset(name: str, data_dir: str | Path | None = None, size: int = 28,
                  download: bool = True) -> ImageDataset:
-    """A dataset by registry name (`digits`, `breastmnist`, …) or by path to a MedMNIST-style .npz."""
+    """A dataset by registry name (`digits`, `breastmnist`, …), by path to a MedMNIST-style .npz,
+    or by path to a folder of images (resized to `size`)."""
     if name.lower() == "digits":
         return load_digits(size)
     path = Path(name).expanduser()
+    if path.is_dir():
+        from kr.data.folder import import_folder
+
+        arrays, record = import_folder(path, size)
+        return load_arrays(arrays, path, None, record["fingerprint"], name=path.name,
+                           source=f"{path} (image folder: {record['mode']}, {record['layout']})")
     if name.endswith(".npz") or path.is_file():
         if not path.is_file():
             raise DataError(f"no such file: {path}")
@@ -87,6 +98,25 @@ def load_dataset(name: str, data_dir: str | Path | None = None, size: int = 28,
 
 def load_npz(path: Path, info: DatasetInfo | None, fingerprint: str) -> ImageDataset:
     arrays = read_npz(path)
+    if "kr_import" in arrays and info is None:
+        # frozen from an image folder by `kr data import`: its content fingerprint, checked, so a
+        # run from the .npz lands on the stage keys of a run from the folder
+        from kr.data.folder import fingerprint as content
+
+        try:
+            recorded = json.loads(str(arrays["kr_import"]))["fingerprint"]
+        except (ValueError, KeyError, TypeError):
+            raise DataError(f"{path}: its kr_import record is damaged; import the folder again") from None
+        if content(arrays) != recorded:
+            raise DataError(f"{path}: its arrays no longer match the fingerprint `kr data import` recorded; "
+                            f"import the folder again")
+        fingerprint = recorded
+    return load_arrays(arrays, path, info, fingerprint)
+
+
+def load_arrays(arrays: dict[str, np.ndarray], path: Path, info: DatasetInfo | None, fingerprint: str,
+                name: str | None = None, source: str | None = None) -> ImageDataset:
+    """A validated ImageDataset from MedMNIST-style arrays (`path` names them in errors)."""
     missing = [f"{s}_{k}" for s in SPLITS for k in ("images", "labels") if f"{s}_{k}" not in arrays]
     if missing:
         raise DataError(f"{path} lacks the keys {', '.join(missing)}; a MedMNIST-style .npz needs "
@@ -110,7 +140,7 @@ def load_npz(path: Path, info: DatasetInfo | None, fingerprint: str) -> ImageDat
             raise DataError(f"{path}: label shape {label_dims['train']} does not fit {info.name}'s "
                             f"task ({info.task})")
     else:
-        name, hflip = path.stem, False  # unknown content: never assume a flip keeps the label
+        name, hflip = name or path.stem, False  # unknown content: never assume a flip keeps the label
         if multi_label:
             names = tuple(str(i) for i in range(splits["train"][1].shape[1]))
             task = "multi-label, binary-class"
@@ -129,7 +159,7 @@ def load_npz(path: Path, info: DatasetInfo | None, fingerprint: str) -> ImageDat
             raise DataError(f"{path}: {s}_labels has values outside [0, {n_classes}) "
                             f"(min {labels.min()}, max {labels.max()})")
     out = {s: Split(*_to_tensor(*splits[s])) for s in SPLITS}
-    return ImageDataset(name, task, tuple(names), hflip, str(path), fingerprint, **out)
+    return ImageDataset(name, task, tuple(names), hflip, source or str(path), fingerprint, **out)
 
 
 def read_npz(path: Path) -> dict[str, np.ndarray]:
@@ -240,11 +270,10 @@ def _check_geometry(path: Path, height: int, width: int) -> None:
     if height != width:
         raise DataError(f"{path}: images are {height}×{width}; kr needs square images (crop or "
                         f"pad them, e.g. to {max(height, width)}×{max(height, width)})")
-    ok = [b * 2 ** k for b in (4, 7) for k in range(2, 7)]
-    if height not in ok:
-        near = min(ok, key=lambda v: abs(v - height))
+    if height not in SIDES:
+        near = min(SIDES, key=lambda v: abs(v - height))
         raise DataError(f"{path}: images are {height}×{height}; kr's generators need a side of "
-                        f"7·2^k or 4·2^k ({', '.join(map(str, sorted(ok)))}): resize them, e.g. to "
+                        f"7·2^k or 4·2^k ({', '.join(map(str, SIDES))}): resize them, e.g. to "
                         f"{near}×{near}")
 
 
