@@ -29,3 +29,118 @@ def test_every_page_is_in_the_nav_and_the_site_builds_strictly(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     api = (tmp_path / "site" / "api" / "index.html").read_text()
     assert "stage_graph" in api and "BACKENDS" in api  # pages generated from docstrings
+
+
+def _built_site(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-d", str(tmp_path / "site")],
+                         cwd=ROOT, capture_output=True, text=True, env={**__import__("os").environ,
+                                                                         "NO_MKDOCS_2_WARNING": "1"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    return tmp_path / "site"
+
+
+def test_the_site_reads_right_in_a_browser(tmp_path):
+    """Every table row has as many cells as its header (a `|` inside a formula once cut a row),
+    formulas are MathML and no raw TeX is left in the text, and the home page is the README."""
+    from html.parser import HTMLParser
+
+    class Page(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.tables, self.depth, self.code, self.text, self.math = [], 0, 0, [], 0
+
+        def handle_starttag(self, tag, attrs):
+            if tag == "table":
+                self.depth += 1
+                self.tables.append([])
+            elif tag == "tr" and self.depth:
+                self.tables[-1].append(0)
+            elif tag in ("td", "th") and self.depth:
+                self.tables[-1][-1] += 1
+            elif tag in ("code", "pre", "math"):
+                self.code += 1
+                self.math += tag == "math"
+
+        def handle_endtag(self, tag):
+            if tag == "table":
+                self.depth -= 1
+            elif tag in ("code", "pre", "math"):
+                self.code -= 1
+
+        def handle_data(self, data):
+            if not self.code:
+                self.text.append(data)
+
+    site = _built_site(tmp_path)
+    maths = 0
+    for html in site.rglob("*.html"):
+        page = Page()
+        page.feed(html.read_text())
+        for table in page.tables:
+            assert len(set(table)) <= 1, f"{html.relative_to(site)}: rows with {sorted(set(table))} cells"
+        text = "".join(page.text)
+        for tex in ("_{", "^{", "\\frac", "$$", "\\varepsilon"):
+            assert tex not in text, f"{html.relative_to(site)}: raw TeX {tex!r}"
+        maths += page.math
+    assert maths >= 5
+    home = (site / "index.html").read_text()
+    readme_title = (ROOT / "README.md").read_text().splitlines()[0].lstrip("# ")
+    assert readme_title in home and "Quick start" in home
+
+
+def _commands(text: str):
+    """`kr …` command lines in code blocks and code spans."""
+    import shlex
+
+    blocks = re.findall(r"```(?:bash|sh)?\n(.*?)```", text, re.S) + re.findall(r"`(kr [^`]+)`", text)
+    for block in blocks:
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.split("#")[0].strip().split("&&")[-1].strip()
+            if line.startswith("kr "):
+                try:
+                    yield shlex.split(line.replace("…", "").rstrip("&").strip())
+                except ValueError:
+                    continue
+
+
+def test_the_commands_the_docs_give_exist():
+    """Every `kr` subcommand, flag and `--set` key that the README and the docs name exists."""
+    import click
+
+    from kr.cli import cli
+    from kr.config import load_config
+    from kr.errors import ConfigError
+
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    checked = 0
+    for page in pages:
+        for argv in _commands(page.read_text()):
+            if len(argv) < 2 or argv[1][0].isdigit():
+                continue  # a results table's `kr` row, not a command
+            command, rest = cli, argv[1:]
+            top = {o: p for p in cli.params for o in p.opts}
+            while rest and rest[0] in top:  # the group's own options: kr --threads N run …
+                rest = rest[1 + (not top[rest[0]].is_flag):]
+            if not rest:
+                continue
+            while isinstance(command, click.Group) and rest and not rest[0].startswith("-"):
+                sub = command.commands.get(rest[0])
+                if sub is None:
+                    break
+                command, rest = sub, rest[1:]
+            assert command is not cli, f"{page.name}: unknown command in {' '.join(argv)}"
+            flags = {o for p in command.params for o in (*p.opts, *p.secondary_opts)} | {"--help", "-h"}
+            flags |= {o for p in cli.params for o in p.opts}
+            for i, token in enumerate(rest):
+                if token.startswith("--"):
+                    assert token.split("=")[0] in flags, f"{page.name}: {' '.join(argv)}: no option {token}"
+                    if token == "--set" and i + 1 < len(rest) and "=" in rest[i + 1]:
+                        key = rest[i + 1]
+                        if key.split("=")[0].isupper() or "<" in key:
+                            continue  # a placeholder such as KEY=VALUE
+                        try:
+                            load_config("cpu", overrides=[key])
+                        except ConfigError as exc:
+                            assert "unknown config key" not in str(exc), f"{page.name}: {key}: {exc}"
+                    checked += 1
+    assert checked > 30
