@@ -144,3 +144,17 @@ def test_the_commands_the_docs_give_exist():
                             assert "unknown config key" not in str(exc), f"{page.name}: {key}: {exc}"
                     checked += 1
     assert checked > 30
+
+
+def test_the_citation_file_is_valid_and_agrees_with_the_readme():
+    import tomllib
+
+    import yaml
+
+    cff = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    assert cff["cff-version"] == "1.2.0" and cff["type"] == "software" and cff["authors"]
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert cff["version"] == version
+    readme = (ROOT / "README.md").read_text()
+    assert cff["preferred-citation"]["title"].split(":")[0] in readme.replace("\n             ", " ")
+    assert f"version = {{{version}}}" in readme

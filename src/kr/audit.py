@@ -12,7 +12,7 @@
     write     audit/ : membership.npz, signals.npz, scores.npz, audit.json, ROC PNGs;
               results.json gains "audit" — under the run's lock, its one writer with `kr run`
 
-See ../shared/AUDIT.md for the experiment and its traps, docs/audit.md for its use.  It sits
+See docs/audit.md for the experiment and its traps, docs/audit.md for its use.  It sits
 beside the pipeline (it replays it); kr.privacy holds the pure attack, signal and metric code.
 """
 

@@ -17,7 +17,7 @@ empirical lower bound on ε for every model a run ships, on DP-SGD's scale.
               run's lock
 
 The canary run evaluates on the test split less the canaries; its figures are for context,
-never the run's.  See ../shared/AUDIT.md for the test and docs/audit.md for its use.
+never the run's.  See docs/audit.md for the test and docs/audit.md for its use.
 """
 
 from __future__ import annotations

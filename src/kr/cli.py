@@ -262,13 +262,14 @@ def export_cmd(run_dir, out, method, onnx):
 
 @cli.command()
 @click.argument("model_dir", type=click.Path(exists=True, file_okay=False))
-@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.argument("file", type=click.Path(exists=True))
 @click.option("--out", type=click.Path(dir_okay=False), default="predictions.csv", show_default=True,
               help="CSV of predictions: split, index, prediction, class probabilities, label if known.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 def predict(model_dir, file, out, device):
     """Run a released (or any saved) classifier on a MedMNIST-style .npz (every split, with
-    accuracy where labels exist) or on an .npz/.npy of images."""
+    accuracy where labels exist), an .npz/.npy of images, or a folder of image files (flat, or
+    in folders named as the model's classes, for accuracy)."""
     from kr.release import predict as run_predict
 
     summary = run_predict(model_dir, file, out, device)

@@ -276,8 +276,15 @@ def predict(model_dir: str | Path, file: str | Path, out: str | Path, device: st
     multi = task.startswith("multi-label")
     model = load_classifier(model_dir).to(resolve_device(device))
     size = (release.get("input") or {}).get("size")
-    summary, rows = {}, []
-    for split, (images, labels) in _arrays(Path(file)).items():
+    summary, rows, files = {}, [], None
+    if Path(file).is_dir():  # new images as files: resized as the training images were
+        from kr.data.folder import images_for_model
+
+        images, labels, files = images_for_model(file, size or cfg.get("image_size") or 28, list(names))
+        arrays = {"all": (images, labels)}
+    else:
+        arrays = _arrays(Path(file))
+    for split, (images, labels) in arrays.items():
         x = images_to_tensor(images, f"{file} ({split})")
         if x.shape[1] != cfg["in_channels"] or (size and tuple(x.shape[2:]) != (size, size)):
             raise KRError(f"{file} ({split}): images are {x.shape[1]}×{x.shape[2]}×{x.shape[3]}, the model "
@@ -289,7 +296,7 @@ def predict(model_dir: str | Path, file: str | Path, out: str | Path, device: st
             y = _labels(labels, len(x), len(names), multi, f"{file} ({split})")
             summary[split].update(evaluate(task, y, probs))
         for i in range(len(x)):
-            row = {"split": split, "index": i,
+            row = {"split": split, "index": i, **({"file": files[i]} if files else {}),
                    "prediction": ";".join(names[j] for j in np.flatnonzero(pred[i])) if multi else names[pred[i]]}
             row.update({f"p_{n}": f"{probs[i, j]:.6f}" for j, n in enumerate(names)})
             if labels is not None:

@@ -162,3 +162,32 @@ def test_a_tiny_run_at_64_px_from_a_folder_through_every_stage(tmp_path):
     import torch
     student = load_classifier(tmp_path / "run/methods/kr")
     assert student(torch.zeros(2, 1, 64, 64)).shape == (2, 3)
+
+
+def test_predict_reads_a_folder_of_new_images(tmp_path):
+    """A flat folder (no labels) or class folders named as the model's classes (accuracy); each
+    CSV row names its file."""
+    import csv
+
+    import torch
+
+    from kr.models import build_model, save_classifier
+    from kr.release import predict
+
+    model = build_model("convnet", 1, 3, width=4, seed=0)
+    save_classifier(model, tmp_path / "m", "convnet", 1, 3, extra={"label_names": list(NAMES), "image_size": 28},
+                    width=4)
+    arrays = _digits_arrays(6)
+    labelled = write_folder(tmp_path / "new", arrays, names=NAMES, splits=("test",))
+    summary = predict(tmp_path / "m", labelled, tmp_path / "p.csv", "cpu")
+    assert summary["all"]["n"] == 6 and "acc" in summary["all"]
+    rows = list(csv.DictReader(open(tmp_path / "p.csv")))
+    assert rows[0]["file"].split("/")[0] in NAMES and rows[0]["label"] in NAMES
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    Image.fromarray(np.zeros((50, 40), np.uint8)).save(flat / "scan.jpg")
+    assert predict(tmp_path / "m", flat, tmp_path / "q.csv", "cpu") == {"all": {"n": 1}}
+    (tmp_path / "new" / "tumour").mkdir()
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(tmp_path / "new" / "tumour" / "x.png")
+    with pytest.raises(DataError, match="tumour/ is not one of the model's classes"):
+        predict(tmp_path / "m", labelled, tmp_path / "r.csv", "cpu")

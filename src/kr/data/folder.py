@@ -193,3 +193,27 @@ def fingerprint(arrays: dict[str, np.ndarray]) -> str:
         h.update(json.dumps([key, a.dtype.str, a.shape]).encode())
         h.update(a.tobytes())
     return f"content:{h.hexdigest()}"
+
+
+def images_for_model(root: str | Path, size: int, names: list[str]) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
+    """New images for a trained model (`kr predict FOLDER`): a flat folder of images (no labels),
+    or class folders named as the model's classes (labels, for accuracy).  Resized as training
+    resized them.  Returns (images, labels or None, file paths relative to the folder)."""
+    root = Path(root)
+    dirs = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    if dirs:
+        classes = _classes(root)
+        unknown = sorted(set(classes) - set(names))
+        if unknown:
+            raise DataError(f"{root}/{unknown[0]}/ is not one of the model's classes ({', '.join(names)}): "
+                            f"name class folders as the model's classes, or give a flat folder of images")
+        files = [(f, names.index(c)) for c in names if c in classes for f in classes[c]]
+    else:
+        files = [(f, None) for f in _files(root)]
+    read = [_read(f, size) for f, _ in files]
+    kinds = {"RGB" if px.ndim == 3 else "grayscale": f for (px, _), (f, _) in zip(read, files)}
+    if len(kinds) > 1:
+        raise DataError(f"{root} mixes grayscale images ({kinds['grayscale']}) and colour images "
+                        f"({kinds['RGB']}): convert them all to the model's mode")
+    labels = None if dirs == [] else np.array([y for _, y in files])
+    return np.stack([px for px, _ in read]), labels, [str(f.relative_to(root)) for f, _ in files]

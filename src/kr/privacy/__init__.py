@@ -1,1 +1,1 @@
-"""The privacy audit: membership-inference attacks on every model of a run (../shared/AUDIT.md)."""
+"""The privacy audit: membership-inference attacks on every model of a run (docs/audit.md)."""

@@ -13,7 +13,7 @@ r coin flips of bias q = e^ε / (1 + e^ε), up to a δ term (their Theorem 3.1 /
 and ε_lb is the largest ε with p(ε) below the level (5 %).  All r guesses right gives the
 ceiling: the most any audit with r guesses can show, whatever the model leaks (r = 100:
 ε ≈ 3.5).  The guess counts are a fixed grid, Bonferroni-corrected for taking its best
-(../shared/AUDIT.md).  Pure functions: no models, no files.
+(docs/audit.md).  Pure functions: no models, no files.
 """
 
 from __future__ import annotations

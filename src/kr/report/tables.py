@@ -140,7 +140,7 @@ def canary_rows(results: dict) -> list[list[str]]:
 
 def audit_table(results: dict) -> str:
     """Membership-inference results: experiment 1 (the procedure, from `kr audit`) first, then
-    experiment 2 (the shipped model), then the memorisation check (../shared/AUDIT.md)."""
+    experiment 2 (the shipped model), then the memorisation check (docs/audit.md)."""
     lines = []
     meta = results.get("audit_meta")
     if results.get("audit"):
