@@ -8,9 +8,25 @@ def test_defaults_are_the_cpu_preset():
     assert load_config("cpu") == Config(preset="cpu")
 
 
+def _leaves(tree, prefix=""):
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            yield from _leaves(v, f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k}", list(v) if isinstance(v, tuple) else v
+
+
 @pytest.mark.parametrize("preset", list(PRESETS))
-def test_every_preset_resolves(preset):
-    assert load_config(preset).preset == preset
+def test_every_preset_resolves_to_its_own_values(preset):
+    """Every value a preset sets is the resolved config's (a preset silently dropped, or one
+    key shadowed by another, would leave the defaults)."""
+    resolved = dict(_leaves(load_config(preset).to_dict()))
+    assert resolved["preset"] == preset
+    for key, value in _leaves(PRESETS[preset]):
+        assert resolved[key] == value, key
+    if preset != "cpu":
+        defaults = dict(_leaves(load_config("cpu").to_dict()))
+        assert any(defaults[k] != v for k, v in _leaves(PRESETS[preset]))
 
 
 def test_tiny_is_smaller_than_cpu_and_paper_is_larger():

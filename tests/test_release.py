@@ -87,12 +87,29 @@ def test_cli_export_predict(finished_run, tmp_path):
     assert f"acc {results['methods']['dpsgd-eps4']['test']['acc']:.4f}" in r.output.splitlines()[2]
 
 
-def test_onnx_export_when_available(finished_run, tmp_path):
-    onnx = pytest.importorskip("onnx")
-    run, _, _ = finished_run
-    model = onnx.load(str(export(run, tmp_path / "o", onnx=True) / "model.onnx"))
+def test_onnx_export_computes_what_the_pytorch_model_computes(finished_run, tmp_path):
+    """The exported graph, run by onnxruntime on the run's real test images (and a batch size it
+    was not traced with), gives PyTorch's logits to 1e-4 and the same predictions."""
+    onnx = pytest.importorskip("onnx", reason="the onnx extra is not installed (pip install '.[onnx]')")
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install onnxruntime)")
+    import torch
+
+    from kr.data import load_dataset
+    from kr.models import load_classifier
+
+    run, _, small = finished_run
+    folder = export(run, tmp_path / "o", onnx=True)
+    model = onnx.load(str(folder / "model.onnx"))
     onnx.checker.check_model(model)
     assert [i.name for i in model.graph.input] == ["images"] and model.graph.output[0].name == "logits"
+    images = load_dataset(str(small)).test.images[:7]
+    session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(["logits"], {"images": images.numpy()})[0]
+    with torch.no_grad():
+        want = load_classifier(folder)(images).numpy()
+    assert got.shape == want.shape == (7, 2)
+    assert np.allclose(got, want, atol=1e-4, rtol=1e-4), np.abs(got - want).max()
+    assert (got.argmax(1) == want.argmax(1)).all()
 
 
 def test_predict_refuses_labels_it_cannot_score(released, tmp_path):

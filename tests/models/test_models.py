@@ -24,12 +24,17 @@ def test_depth_and_width_set_the_size():
     assert len(build_model("resnet20", 1, 2).blocks) == 9
 
 
-def test_group_norm_has_no_batch_statistics():
-    model = build_model("resnet8", 1, 2, width=8, norm="group")
-    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
-    model.train()
-    a = model(torch.randn(4, 1, 28, 28))
-    assert a.shape == (4, 2)
+@pytest.mark.parametrize("norm", ["group", "batch"])
+def test_group_norm_has_no_batch_statistics(norm):
+    """In train mode (where DP-SGD clips each sample's gradient) a sample's output must not
+    depend on the other samples of its batch: true of GroupNorm, false of BatchNorm."""
+    model = build_model("resnet8", 1, 2, width=8, norm=norm, seed=0).train()
+    x = torch.randn(4, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    alone = torch.cat([model(x[i:i + 1]) for i in range(4)])
+    together = model(x)
+    independent = torch.allclose(alone, together, atol=1e-5)
+    assert independent == (norm == "group")
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) == (norm == "batch")
 
 
 def test_unknown_arch():
