@@ -80,15 +80,30 @@ def test_save_load_identical_samples(kind, tmp_path):
     assert torch.equal(loaded.sample([0, 1, 2], 3), gen.sample([0, 1, 2], 3))
 
 
-def test_short_fit_lowers_the_training_loss(kind):
+def test_a_short_fit_moves_the_samples_towards_their_class(kind):
+    """A learning signal read off the samples, not off a loss a network was trained to lower:
+    after 40 steps each class's mean sampled image is nearer the mean real image of that class
+    (per-pixel squared distance down by a quarter; measured 34–86 % at 50 steps)."""
+    data = toy_split(96)
+    real_means = torch.stack([data.images[data.labels == c].mean(0) for c in range(3)])
+
+    def distance(gen):
+        x = gen.sample(torch.arange(3).repeat_interleave(20), 0)
+        return float(((x.view(3, 20, *x.shape[1:]).mean(1) - real_means) ** 2).mean())
+
     gen = build_generator(tiny(kind, "generator.batch_size=24"), 1, 28, 3)
     gen.opts = gen.make_optimizers()
-    data = toy_split()
     g = make_generator(0)
-    real = lambda: (data.images[:24], data.labels[:24])  # noqa: E731
-    key = "loss" if kind == "diffusion" else "d_loss"
-    losses = [gen.train_step(real, g)[key] for _ in range(25)]
-    assert sum(losses[-5:]) / 5 < losses[0]
+
+    def real():
+        i = torch.randint(0, len(data.labels), (24,), generator=g)
+        return data.images[i], data.labels[i]
+
+    before = distance(gen)
+    for step in range(40):
+        gen.train_step(real, g)
+        gen.update_ema(step)
+    assert distance(gen) < 0.75 * before
 
 
 def test_fit_writes_checkpoints_and_resumes_exactly(kind, tmp_path):

@@ -17,6 +17,22 @@ def test_dp_points_form_one_curve_in_epsilon_order_and_nothing_else_joins_it():
     assert set(figures.dp_curves(_points() + shipped)) == {("", "procedure"), ("", "shipped")}
 
 
-def test_privacy_utility_png(tmp_path):
+def test_privacy_utility_draws_every_point_labelled(tmp_path):
+    """KR as a point where its (AUC, ACC) are, DP-SGD as one line through its models in ε order,
+    each labelled with its ε, the chance line at 0.5, both axes named; the PNG is not blank."""
+    import matplotlib.image as mpimg
+    import numpy as np
+
+    fig = figures.privacy_utility_figure(_points())
+    ax = fig.axes[0]
+    offsets = np.vstack([c.get_offsets() for c in ax.collections])
+    assert [0.52, 0.95] in offsets.tolist()
+    lines = {tuple(line.get_xdata()): line for line in ax.get_lines()}
+    assert (0.51, 0.54, 0.58) in lines and list(lines[(0.51, 0.54, 0.58)].get_ydata()) == [0.55, 0.7, 0.9]
+    assert (0.5, 0.5) in lines  # the guessing line
+    assert sorted(t.get_text() for t in ax.texts) == ["ε=1", "ε=4", "ε=8"]
+    assert sorted(t.get_text() for t in ax.get_legend().get_texts()) == ["DP-SGD (ε)", "kr"]
+    assert "AUC" in ax.get_xlabel() and "accuracy" in ax.get_ylabel()
     path = figures.privacy_utility(_points(), tmp_path / "pu.png")
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+    img = mpimg.imread(path)
+    assert img.shape[:2] == (460, 640) and img[..., :3].std() > 0.05

@@ -39,6 +39,11 @@ def privacy_utility(points: list[dict], path: Path) -> Path:
     """x: the strongest attack's AUC on a method, y: its test ACC; one point per method and run.
     Up-left is better: useful and private.  0.5 is an attacker who guesses.  The DP-SGD models
     form one curve over their target ε, so KR is read against the formal-guarantee frontier."""
+    return _save(privacy_utility_figure(points), path)
+
+
+def privacy_utility_figure(points: list[dict]):
+    """The figure `privacy_utility` saves (matplotlib's, to be inspected)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.4, 4.6))
     by_method = defaultdict(list)
@@ -66,7 +71,7 @@ def privacy_utility(points: list[dict], path: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    return _save(fig, path)
+    return fig
 
 
 def training_curves(records: list[dict], path: Path) -> Path | None:
