@@ -124,6 +124,7 @@ def test_a_browser_shows_what_a_reader_reads(run, tmp_path):
     """The report in headless Chromium: the results table holds every method and its numbers in
     the rendered page, every figure loaded (no broken image), and each figure's panel on screen
     is drawn, not blank."""
+    import base64
     import io
 
     import numpy as np
@@ -145,15 +146,20 @@ def test_a_browser_shows_what_a_reader_reads(run, tmp_path):
             for method, m in results["methods"].items():
                 assert method in table and f"{m['test']['acc']:.4f}" in table, method
             images = page.eval_on_selector_all(
-                "img", "els => els.map(e => [e.complete && e.naturalWidth > 0, e.alt || e.src.slice(0, 40)])")
-            assert len(images) >= 5 and all(ok for ok, _ in images), [n for ok, n in images if not ok]
+                "img", "els => els.map(e => [e.complete && e.naturalWidth > 0, e.alt, e.src])")
+            assert len(images) >= 5 and all(ok for ok, _, _ in images), [n for ok, n, _ in images if not ok]
             blank = []
-            for i in range(len(images)):
+            for i, (_, name, src) in enumerate(images):
+                # the bytes the page carries decode completely (a truncated PNG still has a width) …
+                Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))).load()
+                # … and what the browser drew is a figure, not a flat panel: at least 2 % of its
+                # pixels away from its background (measured: figures 5–80 %, a damaged one < 1 %)
                 img = page.locator("img").nth(i)
                 img.scroll_into_view_if_needed()
                 shot = np.asarray(Image.open(io.BytesIO(img.screenshot())).convert("L"), dtype=float)
-                if shot.std() < 2:  # one flat colour: nothing drawn
-                    blank.append(images[i][1])
+                background = np.bincount(shot.astype(int).ravel()).argmax()
+                if (np.abs(shot - background) > 24).mean() < 0.02:
+                    blank.append(name)
             assert not blank, blank
         finally:
             browser.close()
