@@ -213,3 +213,12 @@ def test_canary_audit_end_to_end(audited):
     assert results["canary_meta"]["queries"]["real"][0] == "image"
     rerun = pipeline.run(config, out=run, device="cpu")
     assert rerun["canary"] == json.loads(json.dumps(results["canary"]))
+    from tests.test_cli import kr
+
+    proc = kr("audit", str(run), "--canaries", "10", "--set", "audit.targets=real,kr", "--device", "cpu")
+    assert proc.returncode == 0, proc.stderr
+    assert "canary audit (one run, 10 canaries" in proc.stdout and "mislabelled (8)" in proc.stdout
+    assert "teacher: best" not in proc.stderr  # the canary run was cached, and its bits reused
+    with np.load(run / "audit/canaries/canaries.npz") as c:
+        assert (c["bits"] == bits).all()
+    assert "Canary audit (one run" in (run / "report" / "report.md").read_text()
