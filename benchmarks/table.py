@@ -1,0 +1,161 @@
+"""The one source of truth for the project's measured numbers: benchmarks/results/table.jsonl.
+
+    python benchmarks/table.py add RUN [RUN …]     # rows from finished run directories
+    python benchmarks/table.py render              # benchmarks/RESULTS.md's table, from the rows alone
+
+One JSON object per dataset × seed × method: test and validation ACC/AUC, the commit and CPU
+that measured it, the run's stage time; where `kr audit` ran, experiment 1's strongest attack
+(`exp1_auc`, its interval over runs and images, `tpr_at_1pct`, `references`); where the canary
+audit ran, `eps_lb`, `eps_ceiling` and the canary AUC (mislabelled canaries).  A row is keyed by
+(dataset, seed, method): adding a run again replaces its rows.  `render` rebuilds the table of
+benchmarks/RESULTS.md above its hand-written part (kept), so every figure there comes from here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import statistics
+import subprocess
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+TABLE = ROOT / "results" / "table.jsonl"
+RESULTS = ROOT / "RESULTS.md"
+MARKER = "<!-- generated above; written by hand below -->"
+ANCHORS = ("Anchors: the Knowledge Recycling paper's average CAS gap −1.24 points (Lomurno & Matteucci 2025, "
+           "Table 2; their datasets, GPU scale); GaFi 1.8–4.0 points with hard labels; MedMNIST v2 ResNet-18 "
+           "(28 px) test ACC: BreastMNIST 0.863, PneumoniaMNIST 0.854.")
+
+
+def _cpu() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []:
+        if line.startswith("model name"):
+            flags = Path("/proc/cpuinfo").read_text()
+            return line.split(":", 1)[1].strip() + (" (AVX-512)" if "avx512f" in flags else " (no AVX-512)")
+    return "unknown"
+
+
+def _commit() -> str:
+    out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return out.stdout.strip() or "unknown"
+
+
+def rows_of(run: Path, commit: str | None = None, cpu: str | None = None) -> list[dict]:
+    res = json.loads((run / "results.json").read_text())
+    manifest = json.loads((run / "manifest.json").read_text())
+    threads = manifest.get("threads", 1)
+    stage_s = sum(v for v in res.get("timings_s", {}).values() if v)
+    audit, canary = res.get("audit") or {}, res.get("canary") or {}
+    meta = res.get("audit_meta") or {}
+    rows = []
+    for method, m in res["methods"].items():
+        if "test" not in m:
+            continue
+        row = {"dataset": res["dataset"], "seed": res["seed"], "method": method, "preset": res["preset"],
+               "test_acc": m["test"]["acc"], "test_auc": m["test"]["auc"],
+               "val_acc": m["val"]["acc"], "val_auc": m["val"]["auc"],
+               "commit": commit or _commit(), "cpu": cpu or _cpu(), "date": str(datetime.date.today()),
+               "run_core_hours": round(stage_s * threads / 3600, 3)}
+        if "epsilon" in m:
+            row.update(epsilon=m["epsilon"], delta=m.get("delta"), guarantee_holds=m.get("guarantee_holds"))
+        if audit.get(method):
+            name, best = max(audit[method].items(), key=lambda kv: kv[1]["auc"])
+            row.update(exp1_attack=name, exp1_auc=best["auc"], exp1_auc_ci=best.get("auc_ci"),
+                       exp1_auc_per_target=[best.get("auc_per_target_mean"), best.get("auc_per_target_sd")],
+                       tpr_at_1pct=best.get("tpr_at_1%fpr"), tpr_at_1pct_ci=best.get("tpr_at_1%fpr_ci"),
+                       references=meta.get("references"))
+        c = (canary.get(method) or {}).get("mislabelled")
+        if c:
+            row.update(eps_lb=c["eps_lb"], eps_ceiling=c["ceiling_at_r"], canary_auc=c["auc"], canaries=c["m"])
+        rows.append(row)
+    return rows
+
+
+def read() -> list[dict]:
+    return [json.loads(line) for line in TABLE.read_text().splitlines() if line.strip()] if TABLE.is_file() else []
+
+
+def add(runs: list[Path], commit: str | None = None, cpu: str | None = None) -> None:
+    new = [r for run in runs for r in rows_of(Path(run), commit, cpu)]
+    keys = {(r["dataset"], r["seed"], r["method"]) for r in new}
+    kept = [r for r in read() if (r["dataset"], r["seed"], r["method"]) not in keys]
+    TABLE.parent.mkdir(parents=True, exist_ok=True)
+    TABLE.write_text("".join(json.dumps(r) + "\n" for r in sorted(
+        kept + new, key=lambda r: (r["dataset"], r["seed"], r["method"]))))
+
+
+def _ms(xs: list[float], digits: int = 3) -> str:
+    xs = [x for x in xs if x is not None]
+    if not xs:
+        return ""
+    if len(xs) == 1:
+        return f"{xs[0]:.{digits}f}"
+    return f"{statistics.mean(xs):.{digits}f} ± {statistics.stdev(xs):.{digits}f}"
+
+
+def render(rows: list[dict]) -> str:
+    by = defaultdict(list)
+    for r in rows:
+        by[(r["dataset"], r["method"])].append(r)
+    lines = ["| dataset | method | seeds | test ACC | test AUC | CAS gap (pp) | exp. 1 strongest AUC | TPR @ 1 % FPR "
+             "| refs | canary ε_lb (ceiling) |", "|" + " --- |" * 10]
+    for dataset in sorted({d for d, _ in by}):
+        teacher = {r["seed"]: r["test_acc"] for r in by.get((dataset, "real"), [])}
+        for (d, method), rs in sorted(by.items(), key=lambda kv: (kv[0][0], kv[0][1] != "real", kv[0][1] != "kr",
+                                                                  kv[0][1])):
+            if d != dataset:
+                continue
+            gaps = [100 * (r["test_acc"] - teacher[r["seed"]]) for r in rs if r["seed"] in teacher and method != "real"]
+            eps = [f"{r['eps_lb']:.2f} ({r['eps_ceiling']:.2f})" for r in rs if "eps_lb" in r]
+            lines.append(f"| {dataset} | {method} | {', '.join(str(r['seed']) for r in rs)} | "
+                         f"{_ms([r['test_acc'] for r in rs])} | {_ms([r['test_auc'] for r in rs])} | "
+                         f"{_ms(gaps, 1)} | {_ms([r.get('exp1_auc') for r in rs])} | "
+                         f"{_ms([None if r.get('tpr_at_1pct') is None else 100 * r['tpr_at_1pct'] for r in rs], 1)} | "
+                         f"{', '.join(sorted({str(r['references']) for r in rs if r.get('references')}))} | "
+                         f"{'; '.join(eps)} |")
+    versus = []
+    for dataset in sorted({d for d, _ in by}):
+        kr = {r["seed"]: r["test_acc"] for r in by.get((dataset, "kr"), [])}
+        dp = {r["seed"]: r["test_acc"] for r in by.get((dataset, "dpsgd-eps8"), [])}
+        diffs = [100 * (kr[s] - dp[s]) for s in kr if s in dp]
+        if diffs:
+            versus.append(f"{dataset} {_ms(diffs, 1)} ({len(diffs)} seed{'s' * (len(diffs) > 1)})")
+    cpus = sorted({r["cpu"] for r in rows})
+    commits = sorted({r["commit"] for r in rows})
+    hours = defaultdict(float)
+    for r in rows:
+        if r["method"] == "real":
+            hours[r["dataset"]] += r["run_core_hours"]
+    return "\n".join([
+        "# Results", "",
+        f"Generated by `python benchmarks/table.py render` from `results/table.jsonl` on {datetime.date.today()}: "
+        f"`cpu` preset, CPUs {', '.join(cpus)}, commits {', '.join(commits)}. Mean ± std over the seeds listed; "
+        "test chose nothing. CAS gap: test ACC minus the real-trained teacher's of the same seed, in points. "
+        "Exp. 1: the strongest membership-inference attack over whole runs on pool halves (`kr audit`); "
+        "canary ε_lb: the one-run canary audit's lower bound on ε (mislabelled canaries), beside its ceiling.", "",
+        *lines, "", "KR − DP-SGD at ε = 8, test ACC, points: " + ("; ".join(versus) or "not measured") + ".", "",
+        ANCHORS, "",
+        "Compute of the runs themselves (`kr run`, core-hours of stage time): "
+        + ", ".join(f"{d} {h:.2f}" for d, h in sorted(hours.items())) + ".", ""])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    a = sub.add_parser("add")
+    a.add_argument("runs", nargs="+")
+    a.add_argument("--commit", default=None, help="the commit that measured the runs (default: HEAD)")
+    sub.add_parser("render")
+    args = p.parse_args()
+    if args.cmd == "add":
+        add([Path(r) for r in args.runs], args.commit)
+    kept = RESULTS.read_text().split(MARKER, 1)[1] if RESULTS.is_file() and MARKER in RESULTS.read_text() else "\n"
+    RESULTS.write_text(render(read()) + "\n" + MARKER + kept)
+    print(RESULTS.read_text().split(MARKER)[0])
+
+
+if __name__ == "__main__":
+    main()
