@@ -66,9 +66,11 @@ def plant(data: ImageDataset, m: int, stress: float, entropy: int | None = None)
     if data.multi_label:
         raise KRError("the canary audit supports single-label tasks only")
     n_test = len(data.test)
-    if not 2 <= m <= n_test:
-        raise KRError(f"--canaries {m}: choose 2 … {n_test}; canaries are drawn from the test split "
-                      f"({n_test} images), which the shipped run never trained on")
+    most = int(0.9 * n_test)  # a tenth of test stays for the canary run's own evaluation
+    if not 2 <= m <= most:
+        raise KRError(f"--canaries {m}: choose 2 … {most}; canaries are drawn from the test split "
+                      f"({n_test} images, which the shipped run never trained on), and a tenth of it "
+                      f"stays to evaluate the canary run")
     rng = np.random.default_rng(secrets.randbits(128) if entropy is None else entropy)
     index = rng.choice(n_test, m, replace=False)
     kind = (np.arange(m) < round(stress * m)).astype(np.int64)
