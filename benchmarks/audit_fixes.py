@@ -24,10 +24,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
+import sys
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from table import _cpu  # noqa: E402  (the CPU's name, as every benchmark records it)
 
 from kr.config import load_config
 from kr.privacy.scoring import procedure_scores, summarise
@@ -80,7 +83,7 @@ def main() -> None:
         }
     meta = json.loads((run / "audit" / "audit.json").read_text())["meta"]
     row = {"run": str(run), "dataset": res["dataset"], "seed": res["seed"], "references": len(matrix),
-           "queries": meta["queries"], "cpu": platform.processor() or platform.machine(), "rows": rows}
+           "queries": meta["queries"], "cpu": _cpu(), "rows": rows}
     out = Path(args.out)
     kept = json.loads(out.read_text())["runs"] if out.is_file() else []
     kept = [r for r in kept if (r["dataset"], r["seed"], r["references"]) != (row["dataset"], row["seed"],
