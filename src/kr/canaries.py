@@ -10,8 +10,9 @@ empirical lower bound on ε for every model a run ships, on DP-SGD's scale.
     train     the whole procedure once, with the run's config and seed, on train ∪ the included
               canaries (audit/canaries/run: a run directory, cached and resumable like any)
     score     each model's logit-scaled confidence in the canary's label, averaged over its
-              training augmentations, minus that of the shipped run's model of the same method
-              (same config and seed, no canary): a paired calibration
+              training augmentations, minus its mean over the runs without canaries (the shipped
+              run, and experiment 1's reference runs where `kr audit` trained them): a calibration
+              of each canary's difficulty
     bound     ε_lb at 95 % beside its ceiling for that M and number of guesses, and each
               model's canary AUC (kr.privacy.canary); results.json gains "canary", under the
               run's lock
@@ -112,6 +113,15 @@ def with_canaries(data: ImageDataset, c: Canaries, copies: int) -> ImageDataset:
         source=f"{data.source} (+ {len(pick)} canary images)", fingerprint=f"canaries:{digest.hexdigest()[:16]}")
 
 
+def references_without_canaries(run_dir: Path) -> list[Path]:
+    """Runs of the same procedure that never saw a canary: the shipped run, and experiment 1's
+    reference runs where they exist (on pool halves: some saw a canary's image with its own label,
+    never with the canary's; which did is independent of the bits, so the test stays valid, and
+    averaging over them calibrates each canary's difficulty far better than one run does)."""
+    refs = sorted((run_dir / "audit" / "references").glob("r*"), key=lambda p: int(p.name[1:]))
+    return [run_dir, *(r for r in refs if (r / "results.json").is_file())]
+
+
 def canary_audit(run_dir: str | Path, m: int, overrides=(), data_dir: str | None = None, device: str = "auto",
                  executor=None, wait: bool = False) -> dict:
     run_dir = Path(run_dir)
@@ -140,14 +150,17 @@ def _score(run_dir: Path, folder: Path, config: Config, data: ImageDataset, cana
     images, labels = data.test.images[c.index], c.label
     delta = dp_delta(config.dpsgd.delta, len(canary_data.train))
     models, raw = {}, {}
+    refs = references_without_canaries(run_dir)
     for mth in methods:
         qs = signals.queries(*training_augmentation(config, data, mth))
-        phi = {}
-        for name, run in (("canary", folder / "run"), ("reference", run_dir)):
+
+        def phi(run: Path) -> np.ndarray:
             verify(model_folder(run, mth))
             logits = signals.query(load_classifier(model_folder(run, mth)).to(dev), images, qs)
-            phi[name] = signals.logit_confidence(logits, labels).mean(-1)
-        scores = phi["canary"] - phi["reference"]
+            return signals.logit_confidence(logits, labels).mean(-1)
+
+        have = [r for r in refs if (model_folder(r, mth) / "stage.json").is_file()]
+        scores = phi(folder / "run") - np.mean([phi(r) for r in have], axis=0)
         raw[mth] = scores
         row = {k: canary.audit(scores[c.kind == i], c.bits[c.kind == i], delta,
                                seed=derive_seed(config.seed, "canary-ties"))
@@ -167,7 +180,9 @@ def _score(run_dir: Path, folder: Path, config: Config, data: ImageDataset, cana
             "by_kind": {k: int((c.kind == i).sum()) for i, k in enumerate(KINDS)},
             "included": int(c.bits.sum()), "copies": config.audit.canary_copies, "delta": delta,
             "source": "the official test split (never trained on by the shipped run)",
-            "calibration": "minus the shipped run's model of the same method (same config and seed, no canary)",
+            "calibration": "minus the mean over the runs without canaries (the shipped run and the reference "
+                           "runs of experiment 1, where `kr audit` trained them) of the same method's score",
+            "calibration_runs": [str(r) for r in refs],
             "queries": {m: signals.names(signals.queries(*training_augmentation(config, data, m))) for m in methods},
             "canary_run": str(folder / "run"), "canary_run_train": len(canary_data.train),
             "level": canary.LEVEL, "guess_fractions": list(canary.GUESS_FRACTIONS)}

@@ -211,6 +211,8 @@ def test_canary_audit_end_to_end(audited):
             assert 0 <= row[k]["eps_lb"] <= row[k]["ceiling_at_r"] <= row[k]["ceiling"]
             assert row[k]["m"] == (8 if k == "mislabelled" else 2)
     assert results["canary_meta"]["queries"]["real"][0] == "image"
+    # calibrated by every run without canaries: the shipped run and experiment 1's four
+    assert len(results["canary_meta"]["calibration_runs"]) == 5
     rerun = pipeline.run(config, out=run, device="cpu")
     assert rerun["canary"] == json.loads(json.dumps(results["canary"]))
     from tests.test_cli import kr
