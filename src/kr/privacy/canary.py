@@ -87,7 +87,9 @@ def audit(scores: np.ndarray, bits: np.ndarray, delta: float, level: float = LEV
         v = guesses(scores, bits, r, seed)
         rows.append({"r": r, "v": v, "eps_lb": epsilon_lower_bound(m, r, v, delta, alpha),
                      "ceiling": ceiling(m, r, delta, alpha)})
-    best = max(rows, key=lambda row: row["eps_lb"])
+    # the strongest bound; where none is above 0, the guesses whose ceiling is the highest (the
+    # most this audit could have shown)
+    best = max(rows, key=lambda row: (row["eps_lb"], row["ceiling"]))
     return {"m": m, "included": int(bits.sum()), "delta": delta, "level": level,
             "bonferroni": len(fractions), "eps_lb": best["eps_lb"], "r": best["r"], "v": best["v"],
             "ceiling_at_r": best["ceiling"], "ceiling": max(row["ceiling"] for row in rows),
