@@ -51,8 +51,9 @@ def scored(logits: dict, labels: np.ndarray, matrix: np.ndarray, target: str, co
     return summarise(proc, matrix, refs, config)
 
 
-def cell(name: str, row: dict) -> dict:
+def cell(name: str, row: dict, by_attack: dict) -> dict:
     return {"attack": name, "auc": row["auc"], "auc_ci": row.get("auc_ci"),
+            "rmia_offline_auc": by_attack.get("rmia-offline", {}).get("auc"),
             "tpr_at_1%fpr": row.get("tpr_at_1%fpr"), "tpr_at_1%fpr_ci": row.get("tpr_at_1%fpr_ci"),
             "auc_per_target_mean": row.get("auc_per_target_mean"), "auc_per_target_sd": row.get("auc_per_target_sd")}
 
@@ -75,12 +76,11 @@ def main() -> None:
     new = dict(np.load(run / "audit" / "signals.npz"))
     rows = {}
     for t in TARGETS:
-        rows[t] = {
-            "before": cell(*strongest(old_doc["procedure"][t])),
-            "old queries": cell(*strongest(scored(old, labels, matrix, t, config, 0.3))),
-            "+ queries": cell(*strongest(scored(new, labels, matrix, t, config, 0.3))),
-            "+ tuned a": cell(*strongest(scored(new, labels, matrix, t, config, None))),
-        }
+        steps = {"before": old_doc["procedure"][t],
+                 "old queries": scored(old, labels, matrix, t, config, 0.3),
+                 "+ queries": scored(new, labels, matrix, t, config, 0.3),
+                 "+ tuned a": scored(new, labels, matrix, t, config, None)}
+        rows[t] = {step: cell(*strongest(by), by) for step, by in steps.items()}
     meta = json.loads((run / "audit" / "audit.json").read_text())["meta"]
     row = {"run": str(run), "dataset": res["dataset"], "seed": res["seed"], "references": len(matrix),
            "queries": meta["queries"], "cpu": _cpu(), "rows": rows}
@@ -94,15 +94,16 @@ def main() -> None:
         return "n/r" if v is None else f"{v:.3f}" + (f" [{c[0]:.3f}, {c[1]:.3f}]" if c else "")
 
     print(f"## {row['dataset']} · seed {row['seed']} · {row['references']} reference runs\n")
-    print("| step | target | strongest attack | AUC [95 % CI] | per-target AUC | TPR @ 1 % FPR [95 % CI] |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("| step | target | strongest attack | AUC [95 % CI] | per-target AUC | TPR @ 1 % FPR [95 % CI] "
+          "| RMIA offline AUC |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for step in rows[TARGETS[0]]:
         for t in TARGETS:
             c = rows[t][step]
             spread = "" if c["auc_per_target_mean"] is None else \
                 f"{c['auc_per_target_mean']:.3f} ± {c['auc_per_target_sd']:.3f}"
             print(f"| {step} | {t} | {c['attack']} | {ci(c['auc'], c['auc_ci'])} | {spread} | "
-                  f"{ci(c['tpr_at_1%fpr'], c['tpr_at_1%fpr_ci'])} |")
+                  f"{ci(c['tpr_at_1%fpr'], c['tpr_at_1%fpr_ci'])} | {c['rmia_offline_auc']:.3f} |")
 
 
 if __name__ == "__main__":
