@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -141,12 +142,22 @@ def audit(run_dir: str | Path, overrides=(), data_dir: str | None = None, device
                              device=device, only=only, executor=executor)
     if only is not None:
         return None
+    dev = resolve_device(device)
+
+    def attack(results: dict) -> dict:
+        config.audit.target_methods(results["methods"])  # the models may have changed meanwhile
+        return _attack(run_dir, config, data, results, methods, paths, dev)
+
+    return write_results(run_dir, wait, attack)
+
+
+def write_results(run_dir: Path, wait: bool, add: Callable[[dict], dict]) -> dict:
+    """results.json's one writer beside `kr run` (which holds the same lock): under the run's
+    lock, read it as it is now, let `add` put its fields in, write it and the report."""
     lock = RunLock(run_dir, wait)
     try:
-        # results.json as it is now, under the lock: a `kr run` may have rewritten it meanwhile
-        results = read_results(run_dir, "an audit")
-        config.audit.target_methods(results["methods"])
-        results = _attack(run_dir, config, data, results, methods, paths, resolve_device(device))
+        results = add(read_results(run_dir, "an audit"))
+        write_json(run_dir / "results.json", results)
         return {**results, "report": str(write_report([run_dir]))}
     finally:
         lock.release()
@@ -154,7 +165,7 @@ def audit(run_dir: str | Path, overrides=(), data_dir: str | None = None, device
 
 def _attack(run_dir: Path, config: Config, data: ImageDataset, results: dict, methods: tuple[str, ...],
             paths: list[Path], dev) -> dict:
-    """Query every model, score both experiments, write audit/ and results.json."""
+    """Query every model, score both experiments, write audit/; results.json's new contents."""
     folder = run_dir / "audit"
     pool = references.pool(data)
     labels, matrix = pool.labels.numpy(), membership(config, data)
@@ -210,6 +221,4 @@ def _attack(run_dir: Path, config: Config, data: ImageDataset, results: dict, me
                      "a": rmia_a, "a_chosen_on": "the target's paired run (ML Privacy Meter)"}}
     doc = {"meta": meta, "procedure": procedure, "shipped": shipped}
     write_json(folder / "audit.json", doc)
-    results.update(results_fields(doc, results.get("audit_shipped", {})))
-    write_json(run_dir / "results.json", results)
-    return results
+    return {**results, **results_fields(doc, results.get("audit_shipped", {}))}

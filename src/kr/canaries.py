@@ -34,7 +34,7 @@ import torch
 
 from kr import pipeline
 from kr.artifacts import write_json, write_npz
-from kr.audit import load_run, reference_stages
+from kr.audit import load_run, reference_stages, write_results
 from kr.config import Config
 from kr.data import ImageDataset, Split
 from kr.dpsgd import dp_delta
@@ -44,8 +44,7 @@ from kr.methods import is_dp, training_augmentation
 from kr.models import load_classifier
 from kr.privacy import canary, signals
 from kr.privacy.results import canary_fields
-from kr.report import write_report
-from kr.rundir import RunLock, evaluated_key, read_results, verify
+from kr.rundir import evaluated_key, verify
 from kr.seeding import derive_seed
 from kr.train import resolve_device
 
@@ -134,15 +133,9 @@ def canary_audit(run_dir: str | Path, m: int, overrides=(), data_dir: str | None
              folder / "run")
     trained = pipeline.run(config, out=folder / "run", device=device, stages=reference_stages(methods),
                            data=canary_data, executor=executor)
-    lock = RunLock(run_dir, wait)
-    try:
-        results = read_results(run_dir, "a canary audit")
-        doc = _score(run_dir, folder, config, data, canary_data, c, methods, trained, resolve_device(device))
-        results.update(canary_fields(doc))
-        write_json(run_dir / "results.json", results)
-        return {**results, "report": str(write_report([run_dir]))}
-    finally:
-        lock.release()
+    dev = resolve_device(device)
+    return write_results(run_dir, wait, lambda results: {**results, **canary_fields(
+        _score(run_dir, folder, config, data, canary_data, c, methods, trained, dev))})
 
 
 def _score(run_dir: Path, folder: Path, config: Config, data: ImageDataset, canary_data: ImageDataset,

@@ -169,8 +169,6 @@ def test_predict_reads_a_folder_of_new_images(tmp_path):
     CSV row names its file."""
     import csv
 
-    import torch
-
     from kr.models import build_model, save_classifier
     from kr.release import predict
 
