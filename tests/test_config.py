@@ -62,7 +62,7 @@ def test_exponent_without_a_dot_is_a_float():
     ("teacher.model.arch=vgg", "teacher.model.arch: 'vgg' unknown"),
     ("teacher.train.hflip=maybe", "teacher.train.hflip"),
     ("teacher=3", "teacher is a section"),
-    ("data.size=32", "data.size: 32 is not one of"),
+    ("data.size=30", "data.size: 30 is not one of"),
     ("seed=true", "seed: expected int"),
     ("nonsense", "write it as --set section.key=value"),
 ])
