@@ -1,7 +1,7 @@
 """The one source of truth for the project's measured numbers: benchmarks/results/table.jsonl.
 
     python benchmarks/table.py add RUN [RUN …]     # rows from finished run directories
-    python benchmarks/table.py render              # benchmarks/RESULTS.md's table, from the rows alone
+    python benchmarks/table.py render              # RESULTS.md's table and the README's one result
 
 One JSON object per dataset × seed × method: test and validation ACC/AUC, the commit and CPU
 that measured it, the run's stage time; where `kr audit` ran, experiment 1's strongest attack
@@ -24,7 +24,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 TABLE = ROOT / "results" / "table.jsonl"
 RESULTS = ROOT / "RESULTS.md"
+README = ROOT.parent / "README.md"
 MARKER = "<!-- generated above; written by hand below -->"
+README_BLOCK = ("<!-- one result: written by benchmarks/table.py -->", "<!-- end of one result -->")
 ANCHORS = ("Anchors: the Knowledge Recycling paper's average CAS gap −1.24 points (Lomurno & Matteucci 2025, "
            "Table 2; their datasets, GPU scale); GaFi 1.8–4.0 points with hard labels; MedMNIST v2 ResNet-18 "
            "(28 px) test ACC: BreastMNIST 0.863, PneumoniaMNIST 0.854.")
@@ -96,7 +98,7 @@ def _ms(xs: list[float], digits: int = 3) -> str:
     return f"{statistics.mean(xs):.{digits}f} ± {statistics.stdev(xs):.{digits}f}"
 
 
-def render(rows: list[dict]) -> str:
+def render(rows: list[dict], wanted: list[tuple[str, int]] | None = None) -> str:
     by = defaultdict(list)
     for r in rows:
         by[(r["dataset"], r["method"])].append(r)
@@ -123,6 +125,8 @@ def render(rows: list[dict]) -> str:
         diffs = [100 * (kr[s] - dp[s]) for s in kr if s in dp]
         if diffs:
             versus.append(f"{dataset} {_ms(diffs, 1)} ({len(diffs)} seed{'s' * (len(diffs) > 1)})")
+    have = {(r["dataset"], r["seed"]) for r in rows}
+    missing = [f"{d} seed {s}" for d, s in wanted or [] if (d, s) not in have]
     cpus = sorted({r["cpu"] for r in rows})
     commits = sorted({r["commit"] for r in rows})
     hours = defaultdict(float)
@@ -136,10 +140,49 @@ def render(rows: list[dict]) -> str:
         "test chose nothing. CAS gap: test ACC minus the real-trained teacher's of the same seed, in points. "
         "Exp. 1: the strongest membership-inference attack over whole runs on pool halves (`kr audit`); "
         "canary ε_lb: the one-run canary audit's lower bound on ε (mislabelled canaries), beside its ceiling.", "",
-        *lines, "", "KR − DP-SGD at ε = 8, test ACC, points: " + ("; ".join(versus) or "not measured") + ".", "",
+        *lines, "", *([f"**Not measured**: {', '.join(missing)}.", ""] if missing else []),
+        "KR − DP-SGD at ε = 8, test ACC, points: " + ("; ".join(versus) or "not measured") + ".", "",
         ANCHORS, "",
         "Compute of the runs themselves (`kr run`, core-hours of stage time): "
         + ", ".join(f"{d} {h:.2f}" for d, h in sorted(hours.items())) + ".", ""])
+
+
+def write_results(rows: list[dict], wanted: list[tuple[str, int]] | None = None) -> str:
+    """RESULTS.md: the generated table above the marker, the hand-written part below it kept."""
+    text = RESULTS.read_text() if RESULTS.is_file() else ""
+    kept = text.split(MARKER, 1)[1] if MARKER in text else "\n"
+    RESULTS.write_text(render(rows, wanted) + "\n" + MARKER + kept)
+    return RESULTS.read_text()
+
+
+def one_result(rows: list[dict]) -> str:
+    """The README's "one result": seed 0 of each measured dataset, one line each."""
+    at = {(r["dataset"], r["method"]): r for r in rows if r["seed"] == 0}
+    lines = ["| dataset | teacher | KR | CAS gap | `synthetic` | DP-SGD ε = 8 | KR's strongest attack (refs) "
+             "| KR canary ε_lb |", "|" + " --- |" * 8]
+    for dataset in sorted({d for d, _ in at}):
+        real, kr, syn, dp = (at.get((dataset, m)) for m in ("real", "kr", "synthetic", "dpsgd-eps8"))
+        if not (real and kr):
+            continue
+        acc = lambda r: f"{r['test_acc']:.3f}" if r else "—"  # noqa: E731
+        attack = (f"{kr['exp1_auc']:.3f} ({kr['references']})" if kr.get("exp1_auc") is not None else "—")
+        eps = f"{kr['eps_lb']:.2f}" if kr.get("eps_lb") is not None else "—"
+        lines.append(f"| {dataset} | {acc(real)} | {acc(kr)} | {100 * (kr['test_acc'] - real['test_acc']):+.1f} | "
+                     f"{acc(syn)} | {acc(dp)} | {attack} | {eps} |")
+    cpus = sorted({r["cpu"] for r in at.values()})
+    commits = sorted({r["commit"] for r in at.values()})
+    return "\n".join([f"Test ACC, seed 0, `cpu` preset (`kr run`, then `kr audit`; CPU {', '.join(cpus)}; "
+                      f"commit {', '.join(commits)}):", "", *lines])
+
+
+def write_readme(rows: list[dict]) -> None:
+    text = README.read_text()
+    head, rest = text.split(README_BLOCK[0], 1)
+    tail = rest.split(README_BLOCK[1], 1)[1]
+    README.write_text(head + README_BLOCK[0] + "\n" + one_result(rows) + "\n" + README_BLOCK[1] + tail)
+
+
+WANTED = [(d, s) for d in ("breastmnist", "digits", "pneumoniamnist") for s in (0, 1, 2)]
 
 
 def main() -> None:
@@ -152,9 +195,8 @@ def main() -> None:
     args = p.parse_args()
     if args.cmd == "add":
         add([Path(r) for r in args.runs], args.commit)
-    kept = RESULTS.read_text().split(MARKER, 1)[1] if RESULTS.is_file() and MARKER in RESULTS.read_text() else "\n"
-    RESULTS.write_text(render(read()) + "\n" + MARKER + kept)
-    print(RESULTS.read_text().split(MARKER)[0])
+    write_readme(read())
+    print(write_results(read(), WANTED).split(MARKER)[0])
 
 
 if __name__ == "__main__":
