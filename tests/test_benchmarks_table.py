@@ -32,6 +32,7 @@ def test_a_run_gives_one_row_per_evaluated_method_with_its_own_numbers(table, fi
         assert (row["dataset"], row["seed"], row["commit"], row["cpu"]) == (results["dataset"], 0, "abc", "test cpu")
     dp = next(r for r in rows if r["method"].startswith("dpsgd"))
     assert dp["epsilon"] == pytest.approx(4, rel=0.01) and dp["delta"] > 0
+    assert by["real"]["run_core_hours"] > 0 and by["real"]["audit_core_hours"] == 0  # never audited
     # adding the same run again replaces its rows instead of doubling them
     table.add([run], "abc", "test cpu")
     table.add([run], "def", "test cpu")
@@ -60,7 +61,7 @@ def test_the_table_computes_gaps_spreads_and_what_is_missing(table):
     assert cells[9] == "0.50 (3.00)"
     assert "breastmnist 4.5 ± 2.1 (2 seeds)" in text       # KR − DP-SGD: +3 and +6 points
     assert "**Not measured**: breastmnist seed 2." in text
-    assert "breastmnist 2.00" in text                       # core-hours counted once per run
+    assert "breastmnist 2.00 for the runs" in text          # core-hours counted once per run
     line = next(x for x in table.one_result(rows).splitlines() if x.startswith("| breastmnist"))
     assert [c.strip() for c in line.split("|")[1:-1]] == ["breastmnist", "0.800", "0.780", "-2.0", "—",
                                                           "0.750", "0.550 (8)", "0.50"]
