@@ -18,6 +18,8 @@ def test_plant_draws_from_the_test_split_and_leaves_a_tenth_of_it():
     assert 0 < c.bits.sum() < 20
     with pytest.raises(KRError, match="choose 2 … 36"):
         plant(data, 37, 0.25)
+    with pytest.raises(KRError, match="leaves 1 mislabelled"):  # the bound rests on the mislabelled ones
+        plant(data, 2, 0.5)
     a, b = plant(data, 20, 0.25), plant(data, 20, 0.25)  # secret entropy: independent draws
     assert not ((a.index == b.index).all() and (a.bits == b.bits).all())
 

@@ -208,3 +208,14 @@ def test_predict_refuses_weights_changed_after_release(released, tmp_path):
     weights.write_bytes(weights.read_bytes()[:-4] + bytes(4))
     with pytest.raises(KRError, match="does not match the hash its release recorded"):
         predict(folder, small, tmp_path / "p.csv", "cpu")
+
+
+def test_the_card_claims_a_dp_guarantee_only_for_secret_noise():
+    from kr.release import _dp_text
+
+    secret = _dp_text({"dp": {"epsilon": 8.0, "delta": 1e-5, "guarantee_holds": True, "noise": "secret"}})
+    seeded = _dp_text({"dp": {"epsilon": 8.0, "delta": 1e-5, "guarantee_holds": False, "noise": "seeded"}})
+    older = _dp_text({"dp": {"epsilon": 8.0, "delta": 1.8e-3}})  # a model from before the noise was recorded
+    assert "formal (ε, δ) = (8.00, 1.0e-05)" in secret and "never stored" in secret
+    assert "DOES NOT HOLD" in seeded and "formal" not in seeded
+    assert "NOT ESTABLISHED" in older and "secret randomness" not in older

@@ -71,6 +71,9 @@ def plant(data: ImageDataset, m: int, stress: float, entropy: int | None = None)
         raise KRError(f"--canaries {m}: choose 2 … {most}; canaries are drawn from the test split "
                       f"({n_test} images, which the shipped run never trained on), and a tenth of it "
                       f"stays to evaluate the canary run")
+    if m - round(stress * m) < 2:  # the ε bound rests on the mislabelled canaries alone
+        raise KRError(f"--canaries {m} with audit.canary_stress={stress} leaves {m - round(stress * m)} mislabelled "
+                      "canaries: the bound needs at least 2; plant more canaries or lower audit.canary_stress")
     rng = np.random.default_rng(secrets.randbits(128) if entropy is None else entropy)
     index = rng.choice(n_test, m, replace=False)
     kind = (np.arange(m) < round(stress * m)).astype(np.int64)
@@ -184,5 +187,5 @@ def _score(run_dir: Path, folder: Path, config: Config, data: ImageDataset, cana
     for mth, row in models.items():
         main = row.get("mislabelled") or row.get("duplicated")
         log.info("canary audit %s: ε_lb %.2f (ceiling %.2f, r = %d, v = %d), canary AUC %s", mth, main["eps_lb"],
-                 main["ceiling"], main["r"], main["v"], "n/a" if main["auc"] is None else f"{main['auc']:.3f}")
+                 main["ceiling_at_r"], main["r"], main["v"], "n/a" if main["auc"] is None else f"{main['auc']:.3f}")
     return doc

@@ -115,6 +115,10 @@ def _dp_text(r: dict) -> str:
                 "release it; retrain with the default, secret noise.")
     if not dp:
         return "formal (ε, δ) guarantee in config.json."
+    if dp.get("guarantee_holds") is not True:  # a model from before kr recorded its noise source
+        return (f"its noise source is not recorded (trained by an older kr, whose noise was seeded from the run's "
+                f"seed): its ε = {dp.get('epsilon', float('nan')):.2f} is NOT ESTABLISHED. Retrain it with "
+                "`kr run` (the default, secret noise) before releasing it.")
     return (f"formal (ε, δ) = ({dp['epsilon']:.2f}, {dp['delta']:.1e}) guarantee for each image of the train split, "
             "with noise and batch sampling drawn from secret randomness that was never stored.")
 
