@@ -205,7 +205,7 @@ def images_for_model(root: str | Path, size: int, names: list[str]) -> tuple[np.
         classes = _classes(root)
         unknown = sorted(set(classes) - set(names))
         if unknown:
-            raise DataError(f"{root}/{unknown[0]}/ is not one of the model's classes ({', '.join(names)}): "
+            raise DataError(f"{root}/{unknown[0]}/ is not one of the model's classes ({', '.join(map(repr, names))}): "
                             f"name class folders as the model's classes, or give a flat folder of images")
         files = [(f, names.index(c)) for c in names if c in classes for f in classes[c]]
     else:
