@@ -185,8 +185,9 @@ def one_result(rows: list[dict]) -> str:
                      f"{acc(syn)} | {acc(dp)} | {attack} | {eps} |")
     cpus = sorted({r["cpu"] for r in at.values()})
     commits = sorted({r["commit"] for r in at.values()})
-    return "\n".join([f"Test ACC, seed 0, `cpu` preset (`kr run`, then `kr audit`; CPU {', '.join(cpus)}; "
-                      f"commit {', '.join(commits)}):", "", *lines])
+    dates = sorted({r.get("date", "undated") for r in at.values()})
+    return "\n".join([f"Test ACC, seed 0, `cpu` preset (`kr run`, then `kr audit`; measured {', '.join(dates)} "
+                      f"on a {', '.join(cpus)}; commit {', '.join(commits)}):", "", *lines])
 
 
 def write_readme(rows: list[dict]) -> None:
