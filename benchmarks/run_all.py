@@ -115,8 +115,10 @@ def main() -> None:
     if present:
         write_report(present, out / "report")
         table.add(present)  # benchmarks/results/table.jsonl: the rows RESULTS.md is written from
-    table.write_results(table.read(), wanted=table_wanted(args.data_dir))
-    table.write_readme(table.read())
+    published = table.read()
+    table.write_results(published, wanted=table_wanted(args.data_dir))
+    table.write_readme(published)
+
 
 if __name__ == "__main__":
     main()

@@ -49,9 +49,10 @@ def _commit() -> str:
     return out.stdout.strip() or "unknown"
 
 
-def core_hours(run: Path) -> float:
-    """Stage seconds × the threads the run was given: what the run cost, whoever shared the CPU."""
-    res = json.loads((run / "results.json").read_text())
+def core_hours(run: Path, res: dict | None = None) -> float:
+    """Stage seconds × the threads the run was given: what the run cost, whoever shared the CPU.
+    `res`: the run's results.json where the caller has read it already."""
+    res = res if res is not None else json.loads((run / "results.json").read_text())
     threads = json.loads((run / "manifest.json").read_text()).get("threads", 1)
     return sum(v for v in res.get("timings_s", {}).values() if v) * threads / 3600
 
@@ -63,6 +64,7 @@ def rows_of(run: Path, commit: str | None = None, cpu: str | None = None) -> lis
     extra += [p.parent for p in (run / "audit" / "canaries").glob("run/results.json")]
     audit, canary = res.get("audit") or {}, res.get("canary") or {}
     meta = res.get("audit_meta") or {}
+    run_hours, audit_hours = round(core_hours(run, res), 3), round(sum(core_hours(p) for p in extra), 3)
     rows = []
     for method, m in res["methods"].items():
         if "test" not in m:
@@ -71,8 +73,7 @@ def rows_of(run: Path, commit: str | None = None, cpu: str | None = None) -> lis
                "test_acc": m["test"]["acc"], "test_auc": m["test"]["auc"],
                "val_acc": m["val"]["acc"], "val_auc": m["val"]["auc"],
                "commit": commit or _commit(), "cpu": cpu or _cpu(), "date": str(datetime.date.today()),
-               "run_core_hours": round(core_hours(run), 3),
-               "audit_core_hours": round(sum(core_hours(p) for p in extra), 3)}
+               "run_core_hours": run_hours, "audit_core_hours": audit_hours}
         if "epsilon" in m:
             row.update(epsilon=m["epsilon"], delta=m.get("delta"), guarantee_holds=m.get("guarantee_holds"))
         if audit.get(method):
