@@ -83,8 +83,12 @@ def rows_of(run: Path, commit: str | None = None, cpu: str | None = None) -> lis
                        tpr_at_1pct=best.get("tpr_at_1%fpr"), tpr_at_1pct_ci=best.get("tpr_at_1%fpr_ci"),
                        references=meta.get("references"))
         c = (canary.get(method) or {}).get("mislabelled")
-        if c:
-            row.update(eps_lb=c["eps_lb"], eps_ceiling=c["ceiling_at_r"], canary_auc=c["auc"], canaries=c["m"])
+        if c and (res.get("canary_meta") or {}).get("rule_hash"):  # bounds scored under a rule fixed with the bits
+            row.update(eps_lb=c["eps_lb"], eps_ceiling=c["ceiling_at_r"], canary_auc=c["auc"],
+                       canary_auc_ci=c.get("auc_ci"), canaries=c["m"],
+                       canary_rule=res["canary_meta"]["rule_hash"][:12])
+            if c.get("control"):
+                row["dp_control"] = c["control"]["reading"]
         rows.append(row)
     return rows
 

@@ -4,7 +4,7 @@ for the stress type, included by independent secret bits; the canary run's data 
 import numpy as np
 import pytest
 
-from kr.canaries import plant, planted, with_canaries
+from kr.canaries import calibrated, plant, with_canaries
 from kr.errors import KRError
 from tests.toys import toy_dataset
 
@@ -24,11 +24,9 @@ def test_plant_draws_from_the_test_split_and_leaves_a_tenth_of_it():
     assert not ((a.index == b.index).all() and (a.bits == b.bits).all())
 
 
-def test_the_canary_run_trains_on_the_included_ones_and_tests_on_the_rest(tmp_path):
+def test_the_canary_run_trains_on_the_included_ones_and_tests_on_the_rest():
     data = toy_dataset((60, 30, 40))
-    c = planted(tmp_path / "canaries.npz", data, 20, 0.25)
-    again = planted(tmp_path / "canaries.npz", data, 20, 0.25)  # a resumed audit reuses them
-    assert (again.bits == c.bits).all() and (again.index == c.index).all()
+    c = plant(data, 20, 0.25, entropy=3)
     d = with_canaries(data, c, copies=4)
     main, dup = (c.bits & (c.kind == 0)).sum(), (c.bits & (c.kind == 1)).sum()
     assert len(d.train) == 60 + main + 4 * dup and len(d.test) == 20 and len(d.val) == 30
@@ -38,3 +36,32 @@ def test_the_canary_run_trains_on_the_included_ones_and_tests_on_the_rest(tmp_pa
                                                             np.repeat(c.label[c.bits & (c.kind == 1)], 4)]).tolist())
     flipped = with_canaries(data, plant(data, 20, 0.25, entropy=2), copies=4)
     assert flipped.fingerprint != d.fingerprint
+
+
+def test_the_canary_run_gets_a_fresh_seed_of_its_own():
+    data = toy_dataset((60, 30, 40))
+    assert plant(data, 20, 0.25, entropy=1).seed == plant(data, 20, 0.25, entropy=1).seed
+    assert len({plant(data, 20, 0.25).seed for _ in range(4)}) == 4  # secret: never the run's seed
+
+
+def test_calibration_by_hand():
+    """Offline LiRA, fixed variance: minus each canary's mean over its out-runs, over the pooled sd."""
+    phi_canary = np.array([3.0, 0.0])
+    runs = np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 9.0]])
+    out = np.array([[True, True], [True, True], [False, True]])
+    # means 2 and 5; residuals (-1, 1) and (-3, -1, 4): sd = sqrt((1 + 1 + 9 + 1 + 16) / (5 - 2))
+    sd = np.sqrt(28 / 3)
+    assert np.allclose(calibrated(phi_canary, runs, out), [(3 - 2) / sd, (0 - 5) / sd])
+    # one out-run each: no variance to pool, the plain difference
+    assert np.allclose(calibrated(phi_canary, runs[:1], out[:1]), [2.0, -2.0])
+    with pytest.raises(KRError, match="no calibration run"):
+        calibrated(phi_canary, runs[2:], out[2:])
+
+
+def test_a_run_that_trained_on_the_canary_image_changes_nothing():
+    rng = np.random.default_rng(0)
+    phi_canary, runs = rng.normal(size=30), rng.normal(size=(5, 30))
+    out = rng.random((5, 30)) < 0.6
+    out[0] = True  # the shipped run never saw a test image
+    planted_in = np.where(out, runs, 1e6)  # a reference that trained on the image: anything at all
+    assert np.array_equal(calibrated(phi_canary, runs, out), calibrated(phi_canary, planted_in, out))

@@ -75,16 +75,34 @@ def test_bad_requests_are_clear_errors(finished_run, released, tmp_path):
 
 def test_cli_export_predict(finished_run, tmp_path):
     run, results, small = finished_run
+    # the tiny preset trains DP-SGD with seeded noise: its ε does not hold, so it is never released
     r = CliRunner().invoke(cli, ["export", str(run), "--out", str(tmp_path / "rel"), "--method", "dpsgd-eps4"])
+    assert r.exit_code != 0 and "its ε does not hold" in str(r.exception) and not (tmp_path / "rel").exists()
+    r = CliRunner().invoke(cli, ["export", str(run), "--out", str(tmp_path / "rel"), "--method", "synthetic"])
     assert r.exit_code == 0, r.output
-    card = (tmp_path / "rel" / "MODEL_CARD.md").read_text()
-    assert "DP-SGD" in card
-    # the tiny preset trains with seeded noise: its card must say the guarantee does not hold
-    assert "DOES NOT HOLD" in card and "Outside the DP guarantee: several DP models" in card
     r = CliRunner().invoke(cli, ["predict", str(tmp_path / "rel"), str(small), "--out", str(tmp_path / "p.csv"),
                                  "--device", "cpu"])
     assert r.exit_code == 0, r.output
-    assert f"acc {results['methods']['dpsgd-eps4']['test']['acc']:.4f}" in r.output.splitlines()[2]
+    assert f"acc {results['methods']['synthetic']['test']['acc']:.4f}" in r.output.splitlines()[2]
+
+
+def test_predict_verifies_a_runs_own_model_folder(finished_run, tmp_path):
+    import shutil
+
+    run, results, small = finished_run
+    stage = tmp_path / "kr"
+    shutil.copytree(run / "methods" / "kr", stage)
+    assert predict(stage, small, tmp_path / "p.csv", "cpu")["test"]["acc"] == pytest.approx(
+        results["methods"]["kr"]["test"]["acc"])
+    weights = stage / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-4] + bytes(4))
+    with pytest.raises(KRError, match="no longer matches what its stage recorded"):
+        predict(stage, small, tmp_path / "p.csv", "cpu")
+    record = json.loads((stage / "stage.json").read_text())
+    record.pop("files")  # a record without hashes proves nothing
+    (stage / "stage.json").write_text(json.dumps(record))
+    with pytest.raises(KRError, match="records no content hashes"):
+        predict(stage, small, tmp_path / "p.csv", "cpu")
 
 
 def test_onnx_export_computes_what_the_pytorch_model_computes(finished_run, tmp_path):
@@ -148,6 +166,10 @@ def _copy(folder, to):
 def test_an_untrusted_model_folder_is_checked_before_anything_is_built(released, tmp_path, change, message):
     folder = _copy(released[0], tmp_path / "m")
     cfg = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**cfg, **change}))
+    with pytest.raises(KRError, match="config.json does not match the hash its release recorded"):
+        predict(folder, released[2], tmp_path / "o.csv", "cpu")
+    cfg.pop("release")  # a bare folder saved from Python: no record, the config itself is checked
     (folder / "config.json").write_text(json.dumps({**cfg, **change}))
     with pytest.raises(KRError, match=message):
         predict(folder, released[2], tmp_path / "o.csv", "cpu")
@@ -219,3 +241,19 @@ def test_the_card_claims_a_dp_guarantee_only_for_secret_noise():
     assert "formal (ε, δ) = (8.00, 1.0e-05)" in secret and "never stored" in secret
     assert "DOES NOT HOLD" in seeded and "formal" not in seeded
     assert "NOT ESTABLISHED" in older and "secret randomness" not in older
+
+
+def test_a_secret_noise_dp_model_is_released_with_what_its_guarantee_leaves_out(tmp_path):
+    from kr import pipeline
+    from kr.config import load_config
+    from tests.conftest import make_arrays, write_npz
+
+    data = write_npz(tmp_path / "s.npz", make_arrays(n=(40, 20, 20)))
+    config = load_config("tiny", data={"dataset": str(data)},
+                         overrides=["baselines=dpsgd", "dpsgd.epsilons=4", "dpsgd.noise=secret"])
+    pipeline.run(config, out=tmp_path / "run", device="cpu")
+    card = (export(tmp_path / "run", tmp_path / "rel", method="dpsgd-eps4") / "MODEL_CARD.md").read_text()
+    assert "formal (ε, δ) = (" in card and "never stored" in card
+    for limit in ("several DP models", "voids the guarantee for them jointly", "validation images",
+                  "treated as public", "not from a cryptographic generator", "δ adds up"):
+        assert limit in card, limit

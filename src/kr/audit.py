@@ -33,7 +33,6 @@ from kr.errors import KRError
 from kr.executors import InProcess
 from kr.methods import folder as model_folder
 from kr.methods import method_of, stage, training_augmentation
-from kr.models import load_classifier
 from kr.privacy import attacks, references, signals
 from kr.privacy.references import membership, reference_config, subset
 from kr.privacy.results import results_fields
@@ -41,11 +40,12 @@ from kr.privacy.scoring import (
     REFERENCE_ATTACKS,
     SHIPPED_REFERENCE_ATTACKS,
     compare_to_real,
+    comparisons,
     procedure_scores,
     shipped_scores,
     summarise,
 )
-from kr.rundir import RunLock, evaluated_key, read_config_tree, read_manifest, read_results, verify
+from kr.rundir import RunLock, evaluated_key, load_verified, read_config_tree, read_manifest, read_results
 from kr.report import write_report
 from kr.report.roc import roc_figure
 from kr.train import resolve_device
@@ -105,8 +105,7 @@ def pool_signals(run: Path, queries: dict[str, tuple], images, device) -> dict[s
     model first checked against its stage's record."""
     out = {}
     for m, qs in queries.items():
-        verify(model_folder(run, m))
-        out[m] = signals.query(load_classifier(model_folder(run, m)).to(device), images, qs)
+        out[m] = signals.query(load_verified(model_folder(run, m)).to(device), images, qs)
     return out
 
 
@@ -182,6 +181,7 @@ def _attack(run_dir: Path, config: Config, data: ImageDataset, results: dict, me
 
     n_refs = len(paths)
     procedure, shipped, raw, rmia_a, skipped = {}, {}, {}, {}, {}
+    proc_scores, ship_scores = {}, {}
     for m in methods:
         stacked = np.stack([logits[p.name][m] for p in paths])
         proc, proc_info = procedure_scores(stacked, labels, matrix)
@@ -190,6 +190,7 @@ def _attack(run_dir: Path, config: Config, data: ImageDataset, results: dict, me
         shipped[m] = summarise(ship, shipped_members, {a: n_refs for a in SHIPPED_REFERENCE_ATTACKS}, config)
         rmia_a[m] = {"procedure": proc_info["rmia_offline_a"], "shipped": ship_info.get("rmia_offline_a")}
         skipped = {"procedure": proc_info["skipped"], "shipped": ship_info["skipped"]}
+        proc_scores[m], ship_scores[m] = {a: s for a, (s, _) in proc.items()}, {a: s for a, (s, _) in ship.items()}
         raw.update({f"procedure/{m}/{a}": s for a, (s, _) in proc.items()})
         raw.update({f"shipped/{m}/{a}": s for a, (s, _) in ship.items()})
         roc_figure({a: (s, matrix) for a, (s, _) in proc.items()},
@@ -197,8 +198,8 @@ def _attack(run_dir: Path, config: Config, data: ImageDataset, results: dict, me
         roc_figure({a: (s, shipped_members) for a, (s, _) in ship.items()},
                    folder / "roc" / f"shipped-{m}.png", f"{m}: shipped model")
     write_npz(folder / "scores.npz", **raw)
-    compare_to_real(procedure)
-    compare_to_real(shipped)
+    compare_to_real(procedure, proc_scores, matrix, config)
+    compare_to_real(shipped, ship_scores, shipped_members, config)
     if skipped["procedure"]:
         log.warning("audit: %d runs leave each image %d in and %d out references: only the fixed-variance "
                     "attacks are meaningful (%s left out); train ≥ 8 runs for a privacy claim "
@@ -213,9 +214,11 @@ def _attack(run_dir: Path, config: Config, data: ImageDataset, results: dict, me
             "shipped_non_members": int((~shipped_members).sum()),
             "references_per_image": {"in": n_refs // 2 - 1, "out": n_refs // 2 - 1},
             "pooling": "experiment 1 pools the scores of every run as the target (one ROC over runs × "
-                       "images); its intervals resample runs and images together; auc_per_target gives "
-                       "each target's own AUC",
+                       "images); its intervals resample complementary pairs of runs and images together; "
+                       "auc_per_target gives each target's own AUC",
             "attacks_skipped": skipped,
+            "comparisons": {"procedure": comparisons(procedure, proc_scores, matrix, config),
+                            "shipped": comparisons(shipped, ship_scores, shipped_members, config)},
             "queries": {m: signals.names(q) for m, q in queries.items()},
             "rmia": {"gamma": attacks.RMIA_GAMMA, "a_grid": list(attacks.RMIA_A_GRID),
                      "a": rmia_a, "a_chosen_on": "the target's paired run (ML Privacy Meter)"}}

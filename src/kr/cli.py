@@ -189,12 +189,17 @@ def sample(run_dir, n, cls, seed, checkpoint, out, device, **knobs):
 @click.option("--canaries", type=int, default=None, metavar="M",
               help="Instead of the reference runs, the one-run canary audit: plant M canaries from the "
                    "test split, train the whole procedure once, report each model's empirical ε lower bound.")
+@click.option("--replant", is_flag=True,
+              help="With --canaries: draw fresh canaries and bits and train a fresh canary run. Needed when the "
+                   "scoring rule changed (M, audit settings, calibration runs, kr's scorer): old bits are never "
+                   "scored under a new rule.")
 @click.option("--wait", is_flag=True,
               help="If a kr run is using the run directory when the audit writes its results, wait for it "
                    "instead of stopping.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @_apply(_executor_options())
-def audit(run_dir, overrides, only, canaries, wait, data_dir, device, executor, workers, ray_address, task_cpus):
+def audit(run_dir, overrides, only, canaries, replant, wait, data_dir, device, executor, workers, ray_address,
+          task_cpus):
     """Membership-inference audit of every model of a finished run: reference runs replay the
     whole procedure on pool halves (experiment 1: LOSS, LiRA and RMIA; AUC and TPR at low FPR),
     or, with --canaries M, the one-run canary audit (empirical ε lower bounds)."""
@@ -212,6 +217,8 @@ def audit(run_dir, overrides, only, canaries, wait, data_dir, device, executor, 
         except ValueError:
             raise KRError(f"--only {only!r}: write reference indices as 0,1,2") from None
     pool = _executor(executor, workers, ray_address, task_cpus, Path(run_dir).absolute())
+    if replant and canaries is None:
+        raise KRError("--replant plants fresh canaries: give their number with --canaries M")
     if canaries is not None:
         if canaries < 2:
             raise KRError(f"--canaries {canaries}: plant at least 2 canaries (a few hundred, up to the "
@@ -220,7 +227,7 @@ def audit(run_dir, overrides, only, canaries, wait, data_dir, device, executor, 
             raise KRError("--only trains reference runs; the canary audit (--canaries) has one run")
         from kr.canaries import canary_audit
 
-        results = canary_audit(run_dir, canaries, overrides, data_dir, device, pool, wait)
+        results = canary_audit(run_dir, canaries, overrides, data_dir, device, pool, wait, replant)
     else:
         results = run_audit(run_dir, overrides, data_dir, device, indices, pool, wait)
     if results is None:

@@ -28,6 +28,7 @@ from torch.nn import functional as F
 from kr.artifacts import write_json
 from kr.config import Config
 from kr.data import ImageDataset, Split
+from kr.generation import selected_checkpoint
 from kr.generators import ConditionalGenerator, load_generator
 from kr.graph import Stage
 from kr.methods import METHODS, Method, stage_folder
@@ -171,7 +172,7 @@ def method_stages(config: Config, method: Method) -> list[Stage]:
 def student_stage(ctx, inputs: dict, folder: Path, method: str) -> dict:
     """Step 5 (and the baselines of step 6): the selected checkpoint with the tuned knobs."""
     tuning = inputs["tuning"].outputs
-    checkpoint = inputs["generator"].path / "checkpoints" / inputs["selection"].outputs["selected"]
+    checkpoint = selected_checkpoint(inputs)
     return train_student(ctx.data, ctx.config, load_generator(checkpoint).to(ctx.device),
                          load_classifier(inputs["teacher"].path).to(ctx.device), method, tuning["knobs"],
                          tuning["threshold"], folder, on_epoch=ctx.log_to(stage_folder(method)),

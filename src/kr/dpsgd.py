@@ -155,6 +155,9 @@ def train_dpsgd(data: ImageDataset, config: Config, epsilon: float, folder: Path
                 if batch_fn is not None:
                     x = batch_fn(x, g)
                 loss = loss_fn(private(x), y)
+                if len(y) and not torch.isfinite(loss):
+                    raise KRError(f"{dp_name(epsilon)}: loss became {loss.item()} at epoch {epoch}; lower the "
+                                  f"learning rate (--set dpsgd.lr=…)")
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -220,6 +223,15 @@ LIMITS = (
     "the run directory (metrics.json) and are not part of the release",
     "the unit of privacy is one image, not one patient: a patient with k images in the train split is "
     "protected at kε (MedMNIST records no patient ids)",
+    "releasing any model trained on the same images without DP (the teacher, a KR student, the other "
+    "baselines) beside this one voids the guarantee for them jointly: their leakage is unbounded",
+    "the validation images are read by the choice of the best epoch and of the hyper-parameters: they "
+    "are not protected by ε",
+    "the number of training images N (hence the sampling rate q and the noise σ) is treated as public",
+    "the noise and the batch sampling come from PyTorch's generator seeded with secret bits from the OS, "
+    "not from a cryptographic generator: the guarantee holds against an attacker who sees the weights, "
+    "not one who can observe or predict the generator's internal state",
+    "δ adds up under composition as ε does: k releases from one dataset give at least (kε, kδ)",
 )
 
 

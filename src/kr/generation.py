@@ -105,6 +105,12 @@ def judge_checkpoints(data: ImageDataset, config: Config, generator_dir: Path, c
     return {"split": "val", "downstream_images": len(cas_labels), "checkpoints": rows}
 
 
+def selected_checkpoint(inputs: dict) -> Path:
+    """The checkpoint that checkpoint optimisation chose (step 3), from a stage's inputs: the
+    generator's folder and the selection's outputs — the one place that builds its path."""
+    return inputs["generator"].path / "checkpoints" / inputs["selection"].outputs["selected"]
+
+
 def checkpoint_folder(run_or_checkpoint: str | Path, name: str | None = None) -> Path:
     """A checkpoint folder from a run directory (`name`, else the one checkpoint optimisation
     selected, else the last) or the checkpoint folder itself."""

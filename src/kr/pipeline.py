@@ -43,7 +43,7 @@ from kr.config import Config
 from kr.data import ImageDataset, load_dataset
 from kr.evaluation import cas_gap_pp, evaluate_models
 from kr.executors import InProcess, make_executor
-from kr.generation import grid_labels, grid_seed, judge_checkpoints, train_generator
+from kr.generation import grid_labels, grid_seed, judge_checkpoints, selected_checkpoint, train_generator
 from kr.generators import load_generator
 from kr.quality import save_class_rows, save_grid
 from kr.graph import Done, Stage, keys, request, walk
@@ -177,7 +177,7 @@ def _tuning(ctx: Context, inputs: dict[str, Done], folder: Path) -> dict:
     selection, generator = inputs["selection"].outputs, inputs["generator"]
     chosen = next(c for c in selection["candidates"] if c["name"] == selection["selected"])
     with ctx.executor() as executor:
-        return tune(ctx.data, ctx.config, generator.path / "checkpoints" / selection["selected"],
+        return tune(ctx.data, ctx.config, selected_checkpoint(inputs),
                     generator.outputs["kind"], inputs["teacher"].path, ctx.device,
                     selected=chosen, folder=folder, executor=executor)
 
@@ -256,13 +256,11 @@ def _report(ctx: Context, inputs: dict[str, Done], folder: Path) -> dict:
     """Last: the page a team reads (kr.report), rebuilt from the run directory alone."""
     if not inputs["results"].outputs["methods"]:  # nothing trained, nothing to report
         return {}
-    _class_rows(ctx.data, ctx.config, inputs.get("generator"), inputs.get("selection"),
-                folder / "report" / "classes.png")
+    _class_rows(ctx.data, ctx.config, inputs, folder / "report" / "classes.png")
     return {"report": str(write_report([folder]))}
 
 
-def _class_rows(data: ImageDataset, config: Config, generator: Done | None, selection: Done | None,
-                path: Path) -> None:
+def _class_rows(data: ImageDataset, config: Config, inputs: dict[str, Done], path: Path) -> None:
     """Per class, the first train images beside synthetic samples of the selected checkpoint
     (the grid's labels and seed, so they are grid.png's images); the real train images alone
     when no generator was trained.  Drawn here, as the report does not keep the data; redrawn
@@ -273,11 +271,11 @@ def _class_rows(data: ImageDataset, config: Config, generator: Done | None, sele
     labels = data.train.labels if data.train.labels.dim() == 1 else data.train.labels.argmax(1)
     real = torch.cat([data.train.images[(labels == c).nonzero().flatten()[:k]] for c in range(data.n_classes)])
     path.parent.mkdir(parents=True, exist_ok=True)
+    generator, selection = inputs.get("generator"), inputs.get("selection")
     if generator is None or selection is None:
         save_grid(real, data.n_classes, path.with_name("real_grid.png"))
         return
-    ckpt = generator.path / "checkpoints" / selection.outputs["selected"]
-    fake = load_generator(ckpt).sample(grid_labels(data.n_classes, config.generator.grid_per_class),
+    fake = load_generator(selected_checkpoint(inputs)).sample(grid_labels(data.n_classes, config.generator.grid_per_class),
                                        grid_seed(config))
     fake = fake.view(data.n_classes, -1, *fake.shape[1:])[:, :k].reshape(-1, *fake.shape[1:])
     save_class_rows(real, fake, list(data.label_names), path,

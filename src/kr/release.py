@@ -8,6 +8,8 @@ inference figures with attack names and reference counts (kr.privacy)."""
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import logging
 import shutil
 import tempfile
@@ -56,9 +58,13 @@ def export(run_dir: str | Path, out: str | Path, method: str = "kr", onnx: bool 
     verify(folder)  # never release a model whose files changed after its stage recorded them
     load_classifier(folder)  # … or one that does not load
     config = read_model_config(folder)
+    if is_dp(method) and (config.get("dp") or {}).get("guarantee_holds") is not True:
+        raise KRError(f"{method} was trained with seeded noise (or by a kr that did not record its noise "
+                      f"source): anyone holding the run's seed can replay its training, so its ε does not hold; "
+                      f"retrain it with the default secret noise (dpsgd.noise=secret) before releasing it")
     manifest = read_manifest(run_dir)
     exp, audit = audit_of(results)
-    release = {"method": method, "what": describe(method, m), "dataset": results["dataset"],
+    release = {"method": method, "config_sha256": config_hash(config), "what": describe(method, m), "dataset": results["dataset"],
                "task": results["task"], "preset": results["preset"], "seed": results["seed"],
                "label_names": config.get("label_names"),
                "input": {"size": config.get("image_size") or _size(run_dir),
@@ -71,6 +77,7 @@ def export(run_dir: str | Path, out: str | Path, method: str = "kr", onnx: bool 
                "data_fingerprint": (manifest.get("dataset") or {}).get("fingerprint"),
                "weights_sha256": file_hashes(folder)["model.safetensors"],
                "canary": (results.get("canary") or {}).get(method), "canary_meta": results.get("canary_meta"),
+               "teacher_canary": (results.get("canary") or {}).get("real"),
                "dp_limits": list(DP_LIMITS) if is_dp(method) else None}
     out.parent.mkdir(parents=True, exist_ok=True)
     # a fresh folder of our own beside `out`: nothing half-written under the name a user ships,
@@ -187,17 +194,32 @@ def model_card(r: dict) -> str:
     can, cm = r.get("canary"), r.get("canary_meta")
     if can and cm:
         lines += ["", "## Canary audit (empirical ε lower bound)", "",
-                  f"One extra training run of the whole procedure with {cm['canaries']} canaries from the test "
-                  f"split, each included with probability ½ (Steinke, Nasr & Jagielski 2023); δ = {cm['delta']:.1e}.",
-                  "", "| canaries | canary AUC | ε lower bound (95 %) | ceiling for these guesses |",
-                  "| --- | --- | --- | --- |"]
-        for kind in ("mislabelled", "duplicated"):
-            c = can.get(kind)
-            if c:
-                auc = "n/a" if c["auc"] is None else f"{c['auc']:.3f}"
-                lines.append(f"| {kind} ({c['m']}) | {auc} | {c['eps_lb']:.2f} | {c['ceiling_at_r']:.2f} |")
-        lines += ["", "A lower bound shows what the audit proved, never a guarantee; with this few canaries no "
-                  "audit can prove more than the ceiling."]
+                  f"One extra training run of the whole procedure, with a fresh secret seed, on the train split "
+                  f"and {cm['canaries']} canaries from the test split, each included with probability ½ (Steinke, "
+                  f"Nasr & Jagielski 2023); δ = {cm['delta']:.1e}. The bound is a property of the training "
+                  "procedure, measured on that other run: it rejects (ε, δ)-DP of the procedure below ε_lb at "
+                  "95 %; it is not a measurement of this model's weights.",
+                  "", "| model | canaries | canary AUC [95 % CI] | ε lower bound (95 %) | ceiling for these guesses |",
+                  "| --- | --- | --- | --- | --- |"]
+        for name, by_kind in (("this model", can), ("teacher (control)", r.get("teacher_canary") or {})):
+            for kind in ("mislabelled", "duplicated"):
+                c = by_kind.get(kind)
+                if c:
+                    auc = "n/a" if c["auc"] is None else f"{c['auc']:.3f}"
+                    if c.get("auc_ci"):
+                        auc += f" [{c['auc_ci'][0]:.3f}, {c['auc_ci'][1]:.3f}]"
+                    lines.append(f"| {name} | {kind} ({c['m']}) | {auc} | {c['eps_lb']:.2f} | {c['ceiling_at_r']:.2f} |")
+        control = (r.get("teacher_canary") or {}).get("mislabelled")
+        if r["method"] != "real" and control is not None:
+            lines += ["", "The teacher is the control: it trained on the real images with no protection, so an "
+                      "audit that can see leakage bounds it well above 0."
+                      + ("" if control["eps_lb"] > 0 else " **The control FAILED here (teacher ε_lb = 0): this "
+                         "audit could not see leakage, and the bound above says nothing about this model.**")]
+        main = can.get("mislabelled") or {}
+        if main.get("control"):
+            lines += ["", f"DP control (ε_lb ≤ ε = {main['control']['epsilon']:g}): {main['control']['reading']}."]
+        lines += ["", "A lower bound shows what the audit proved, never a guarantee; a small one is no evidence "
+                  "of privacy, and with this few canaries no audit can prove more than the ceiling."]
     lines += ["", "## Limitations", "",
               "- An audit can show leakage, never prove its absence: AUC near 0.5 means these attacks, with "
               "this many reference runs, found little; stronger attacks or more references may find more.",
@@ -266,15 +288,36 @@ def _labels(labels: np.ndarray, n: int, classes: int, multi: bool, where: str) -
     return y
 
 
-def predict(model_dir: str | Path, file: str | Path, out: str | Path, device: str = "auto") -> dict:
-    """Write one CSV row per image (split, index, prediction, class probabilities, label if
-    known); return {split: {"n", and "acc"/"auc" where labels exist}}."""
+def config_hash(config: dict) -> str:
+    """The model's config.json without its `release` section (which records this hash)."""
+    body = {k: v for k, v in config.items() if k != "release"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def verified_model(model_dir: str | Path) -> dict:
+    """The config of a model folder that matches its record: a release against the hashes its
+    config.json carries, a run's stage folder against its stage.json (kr.rundir.verify).  A
+    bare folder (saved from Python) records nothing; load_classifier still checks its config."""
+    model_dir = Path(model_dir)
+    if (model_dir / "stage.json").is_file():
+        verify(model_dir)
     cfg = read_model_config(model_dir)
     release = cfg.get("release") or {}
     recorded = release.get("weights_sha256")
-    if recorded and file_hashes(Path(model_dir)).get("model.safetensors") != recorded:
+    if release and file_hashes(model_dir).get("model.safetensors") != recorded:
         raise KRError(f"{model_dir}/model.safetensors does not match the hash its release recorded "
                       f"(config.json): the weights were changed or damaged; export the model again")
+    if release.get("config_sha256") and config_hash(cfg) != release["config_sha256"]:
+        raise KRError(f"{model_dir}/config.json does not match the hash its release recorded: the model's "
+                      f"settings were changed after export; export the model again")
+    return cfg
+
+
+def predict(model_dir: str | Path, file: str | Path, out: str | Path, device: str = "auto") -> dict:
+    """Write one CSV row per image (split, index, prediction, class probabilities, label if
+    known); return {split: {"n", and "acc"/"auc" where labels exist}}."""
+    cfg = verified_model(model_dir)
+    release = cfg.get("release") or {}
     names = cfg.get("label_names") or [str(i) for i in range(cfg["num_classes"])]
     task = cfg.get("task", "multi-class")
     multi = task.startswith("multi-label")

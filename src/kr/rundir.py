@@ -35,6 +35,7 @@ from kr.artifacts import read_json, versions, write_json, write_text
 from kr.config import Config
 from kr.data import ImageDataset
 from kr.errors import KRError
+from kr.models import load_classifier
 
 log = logging.getLogger(__name__)
 
@@ -107,10 +108,10 @@ class RunDir:
         if record.get("key") != key:
             return None
         if "files" not in record:
-            # written before kr recorded content hashes: trusted once, hashed now
-            record.update(files=file_hashes(done.parent), upstream=upstream or {})
-            record["content"] = content_key(record["files"], record["outputs"])
-            write_json(done, record)
+            # written before kr recorded content hashes: nothing says its files are the ones it
+            # wrote, so it is never trusted
+            log.warning("%s: its stage record has no content hashes; recomputing the stage", name)
+            return None
         changed = mismatched(done.parent, record["files"])
         if changed:
             log.warning("%s: %s changed since the stage recorded it; recomputing the stage", name, changed[0])
@@ -197,12 +198,20 @@ def verify(folder: str | Path, what: str = "model") -> None:
     if not record_path.is_file():
         raise KRError(f"{folder} has no stage record (stage.json): it did not finish; rerun `kr run`")
     record = read_json(record_path)
-    if "files" not in record:  # finished before kr recorded hashes: nothing to check against
-        return
+    if "files" not in record:  # finished before kr recorded hashes: nothing to check it against
+        raise KRError(f"{folder}/stage.json records no content hashes (an older kr wrote it), so nothing "
+                      f"shows its files are the ones trained; rerun `kr run` on the run to retrain it")
     changed = mismatched(folder, record["files"])
     if changed:
         raise KRError(f"{folder}/{changed[0]} no longer matches what its stage recorded: the {what} was "
                       f"changed or damaged after training; rerun `kr run` on the run to retrain it")
+
+
+def load_verified(folder: str | Path):
+    """A stage's classifier, once its files match its record: the one path by which a model is
+    loaded to be attacked (kr.audit, kr.canaries, kr.shipped_audit)."""
+    verify(folder)
+    return load_classifier(folder)
 
 
 def append_metrics(run: str | Path, stage: str, record: dict[str, Any]) -> None:

@@ -21,6 +21,7 @@ import torch
 from kr.artifacts import read_json, write_npz
 from kr.config import Config
 from kr.data import ImageDataset
+from kr.generation import selected_checkpoint
 from kr.generators import load_generator
 from kr.quality import save_grid, teacher_outputs
 from kr.models import load_classifier
@@ -29,7 +30,7 @@ from kr.privacy.memorisation import compare, nearest, summarise as distances
 from kr.privacy.results import canary_fields, results_fields
 from kr.privacy.scoring import compare_to_real, shipped_scores, summarise
 from kr.report.roc import roc_figure
-from kr.rundir import verify
+from kr.rundir import load_verified
 from kr.seeding import derive_seed, make_generator
 from kr.synthetic import class_quotas, filtered_sample
 
@@ -43,7 +44,7 @@ def audit_stage(ctx, inputs: dict, folder: Path, outputs: int = 3) -> dict:
     models = {d.model: d.path for d in inputs.values() if d.model}
     out = {"attacks": shipped_audit(ctx.data, ctx.config, models, ctx.device, folder)}
     if "tuning" in inputs and "real" in models:
-        checkpoint = inputs["generator"].path / "checkpoints" / inputs["selection"].outputs["selected"]
+        checkpoint = selected_checkpoint(inputs)
         out["memorisation"] = run_memorisation(
             ctx.data, ctx.config.audit.memorisation_samples, ctx.config.seed, checkpoint,
             models["real"], inputs["tuning"].outputs, ctx.config.distill.prior, folder, ctx.device)
@@ -59,10 +60,9 @@ def shipped_audit(data: ImageDataset, config: Config, models: dict[str, Path], d
     images = references.pool(data).images
     out, raw = {}, {"members": members}
     for method, model in models.items():
-        verify(model)
         # the reference-free attack reads the image itself (its training augmentations are
         # `kr audit`'s queries)
-        logits = signals.query(load_classifier(model).to(device), images)
+        logits = signals.query(load_verified(model).to(device), images)
         scores, _ = shipped_scores(logits, None, labels, None, None)
         out[method] = summarise(scores, members, {}, config)
         raw.update({f"{method}/{a}": s for a, (s, _) in scores.items()})

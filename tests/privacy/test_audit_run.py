@@ -211,8 +211,14 @@ def test_canary_audit_end_to_end(audited):
             assert 0 <= row[k]["eps_lb"] <= row[k]["ceiling_at_r"] <= row[k]["ceiling"]
             assert row[k]["m"] == (8 if k == "mislabelled" else 2)
     assert results["canary_meta"]["queries"]["real"][0] == "image"
-    # calibrated by every run without canaries: the shipped run and experiment 1's four
-    assert len(results["canary_meta"]["calibration_runs"]) == 5
+    # calibrated by the runs without canaries, each canary only by those that never saw its image:
+    # the shipped run always, and about half of experiment 1's four
+    assert results["canary_meta"]["calibration_runs"] == [".", "audit/references/r0", "audit/references/r1",
+                                                          "audit/references/r2", "audit/references/r3"]
+    assert 1 <= results["canary_meta"]["calibration_out_per_canary"]["min"] <= 5
+    assert results["canary"]["real"]["mislabelled"]["auc_ci"] is None or \
+        len(results["canary"]["real"]["mislabelled"]["auc_ci"]) == 2
+    assert [(c["a"], c["b"]) for c in results["canary_meta"]["comparisons"]] == [("kr", "real")]
     rerun = pipeline.run(config, out=run, device="cpu")
     assert rerun["canary"] == json.loads(json.dumps(results["canary"]))
     from tests.test_cli import kr
@@ -224,3 +230,22 @@ def test_canary_audit_end_to_end(audited):
     with np.load(run / "audit/canaries/canaries.npz") as c:
         assert (c["bits"] == bits).all()
     assert "Canary audit (one run" in (run / "report" / "report.md").read_text()
+    # the rule was fixed with the bits: any other is refused, in one line, until fresh ones are planted
+    for change in (["--set", "audit.canary_stress=0.5"], ["--canaries", "12"]):
+        args = ["--canaries", "10", *change] if change[0] == "--set" else change
+        proc = kr("audit", str(run), *args, "--set", "audit.targets=real,kr", "--device", "cpu")
+        assert proc.returncode != 0 and "planted under another scoring rule" in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
+    with pytest.raises(KRError, match=r"scorer changed.*--replant"):
+        import kr.canaries as canaries
+
+        original = canaries.scorer_version
+        canaries.scorer_version = lambda: "a scorer edited after the results were seen"
+        try:
+            canaries.canary_audit(run, 10, ["audit.targets=real,kr"], device="cpu")
+        finally:
+            canaries.scorer_version = original
+    fresh = canary_audit(run, 12, ["audit.targets=real,kr"], device="cpu", replant=True)
+    with np.load(run / "audit/canaries/canaries.npz") as c:
+        assert len(c["bits"]) == 12 and c["rule_hash"] != results["canary_meta"]["rule_hash"]
+    assert fresh["canary_meta"]["canaries"] == 12

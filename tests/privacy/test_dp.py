@@ -173,3 +173,11 @@ def test_an_empty_poisson_batch_is_still_a_noisy_step(tmp_path):
                       torch.device("cpu"))
     assert out["steps"] == 120 and out["epsilon"] <= 2.0 * 1.01
     assert all(math.isfinite(r["loss"]) for r in load_metrics(tmp_path)["history"])
+
+
+def test_a_diverging_loss_stops_with_a_clear_error(tmp_path):
+    data = toy_dataset((90, 30, 30))
+    config = _config("dpsgd.model=cnn", "dpsgd.epochs=3", "dpsgd.lr=1e30", "dpsgd.momentum=0.0")
+    with pytest.raises(KRError, match=r"dpsgd-eps50: loss became .* lower the learning rate"):
+        train_dpsgd(data, config, 50.0, tmp_path, torch.device("cpu"))
+    assert not (tmp_path / "model.safetensors").exists()

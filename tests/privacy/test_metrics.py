@@ -108,3 +108,34 @@ def test_roc_is_sklearns_full_curve():
         assert np.trapezoid(t, f) == pytest.approx(roc_auc_score(members, scores))
     with pytest.raises(ValueError, match="finite"):
         metrics.roc(np.array([0.0, np.nan]), np.array([True, False]))
+
+
+def test_paired_difference_by_hand():
+    from kr.privacy.metrics import paired_difference
+
+    members = np.array([1, 1, 0, 0], bool)
+    a, b = np.array([4.0, 3.0, 2.0, 1.0]), np.array([1.0, 3.0, 2.0, 4.0])
+    # AUC(a) = 1; AUC(b): of the 4 member/non-member pairs only (3 > 2) is ordered right = 0.25
+    d = paired_difference(a, b, members, resamples=300, seed=0)
+    assert d["difference"] == pytest.approx(0.75)
+    assert d["ci"][0] <= 0.75 <= d["ci"][1]
+    # a perfect and a reversed scorer differ by exactly 1 on every resample
+    rev = paired_difference(a, -a, members, resamples=300, seed=0)
+    assert rev["ci"] == [1.0, 1.0] and rev["distinguishable"]
+    same = paired_difference(b, b, members, resamples=300, seed=0)
+    assert same["ci"] == [0.0, 0.0] and not same["distinguishable"]
+    back = paired_difference(b, a, members, resamples=300, seed=0)  # antisymmetric, draw for draw
+    assert back["difference"] == -d["difference"] and back["ci"] == [-d["ci"][1], -d["ci"][0]]
+
+
+def test_experiment_1_resamples_complementary_pairs_whole():
+    from kr.privacy.metrics import _resample
+
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        rows, cols = _resample(rng, 8, 30)
+        rows = rows.ravel()
+        assert len(rows) == 8 and (rows[0::2] % 2 == 0).all() and (rows[1::2] == rows[0::2] + 1).all()
+        assert cols.shape == (1, 30)
+    with pytest.raises(ValueError, match="pairs"):
+        _resample(rng, 3, 30)

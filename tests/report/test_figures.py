@@ -36,3 +36,9 @@ def test_privacy_utility_draws_every_point_labelled(tmp_path):
     path = figures.privacy_utility(_points(), tmp_path / "pu.png")
     img = mpimg.imread(path)
     assert img.shape[:2] == (460, 640) and img[..., :3].std() > 0.05
+
+
+def test_a_seeded_dp_model_is_labelled_as_not_holding_its_epsilon():
+    points = [{**p, "guarantee_holds": p["epsilon"] != 4.0} if p["epsilon"] else p for p in _points()]
+    ax = figures.privacy_utility_figure(points).axes[0]
+    assert sorted(t.get_text() for t in ax.texts) == ["ε=1", "ε=4 (does not hold: seeded noise)", "ε=8"]

@@ -11,8 +11,9 @@ r coin flips of bias q = e^ε / (1 + e^ε), up to a δ term (their Theorem 3.1 /
     p(ε) = min(1, β + 2·m·δ·α)
 
 and ε_lb is the largest ε with p(ε) below the level (5 %).  All r guesses right gives the
-ceiling: the most any audit with r guesses can show, whatever the model leaks (r = 100:
-ε ≈ 3.5).  The guess counts are a fixed grid, Bonferroni-corrected for taking its best
+ceiling: the most any audit with r guesses can show, whatever the model leaks (r = 100 of
+m = 100, δ = 1e-5: ε ≈ 3.49 at level 0.05, 3.05 at the 0.01 each guess count of the grid is
+held to).  The guess counts are a fixed grid, Bonferroni-corrected for taking its best
 (docs/audit.md).  Pure functions: no models, no files.
 """
 
@@ -95,3 +96,33 @@ def audit(scores: np.ndarray, bits: np.ndarray, delta: float, level: float = LEV
             "ceiling_at_r": best["ceiling"], "ceiling": max(row["ceiling"] for row in rows),
             "grid": rows,
             "auc": metrics.auc(scores, bits) if 0 < bits.sum() < m else None}
+
+
+def auc_interval(scores: np.ndarray, bits: np.ndarray, resamples: int = 1000, seed: int = 0) -> list[float] | None:
+    """95 % interval of the canary AUC, the canaries resampled (their bits with them)."""
+    scores, bits = np.asarray(scores, float), np.asarray(bits, bool)
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(resamples):
+        i = rng.integers(0, len(bits), len(bits))
+        if 0 < bits[i].sum() < len(i):
+            draws.append(metrics._auc(scores[i], bits[i]))
+    return [float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))] if draws else None
+
+
+def paired_auc_difference(scores_a: np.ndarray, scores_b: np.ndarray, bits: np.ndarray,
+                          resamples: int = 1000, seed: int = 0) -> dict:
+    """Canary AUC of A minus B on the same canaries and bits, its interval from resampling the
+    canaries once for both (metrics.paired_difference)."""
+    return metrics.paired_difference(scores_a, scores_b, bits, resamples, seed)
+
+
+def dp_control(row: dict, epsilon: float, level: float = LEVEL) -> dict:
+    """The check "ε_lb ≤ ε" of a DP-SGD model, and whether it could have failed: only where the
+    audit's ceiling (all guesses right) exceeds ε can a broken training or accounting show up.
+    A correct model fails it with probability ≤ `level` (a false alarm)."""
+    can_fail = row["ceiling"] > epsilon
+    return {"epsilon": epsilon, "can_fail": bool(can_fail), "passes": bool(row["eps_lb"] <= epsilon),
+            "false_alarm": level,
+            "reading": (("passes" if row["eps_lb"] <= epsilon else "FAILS") if can_fail else
+                        f"cannot fail: the ceiling {row['ceiling']:.2f} ≤ ε = {epsilon:g}")}

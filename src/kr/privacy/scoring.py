@@ -148,11 +148,45 @@ def summarise(scores: dict, members: np.ndarray, references: dict[str, int], con
             for name, (s, g) in scores.items()}
 
 
-def compare_to_real(audit: dict) -> None:
-    """How much of the teacher's leakage survives: AUC below `real` under the same attack."""
+# The comparisons a page states in words: the student against the teacher it distils and the
+# DP-SGD models, and teacher labels against hard labels on the same synthetic images.
+COMPARISONS = (("kr", "real"), ("kr", "synthetic"), ("kr", "regen"), ("soft", "synthetic"))
+
+
+def comparison_pairs(models) -> list[tuple[str, str]]:
+    """COMPARISONS among these models, then KR against each DP-SGD model."""
+    models = list(models)
+    pairs = [(a, b) for a, b in COMPARISONS if a in models and b in models]
+    return pairs + [("kr", m) for m in models if "kr" in models and m.startswith("dpsgd-eps")]
+
+
+def _boot(config: Config, what: str) -> dict:
+    return {"resamples": config.audit.bootstrap, "seed": derive_seed(config.seed, "audit-paired", what)}
+
+
+def compare_to_real(audit: dict, scores: dict | None = None, members: np.ndarray | None = None,
+                    config: Config | None = None) -> None:
+    """How much of the teacher's leakage survives: AUC below `real` under the same attack; with
+    the scores ({model: {attack: scores}}), its paired interval over the same runs and images."""
     if "real" not in audit:
         return
     for target, by_attack in audit.items():
         for name, row in by_attack.items():
             if name in audit["real"]:
                 row["auc_below_real"] = audit["real"][name]["auc"] - row["auc"]
+                if scores is not None and target != "real":
+                    d = metrics.paired_difference(scores["real"][name], scores[target][name], members,
+                                                  **_boot(config, f"real-{target}-{name}"))
+                    row["auc_below_real_ci"], row["auc_below_real_distinguishable"] = d["ci"], d["distinguishable"]
+
+
+def comparisons(audit: dict, scores: dict, members: np.ndarray, config: Config) -> list[dict]:
+    """Each worded comparison (comparison_pairs) under the attack strongest against its first
+    model: AUC(A) − AUC(B), paired over the same runs (pairs) and images."""
+    out = []
+    for a, b in comparison_pairs(audit):
+        attack = max((n for n in audit[a] if n in audit[b]), key=lambda n: audit[a][n]["auc"])
+        out.append({"a": a, "b": b, "attack": attack,
+                    **metrics.paired_difference(scores[a][attack], scores[b][attack], members,
+                                                **_boot(config, f"{a}-{b}-{attack}"))})
+    return out

@@ -15,7 +15,7 @@ from kr.errors import KRError
 from kr.methods import describe, is_dp, method_of
 from kr.privacy.results import audit_of, best_attack
 from kr.report import figures
-from kr.report.tables import canary_rows, merged_attacks, quality_rows, spread
+from kr.report.tables import canary_rows, comparison_lines, merged_attacks, quality_rows, spread
 
 SECTIONS = (("results", "Results"), ("privacy-utility", "Privacy–utility"), ("audit", "Membership inference"),
             ("samples", "Synthetic samples"), ("selection", "Checkpoint optimisation and tuning"),
@@ -106,16 +106,26 @@ def _ci(row: dict, key: str) -> str:
     return f"{v:.4f} [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else f"{v:.4f}"
 
 
+def _below_real(row: dict, target: str) -> str:
+    """AUC below the teacher's under the same attack; its paired interval where `kr audit` gave
+    one, and "not distinguishable" where that interval includes zero."""
+    below, ci = row.get("auc_below_real"), row.get("auc_below_real_ci")
+    if below is None or target == "real":
+        return ""
+    if not ci:
+        return f"{below:+.4f}"
+    return f"{below:+.4f} [{ci[0]:+.4f}, {ci[1]:+.4f}]" + ("" if row.get("auc_below_real_distinguishable")
+                                                          else " not distinguishable")
+
+
 def audit_rows(results: dict) -> list[list[str]]:
     rows = [["experiment", "target", "attack", "refs", "AUC [95 % CI]", "per-target AUC", "TPR @ 1 % FPR [95 % CI]",
              "TPR @ 0.1 % FPR", "AUC below real"]]
     for exp, key in (("1: procedure", "audit"), ("2: shipped model", "audit_shipped")):
         for target, by_attack in (results.get(key) or {}).items():
             for attack, r in merged_attacks(by_attack):
-                below = r.get("auc_below_real")
                 rows.append([exp, target, attack, str(r["references"]), _ci(r, "auc"), spread(r),
-                             _ci(r, "tpr_at_1%fpr"), _ci(r, "tpr_at_0.1%fpr"),
-                             "" if below is None or target == "real" else f"{below:+.4f}"])
+                             _ci(r, "tpr_at_1%fpr"), _ci(r, "tpr_at_0.1%fpr"), _below_real(r, target)])
     return rows
 
 
@@ -128,7 +138,7 @@ def privacy_points(runs: list[Run]) -> list[dict]:
             if best and "test" in v:
                 points.append({"method": m, "auc": best[1]["auc"], "acc": v["test"]["acc"], "run": r.name,
                                "experiment": exp, "epsilon": v.get("epsilon_target", float(m.removeprefix(method_of(m).prefix))) if is_dp(m)
-                               else None})
+                               else None, "guarantee_holds": v.get("guarantee_holds")})
     return points
 
 
@@ -214,16 +224,24 @@ def _run_sections(page: Page, run: Run, figs: Path, prefix: str) -> None:
         page.text("Experiment 2 only (the shipped model: members = train split, non-members = test split, "
                   "reference-free attack). Run `kr audit RUN` for experiment 1 and LiRA/RMIA.")
     page.table(audit_rows(res))
+    for line in comparison_lines(((meta or {}).get("comparisons") or {}).get("procedure", []), "experiment 1"):
+        page.text(line + " (paired over the same runs and images).")
     if res.get("canary"):
         cm = res["canary_meta"]
         page.text(f"Canary audit (one run; Steinke, Nasr & Jagielski 2023): {cm['canaries']} canaries from the "
                   f"test split ({cm['by_kind']['mislabelled']} with a wrong label, {cm['by_kind']['duplicated']} "
                   f"duplicated ×{cm['copies']}), each included with probability ½ ({cm['included']} were); the "
-                  "whole procedure trained once on train ∪ the included canaries; each model's score is its "
-                  "confidence in the canary's label minus the shipped model's. ε_lb: the ε an audit with these "
-                  f"guesses proves at 95 % (δ = {cm['delta']:.1e}, Bonferroni over the guess counts), beside "
-                  "the ceiling — the most r guesses could prove. A lower bound, never a guarantee.")
+                  "whole procedure retrained once, with a fresh secret seed, on train ∪ the included canaries; "
+                  "each model's score is its confidence in the canary's label, calibrated per canary by the "
+                  f"runs that never trained on its image ({len(cm['calibration_runs'])} runs without canaries; "
+                  "offline LiRA, fixed variance). ε_lb rejects (ε, δ)-DP for the procedure at 95 % "
+                  f"(δ = {cm['delta']:.1e}, Bonferroni over the guess counts), beside the ceiling — the most r "
+                  "guesses could prove. A lower bound, never a guarantee, and a small one is no evidence of "
+                  "privacy. A DP-SGD model's control ε_lb ≤ ε can fail only where the ceiling exceeds ε, and "
+                  "then falsely alarms 5 % of the time.")
         page.table(canary_rows(res))
+        for line in comparison_lines(cm.get("comparisons") or [], "canary"):
+            page.text(line + " (paired over canaries).")
     page.heading(2, f"Synthetic samples — {run.name}", f"{prefix}samples")
     selected = (res.get("selection") or {}).get("selected")
     classes = run.file("report", "classes.png")

@@ -63,7 +63,8 @@ def privacy_utility_figure(points: list[dict]):
         ax.plot([p["auc"] for p in curve], [p["acc"] for p in curve], "-o", color="0.35", lw=1, ms=5,
                 mfc="0.35" if filled else "none", label="DP-SGD (ε)" if j == 0 else None)
         for p in curve:
-            ax.annotate(f"ε={p['epsilon']:g}", (p["auc"], p["acc"]), textcoords="offset points",
+            void = " (does not hold: seeded noise)" if p.get("guarantee_holds") is False else ""
+            ax.annotate(f"ε={p['epsilon']:g}{void}", (p["auc"], p["acc"]), textcoords="offset points",
                         xytext=(4, -10), fontsize=7, color="0.35")
     ax.axvline(0.5, color="k", lw=0.8, ls="--")
     ax.set(xlabel="membership inference: best attack's AUC (0.5 = guessing)", ylabel="test accuracy",

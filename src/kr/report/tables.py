@@ -123,8 +123,10 @@ def _attack_rows(audit: dict) -> list[str]:
 
 
 def canary_rows(results: dict) -> list[list[str]]:
-    """The canary audit, one row per model and canary type: ε_lb beside its ceiling."""
-    rows = [["model", "canaries", "canary AUC", "ε_lb (95 %)", "ceiling at r", "guesses r / right v", "DP ε"]]
+    """The canary audit, one row per model and canary type: canary AUC with its interval over
+    canaries, ε_lb beside its ceiling, and for DP-SGD the control "ε_lb ≤ ε" where it can fail."""
+    rows = [["model", "canaries", "canary AUC [95 % CI]", "ε_lb (95 %)", "ceiling at r", "guesses r / right v",
+             "DP ε: control"]]
     for model, by_kind in (results.get("canary") or {}).items():
         for kind in ("mislabelled", "duplicated"):
             c = by_kind.get(kind)
@@ -132,10 +134,24 @@ def canary_rows(results: dict) -> list[list[str]]:
                 continue
             eps = by_kind.get("epsilon") if kind == "mislabelled" else None  # copies: a group, not held to ε
             void = " (seeded noise: does not hold)" if by_kind.get("guarantee_holds") is False else ""
-            rows.append([model, f"{kind} ({c['m']})", "n/a" if c["auc"] is None else f"{c['auc']:.3f}",
-                         f"{c['eps_lb']:.2f}", f"{c['ceiling_at_r']:.2f}", f"{c['r']} / {c['v']}",
-                         "" if eps is None else f"{eps:.2f}{void}"])
+            auc = "n/a" if c["auc"] is None else f"{c['auc']:.3f}"
+            if c.get("auc_ci"):
+                auc += f" [{c['auc_ci'][0]:.3f}, {c['auc_ci'][1]:.3f}]"
+            control = f": {c['control']['reading']}" if c.get("control") else ""
+            rows.append([model, f"{kind} ({c['m']})", auc, f"{c['eps_lb']:.2f}", f"{c['ceiling_at_r']:.2f}",
+                         f"{c['r']} / {c['v']}", "" if eps is None else f"{eps:.2f}{void}{control}"])
     return rows
+
+
+def comparison_lines(comparisons: list[dict], what: str) -> list[str]:
+    """Each worded comparison as a sentence only where its paired interval excludes zero."""
+    lines = []
+    for c in comparisons:
+        d, (lo, hi) = c["difference"], c["ci"]
+        attack = f", {c['attack']}" if c.get("attack") else ""
+        verdict = (f"{c['a'] if d > 0 else c['b']} leaks more" if c["distinguishable"] else "not distinguishable")
+        lines.append(f"{what} AUC {c['a']} − {c['b']}{attack}: {d:+.3f} [{lo:+.3f}, {hi:+.3f}] — {verdict}")
+    return lines
 
 
 def audit_table(results: dict) -> str:
@@ -150,6 +166,8 @@ def audit_table(results: dict) -> str:
         lines += _attack_rows(results["audit"])
         for exp, why in (meta.get("attacks_skipped") or {}).get("procedure", {}).items():
             lines.append(f"  left out: {exp} ({why})")
+        lines += ["  " + x for x in comparison_lines((meta.get("comparisons") or {}).get("procedure", []),
+                                                      "paired over runs × images,")]
     else:
         lines.append("membership inference, experiment 1 — the procedure: not run yet "
                      "(`kr audit RUN` trains the reference runs; LiRA and RMIA need them)")
@@ -164,6 +182,7 @@ def audit_table(results: dict) -> str:
         rows = canary_rows(results)
         widths = [max(len(r[i]) for r in rows) + 2 for i in range(len(rows[0]))]
         lines += ["  " + "".join(f"{c:<{w}}" for c, w in zip(r, widths)) for r in rows]
+        lines += ["  " + x for x in comparison_lines(cm.get("comparisons") or [], "canary")]
     mem = results.get("memorisation")
     if mem:
         p, f = mem["pixel"], mem["teacher_features"]
