@@ -65,3 +65,20 @@ def test_a_run_that_trained_on_the_canary_image_changes_nothing():
     out[0] = True  # the shipped run never saw a test image
     planted_in = np.where(out, runs, 1e6)  # a reference that trained on the image: anything at all
     assert np.array_equal(calibrated(phi_canary, runs, out), calibrated(phi_canary, planted_in, out))
+
+
+def test_out_runs_follow_each_reference_runs_membership():
+    from kr.canaries import out_runs
+    from kr.config import load_config
+    from kr.privacy.references import membership
+
+    data = toy_dataset((60, 30, 40))
+    config = load_config("tiny")  # 4 references
+    index = np.arange(0, 40, 3)
+    runs = [".", "audit/references/r0", "audit/references/r3"]
+    out = out_runs(config, data, runs, index)
+    matrix = membership(config, data)
+    assert out[0].all()  # the shipped run never trained on a test image
+    assert np.array_equal(out[1], ~matrix[0, 60 + index]) and np.array_equal(out[2], ~matrix[3, 60 + index])
+    # a run index beyond audit.references (trained under a larger setting) still has its row
+    assert out_runs(config, data, [".", "audit/references/r5"], index).shape == (2, len(index))

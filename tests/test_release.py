@@ -257,3 +257,19 @@ def test_a_secret_noise_dp_model_is_released_with_what_its_guarantee_leaves_out(
     for limit in ("several DP models", "voids the guarantee for them jointly", "validation images",
                   "treated as public", "not from a cryptographic generator", "δ adds up"):
         assert limit in card, limit
+
+
+def test_the_card_shows_the_teacher_control_beside_the_bound_and_flags_a_failed_one(released):
+    from kr.release import model_card
+
+    folder, _, _ = released
+    release = json.loads((folder / "config.json").read_text())["release"]
+    bound = {"m": 100, "auc": 0.61, "auc_ci": [0.5, 0.7], "eps_lb": 0.0, "ceiling_at_r": 3.0}
+    meta = {"canaries": 120, "delta": 1e-5}
+    card = model_card({**release, "canary": {"mislabelled": bound}, "canary_meta": meta,
+                       "teacher_canary": {"mislabelled": {**bound, "auc": 0.9, "eps_lb": 1.4}}})
+    assert "| teacher (control) | mislabelled (100) | 0.900 [0.500, 0.700] | 1.40 | 3.00 |" in card
+    assert "property of the training procedure" in card and "FAILED" not in card
+    failed = model_card({**release, "canary": {"mislabelled": bound}, "canary_meta": meta,
+                         "teacher_canary": {"mislabelled": bound}})
+    assert "The control FAILED here" in failed

@@ -50,7 +50,7 @@ from kr.errors import KRError
 from kr.methods import folder as model_folder
 from kr.methods import is_dp, training_augmentation
 from kr.privacy import canary, signals
-from kr.privacy.references import membership
+from kr.privacy.references import complementary_halves, pool
 from kr.privacy.results import canary_fields
 from kr.privacy.scoring import comparison_pairs
 from kr.rundir import evaluated_key, load_verified, verify
@@ -117,7 +117,9 @@ def calibration_runs(run_dir: Path, methods: tuple[str, ...]) -> list[str]:
 def out_runs(config: Config, data: ImageDataset, runs: list[str], index: np.ndarray) -> np.ndarray:
     """runs × canaries: True where that run never trained on the canary's image (the shipped run
     never saw a test image; a reference run saw the pool half its membership row says)."""
-    matrix = membership(config, data)  # prefix-stable: row i does not depend on audit.references
+    # pair k's rows come from their own seed (kr.privacy.references): as many pairs as the runs need
+    rows_needed = max([int(Path(r).name[1:]) + 1 for r in runs if r != "."] + [2])
+    matrix = complementary_halves(pool(data).labels.numpy(), rows_needed + rows_needed % 2, config.seed)
     pool_index = len(data.train) + np.asarray(index)
     rows = [np.ones(len(index), bool) if r == "." else ~matrix[int(Path(r).name[1:]), pool_index] for r in runs]
     return np.stack(rows)
