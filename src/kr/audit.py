@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 
 def reference_stages(methods: tuple[str, ...]) -> tuple[str, ...]:
     """What a reference must run for these targets (the request adds what they need)."""
-    return ("teacher", *dict.fromkeys(stage(m) for m in methods if m != "real"))
+    return tuple(dict.fromkeys(("teacher", *(stage(m) for m in methods))))
 
 
 def train_references(config: Config, folder: Path, data: ImageDataset, methods: tuple[str, ...],

@@ -40,6 +40,8 @@ class Method:
     # "module:function" (config, data) -> (crop padding, flip): the augmentations its model
     # trained with, which are what the audit queries it on (kr.privacy.signals)
     augmentation: str = "kr.teacher:augmentation"
+    request: str | None = None       # the stage (or group) a request names to train it (default: its name)
+    folder: str = "methods/{model}"  # its model's stage folder in the run directory
 
     def stage_builder(self) -> Callable[..., list]:
         return _resolve(self.stages)
@@ -69,7 +71,9 @@ def _student(name: str, description: str, regenerate: bool, soft: bool, **kw) ->
 
 
 METHODS: dict[str, Method] = {m.name: m for m in (
-    Method("real", "teacher, real images", None, real_images=True, always=True, default=False),
+    # the teacher is step 1 of KR, and the real-image method it is compared with: one stage, said here
+    Method("real", "teacher, real images", None, real_images=True, always=True, default=False,
+           request="teacher", folder="teacher"),
     _student("kr", "GKD: regenerated + teacher labels", True, True, always=True, default=False),
     _student("synthetic", "fixed synthetic set, hard labels", False, False),
     _student("regen", "regenerated, hard labels", True, False),
@@ -113,12 +117,13 @@ def is_dp(model: str) -> bool:
 def stage(model: str) -> str:
     """The request name of the stage(s) that train a model (every `dpsgd-eps<ε>` is `dpsgd`)."""
     m = method_of(model)
-    return "teacher" if model == "real" else m.name if m else model
+    return (m.request or m.name) if m else model
 
 
 def stage_folder(model: str) -> str:
     """The stage folder, relative to the run directory, that holds the model."""
-    return "teacher" if model == "real" else f"methods/{model}"
+    m = method_of(model)
+    return (m.folder if m else Method.folder).format(model=model)
 
 
 def folder(run: Path, model: str) -> Path:
