@@ -49,7 +49,7 @@ from kr.dpsgd import dp_delta
 from kr.errors import KRError
 from kr.methods import folder as model_folder
 from kr.methods import is_dp, training_augmentation
-from kr.privacy import canary, signals
+from kr.privacy import canary, metrics, signals
 from kr.privacy.references import complementary_halves, pool
 from kr.privacy.results import canary_fields
 from kr.privacy.scoring import comparison_pairs
@@ -275,15 +275,15 @@ def _score(run_dir: Path, folder: Path, config: Config, data: ImageDataset, cana
             # `copies` images, which DP protects only at (k·ε, k·e^{(k−1)ε}·δ): not held to ε
             row["epsilon"] = entry.get("epsilon")
             row["guarantee_holds"] = entry.get("guarantee_holds")
-            main = row.get("mislabelled")
-            if main and entry.get("epsilon") is not None:
-                main["control"] = canary.dp_control(main, entry["epsilon"])
+            bound = row.get("mislabelled")
+            if bound and entry.get("epsilon") is not None:
+                bound["control"] = canary.dp_control(bound, entry["epsilon"])
         row["canary_run_test"] = entry.get("test")
         models[mth] = row
     write_npz(folder / "scores.npz", **raw)
     main = c.kind == 0
     boot = dict(resamples=config.audit.bootstrap, seed=derive_seed(config.seed, "canary-bootstrap"))
-    comparisons = [{"a": a, "b": b, **canary.paired_auc_difference(raw[a][main], raw[b][main], c.bits[main], **boot)}
+    comparisons = [{"a": a, "b": b, **metrics.paired_difference(raw[a][main], raw[b][main], c.bits[main], **boot)}
                    for a, b in comparison_pairs(raw)]
     for mth in methods:
         if "mislabelled" in models[mth]:

@@ -110,13 +110,6 @@ def auc_interval(scores: np.ndarray, bits: np.ndarray, resamples: int = 1000, se
     return [float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))] if draws else None
 
 
-def paired_auc_difference(scores_a: np.ndarray, scores_b: np.ndarray, bits: np.ndarray,
-                          resamples: int = 1000, seed: int = 0) -> dict:
-    """Canary AUC of A minus B on the same canaries and bits, its interval from resampling the
-    canaries once for both (metrics.paired_difference)."""
-    return metrics.paired_difference(scores_a, scores_b, bits, resamples, seed)
-
-
 def dp_control(row: dict, epsilon: float, level: float = LEVEL) -> dict:
     """The check "ε_lb ≤ ε" of a DP-SGD model, and whether it could have failed: only where the
     audit's ceiling (all guesses right) exceeds ε can a broken training or accounting show up.
