@@ -8,8 +8,8 @@
 Datasets: `digits` (bundled) and every MedMNIST file found in --data-dir ($KR_DATA_DIR).
 Each run is a subprocess `kr run --preset cpu` in benchmarks/results/runs/<dataset>-cpu-default-s<seed>
 (the folders benchmarks/kr_run.py and audit.py use, so finished stages are reused), then
-`kr audit` with --references reference runs, spread over --workers processes (one thread
-each).  --references 0 skips experiment 1 (the runs keep the shipped model's reference-free
+`kr audit` with --references reference runs, spread over --workers processes by kr's
+`processes` executor.  --references 0 skips experiment 1 (the runs keep the shipped model's reference-free
 audit); --canaries M adds the one-run canary audit on seed 0.  Results go to
 benchmarks/results/<date>/ (table.json, the combined report); every run directory found adds its
 rows to benchmarks/results/table.jsonl, and benchmarks/RESULTS.md is rewritten from those rows
@@ -60,17 +60,13 @@ def measure(dataset: str, seed: int, args, runs: Path) -> dict:
     audit_s = None
     if args.references:
         start = time.perf_counter()
-        sets = ["--set", f"audit.references={args.references}"]
-        shards = [",".join(map(str, range(w, args.references, args.workers))) for w in range(args.workers)]
-        threads = max(1, (os.cpu_count() or 1) // args.workers)
-        procs = [subprocess.Popen([sys.executable, "-m", "kr", "audit", str(out), "--only", s, *sets, *common],
-                                  env={**os.environ, "OMP_NUM_THREADS": str(threads)}) for s in shards if s]
-        if any(p.wait() for p in procs):
-            sys.exit(f"a reference run of {out} failed; rerun this command to resume it")
-        kr("audit", str(out), *sets, *common, threads=os.cpu_count() or 1)
+        # the reference runs spread over --workers processes by kr's own executor; then the
+        # canary audit, whose calibration reads them
+        pool = ["--executor", "processes", "--workers", str(args.workers)]
+        kr("audit", str(out), "--set", f"audit.references={args.references}", *pool, *common,
+           threads=os.cpu_count() or 1)
         if args.canaries and seed == 0:  # the one-run canary audit, once per dataset
-            kr("audit", str(out), "--canaries", str(args.canaries), "--executor", "processes",
-               "--workers", str(args.workers), *common, threads=os.cpu_count() or 1)
+            kr("audit", str(out), "--canaries", str(args.canaries), *pool, *common, threads=os.cpu_count() or 1)
         audit_s = time.perf_counter() - start
     # wall times of this invocation: cached stages make a resumed run look fast; the stage
     # seconds in each run's results.json are the cost

@@ -178,14 +178,15 @@ def one_result(rows: list[dict]) -> str:
     """The README's "one result": seed 0 of each measured dataset, one line each."""
     at = {(r["dataset"], r["method"]): r for r in rows if r["seed"] == 0}
     lines = ["| dataset | teacher | KR | CAS gap | `synthetic` | DP-SGD ε = 8 | KR's strongest attack (refs) "
-             "| KR canary ε_lb |", "|" + " --- |" * 8]
+             "| canary ε_lb: KR (teacher, the control) |", "|" + " --- |" * 8]
     for dataset in sorted({d for d, _ in at}):
         real, kr, syn, dp = (at.get((dataset, m)) for m in ("real", "kr", "synthetic", "dpsgd-eps8"))
         if not (real and kr):
             continue
         acc = lambda r: f"{r['test_acc']:.3f}" if r else "—"  # noqa: E731
         attack = (f"{kr['exp1_auc']:.3f} ({kr['references']})" if kr.get("exp1_auc") is not None else "—")
-        eps = f"{kr['eps_lb']:.2f}" if kr.get("eps_lb") is not None else "—"
+        eps = (f"{kr['eps_lb']:.2f} ({real['eps_lb']:.2f})" if kr.get("eps_lb") is not None
+               and real.get("eps_lb") is not None else "—")
         lines.append(f"| {dataset} | {acc(real)} | {acc(kr)} | {100 * (kr['test_acc'] - real['test_acc']):+.1f} | "
                      f"{acc(syn)} | {acc(dp)} | {attack} | {eps} |")
     cpus = sorted({r["cpu"] for r in at.values()})

@@ -46,7 +46,7 @@ def _row(dataset, seed, method, acc, **extra):
 
 
 def test_the_table_computes_gaps_spreads_and_what_is_missing(table):
-    rows = [_row("breastmnist", 0, "real", 0.80), _row("breastmnist", 1, "real", 0.90),
+    rows = [_row("breastmnist", 0, "real", 0.80, eps_lb=1.2, eps_ceiling=3.0), _row("breastmnist", 1, "real", 0.90),
             _row("breastmnist", 0, "kr", 0.78, exp1_auc=0.55, tpr_at_1pct=0.02, references=8,
                  eps_lb=0.5, eps_ceiling=3.0),
             _row("breastmnist", 1, "kr", 0.86, exp1_auc=0.53, tpr_at_1pct=0.01, references=8),
@@ -64,7 +64,7 @@ def test_the_table_computes_gaps_spreads_and_what_is_missing(table):
     assert "breastmnist 2.00 for the runs" in text          # core-hours counted once per run
     line = next(x for x in table.one_result(rows).splitlines() if x.startswith("| breastmnist"))
     assert [c.strip() for c in line.split("|")[1:-1]] == ["breastmnist", "0.800", "0.780", "-2.0", "—",
-                                                          "0.750", "0.550 (8)", "0.50"]
+                                                          "0.750", "0.550 (8)", "0.50 (1.20)"]
 
 
 def test_rebuilding_results_keeps_the_hand_written_part(table):
