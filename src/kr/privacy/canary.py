@@ -118,4 +118,4 @@ def dp_control(row: dict, epsilon: float, level: float = LEVEL) -> dict:
     return {"epsilon": epsilon, "can_fail": bool(can_fail), "passes": bool(row["eps_lb"] <= epsilon),
             "false_alarm": level,
             "reading": (("passes" if row["eps_lb"] <= epsilon else "FAILS") if can_fail else
-                        f"cannot fail: the ceiling {row['ceiling']:.2f} ≤ ε = {epsilon:g}")}
+                        f"cannot fail: the ceiling {row['ceiling']:.2f} ≤ ε = {epsilon:.2f}")}
