@@ -230,6 +230,11 @@ def test_predict_refuses_weights_changed_after_release(released, tmp_path):
     weights.write_bytes(weights.read_bytes()[:-4] + bytes(4))
     with pytest.raises(KRError, match="does not match the hash its release recorded"):
         predict(folder, small, tmp_path / "p.csv", "cpu")
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["release"].pop("weights_sha256")  # a release that records no hash proves nothing
+    (folder / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(KRError, match="records no hash of its weights"):
+        predict(folder, small, tmp_path / "p.csv", "cpu")
 
 
 def test_the_card_claims_a_dp_guarantee_only_for_secret_noise():

@@ -217,7 +217,7 @@ def model_card(r: dict) -> str:
                          "audit could not see leakage, and the bound above says nothing about this model.**")]
         main = can.get("mislabelled") or {}
         if main.get("control"):
-            lines += ["", f"DP control (ε_lb ≤ ε = {main['control']['epsilon']:g}): {main['control']['reading']}."]
+            lines += ["", f"DP control (ε_lb ≤ ε = {main['control']['epsilon']:.2f}): {main['control']['reading']}."]
         lines += ["", "A lower bound shows what the audit proved, never a guarantee; a small one is no evidence "
                   "of privacy, and with this few canaries no audit can prove more than the ceiling."]
     lines += ["", "## Limitations", "",
@@ -304,6 +304,9 @@ def verified_model(model_dir: str | Path) -> dict:
     cfg = read_model_config(model_dir)
     release = cfg.get("release") or {}
     recorded = release.get("weights_sha256")
+    if release and not recorded:
+        raise KRError(f"{model_dir}/config.json records no hash of its weights (an older kr exported it), so "
+                      f"nothing shows they are the ones released; export the model again")
     if release and file_hashes(model_dir).get("model.safetensors") != recorded:
         raise KRError(f"{model_dir}/model.safetensors does not match the hash its release recorded "
                       f"(config.json): the weights were changed or damaged; export the model again")
