@@ -67,13 +67,13 @@ def main() -> None:
     run, before = Path(args.run), Path(args.before)
     res = json.loads((run / "results.json").read_text())
     config = load_config(res["preset"], run / "config.yaml", ["audit.bootstrap=1000"])
-    with np.load(run / "audit" / "membership.npz") as m:
+    with np.load(run / "audit" / "attacks" / "membership.npz") as m:
         matrix, labels = m["membership"][1:], m["labels"]
     with np.load(before / "membership.npz") as m:
         assert (m["membership"][1:] == matrix).all(), "the two audits must use the same reference runs"
     old_doc = json.loads((before / "audit.json").read_text())
     old = dict(np.load(before / "signals.npz"))
-    new = dict(np.load(run / "audit" / "signals.npz"))
+    new = dict(np.load(run / "audit" / "attacks" / "signals.npz"))
     rows = {}
     for t in TARGETS:
         steps = {"before": old_doc["procedure"][t],
@@ -81,7 +81,7 @@ def main() -> None:
                  "+ queries": scored(new, labels, matrix, t, config, 0.3),
                  "+ tuned a": scored(new, labels, matrix, t, config, None)}
         rows[t] = {step: cell(*strongest(by), by) for step, by in steps.items()}
-    meta = json.loads((run / "audit" / "audit.json").read_text())["meta"]
+    meta = json.loads((run / "audit" / "attacks" / "audit.json").read_text())["meta"]
     row = {"run": str(run), "dataset": res["dataset"], "seed": res["seed"], "references": len(matrix),
            "queries": meta["queries"], "cpu": _cpu(), "rows": rows}
     out = Path(args.out)

@@ -66,7 +66,8 @@ def measure(dataset: str, seed: int, args, runs: Path) -> dict:
         kr("audit", str(out), "--set", f"audit.references={args.references}", *pool, *common,
            threads=os.cpu_count() or 1)
         if args.canaries and seed == 0:  # the one-run canary audit, once per dataset
-            kr("audit", str(out), "--canaries", str(args.canaries), *pool, *common, threads=os.cpu_count() or 1)
+            kr("audit", str(out), "--canaries", str(args.canaries), "--set", "audit.canary_calibration=references",
+               *pool, *common, threads=os.cpu_count() or 1)
         audit_s = time.perf_counter() - start
     # wall times of this invocation: cached stages make a resumed run look fast; the stage
     # seconds in each run's results.json are the cost

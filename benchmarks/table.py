@@ -60,8 +60,8 @@ def core_hours(run: Path, res: dict | None = None) -> float:
 def rows_of(run: Path, commit: str | None = None, cpu: str | None = None) -> list[dict]:
     res = json.loads((run / "results.json").read_text())
     # experiment 1's reference runs and the canary audit's run are whole runs of their own
-    extra = [p.parent for p in sorted((run / "audit").glob("references/r*/results.json"))]
-    extra += [p.parent for p in (run / "audit" / "canaries").glob("run/results.json")]
+    extra = [p.parent for p in sorted((run / "audit").glob("references/r*/run/results.json"))]
+    extra += [p.parent for p in (run / "audit" / "canaries").glob("run/run/results.json")]
     audit, canary = res.get("audit") or {}, res.get("canary") or {}
     meta = res.get("audit_meta") or {}
     run_hours, audit_hours = round(core_hours(run, res), 3), round(sum(core_hours(p) for p in extra), 3)

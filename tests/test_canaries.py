@@ -75,10 +75,36 @@ def test_out_runs_follow_each_reference_runs_membership():
     data = toy_dataset((60, 30, 40))
     config = load_config("tiny")  # 4 references
     index = np.arange(0, 40, 3)
-    runs = [".", "audit/references/r0", "audit/references/r3"]
+    runs = [".", "audit/references/r0/run", "audit/references/r3/run"]
     out = out_runs(config, data, runs, index)
     matrix = membership(config, data)
     assert out[0].all()  # the shipped run never trained on a test image
     assert np.array_equal(out[1], ~matrix[0, 60 + index]) and np.array_equal(out[2], ~matrix[3, 60 + index])
     # a run index beyond audit.references (trained under a larger setting) still has its row
-    assert out_runs(config, data, [".", "audit/references/r5"], index).shape == (2, len(index))
+    assert out_runs(config, data, [".", "audit/references/r5/run"], index).shape == (2, len(index))
+
+
+def test_noise_canaries_are_images_no_run_ever_saw_with_random_labels():
+    """Source "noise": M images of uniform pixel noise in the data's range, each with a random
+    label, as many as asked; the canary run's test split keeps every image; every run without
+    canaries is an out-run for every one of them."""
+    import torch
+
+    from kr.canaries import out_runs
+    from kr.config import load_config
+
+    data = toy_dataset((60, 30, 40))
+    c = plant(data, 200, 0.25, entropy=5, source="noise")  # more than the test split holds
+    assert c.images.shape == (200, data.channels, data.size, data.size)
+    assert c.images.min() >= -1 and c.images.max() <= 1 and c.images.std() > 0.5
+    assert set(c.label.tolist()) == set(range(data.n_classes))
+    d = with_canaries(data, c, copies=4)
+    main, dup = (c.bits & (c.kind == 0)).sum(), (c.bits & (c.kind == 1)).sum()
+    assert len(d.train) == 60 + main + 4 * dup and len(d.test) == 40
+    first = np.flatnonzero(c.bits & (c.kind == 0))[0]
+    assert torch.equal(d.train.images[60], torch.from_numpy(c.images[first]))
+    assert torch.equal(c.pictures(data), torch.from_numpy(c.images))
+    config = load_config("tiny")
+    assert out_runs(config, data, [".", "audit/references/r0/run"], c.index, "noise").all()
+    with pytest.raises(KRError, match="choose 2 … 36.*canary_source=noise"):
+        plant(data, 37, 0.25)

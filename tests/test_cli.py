@@ -286,10 +286,10 @@ def test_tiny_kr_run_end_to_end_writes_every_artifact(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--set", "teacher.train.epochs=3"], "changes only audit.* settings"),
-    (["--only", "a,b"], "write reference indices as 0,1,2"),
+    (["--replant"], "give their number with --canaries M"),
+    (["--set", "audit.canary_calibration=all"], "not one of shipped, references"),
     (["--set", "audit.references=3"], "even number ≥ 4"),
     (["--canaries", "1"], "plant at least 2 canaries"),
-    (["--canaries", "10", "--only", "0"], "the canary audit (--canaries) has one run"),
 ])
 def test_audit_bad_input_is_one_clean_line(tmp_path, args, message):
     (tmp_path / "run").mkdir()

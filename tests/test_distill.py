@@ -15,7 +15,7 @@ from tests.toys import toy_dataset, toy_generator
 
 # the students of kr.distill: method → (regenerated every epoch, teacher soft labels)
 METHODS = {n: (m.options["regenerate"], m.options["soft"]) for n, m in REGISTRY.items()
-           if m.stages == "kr.distill:method_stages"}
+           if m.stages == "student"}
 
 S = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 0.0]])
 T = torch.tensor([[1.0, 1.0, -2.0], [0.0, 3.0, 0.0]])

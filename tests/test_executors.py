@@ -54,7 +54,7 @@ def test_processes_give_the_in_process_numbers(tmp_path, one_thread):
     for stage in ("selection", "tuning"):
         assert _untimed(a[stage]) == _untimed(b[stage]), stage
     # the audit's reference runs in two workers: the same audit as one after another here
-    from kr.audit import audit
+    from kr.pipeline import audit
 
     overrides = ["audit.targets=real", "audit.references=4"]  # references train teachers only
     local = audit(tmp_path / "a", overrides, device="cpu", executor=InProcess())
@@ -106,7 +106,7 @@ def test_timed_sets_threads_and_checks_the_shared_folder(tmp_path, one_thread):
 def test_ray_gives_the_in_process_numbers(tmp_path, one_thread):
     ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install '.[ray]')")
     from kr.executors import RayExecutor
-    from kr.audit import audit
+    from kr.pipeline import audit
 
     a = pipeline.run(_config(), out=tmp_path / "a", device="cpu")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)

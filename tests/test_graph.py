@@ -191,7 +191,13 @@ def test_the_package_import_graph_has_no_cycle():
 def test_one_rule_decides_what_a_request_runs():
     stages = pipeline.stage_graph(load_config("tiny", overrides=["dpsgd.epsilons=8,1"]))
     everything = graph.request(stages)
-    assert everything == list(stages) and everything[-2:] == ["results", "report"]
+    assert everything == [n for n, s in stages.items() if not s.opt_in] and everything[-2:] == ["results", "report"]
+    # the audits are opt-in: asked for by name, with what they need
+    attacks = graph.request(stages, ["audit/attacks"])
+    assert {"audit/references/r0", "audit/references/r3", "teacher", "methods/kr", "evaluate"} <= set(attacks)
+    assert not any(n.startswith("audit/canaries") for n in attacks)
+    assert graph.request(stages, ["canaries"])[-4:] == ["audit/canaries/plant", "audit/canaries/run",
+                                                       "audit/canaries/score", "results"]
     dp = graph.request(stages, ["dpsgd"])  # a group: both ε models, then what summarises them
     assert dp == ["methods/dpsgd-eps8", "methods/dpsgd-eps1", "evaluate", "results"]
     kr = graph.request(stages, ["kr"])

@@ -129,8 +129,10 @@ class _Guard:
 def test_test_split_is_read_only_by_the_final_evaluation(tmp_path, monkeypatch, small):
     import dataclasses
 
+    from kr import stages
+
     guard = {}
-    real_prepare, real_evaluate = pipeline.prepare, pipeline.evaluate_models
+    real_prepare, real_evaluate = pipeline.prepare, stages.evaluate_models
 
     def prepare(config, data_dir):
         data = real_prepare(config, data_dir)
@@ -144,7 +146,7 @@ def test_test_split_is_read_only_by_the_final_evaluation(tmp_path, monkeypatch, 
         finally:
             guard["g"].open = False
 
-    real_privacy = pipeline.audit_stage
+    real_privacy = stages._audit_shipped
 
     def privacy(*args, **kw):  # the audit stage runs after evaluation: it may read test too
         guard["g"].open = True
@@ -154,8 +156,8 @@ def test_test_split_is_read_only_by_the_final_evaluation(tmp_path, monkeypatch, 
             guard["g"].open = False
 
     monkeypatch.setattr(pipeline, "prepare", prepare)
-    monkeypatch.setattr(pipeline, "evaluate_models", evaluate)
-    monkeypatch.setattr(pipeline, "audit_stage", privacy)
+    monkeypatch.setattr(stages, "evaluate_models", evaluate)
+    monkeypatch.setattr(stages, "_audit_shipped", privacy)
     results = pipeline.run(load_config("tiny", data={"dataset": small}), out=tmp_path / "r", device="cpu")
     assert guard["g"].reads > 0
     assert set(results["methods"]) == {"real", "kr", "synthetic", "regen", "soft", "dpsgd-eps8", "dpsgd-eps1"}

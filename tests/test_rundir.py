@@ -138,16 +138,20 @@ def test_two_kr_runs_on_one_folder(tmp_path):
         first.wait()
 
 
-def test_an_audit_names_the_models_it_audited_by_their_contents(tmp_path):
+def test_an_audit_is_current_only_for_the_model_contents_it_read(tmp_path):
     """A model retrained under the same key (secret DP noise draws anew; a damaged file was
-    recomputed) must make an earlier audit stale: the evaluated key covers the models' contents."""
-    from kr.rundir import evaluated_key
-
+    recomputed) makes an earlier audit stale: a record is current only while every stage it read
+    has the content it read, and its own files match."""
     run = _open(tmp_path / "run")
-    keys = []
-    for content in ("weights-1", "weights-1", "weights-2"):
-        run.begin("evaluate", {"a": 1})
-        run.finish("evaluate", {"a": 1}, {}, 0.0, 1, {"teacher": content})
-        keys.append(evaluated_key(tmp_path / "run"))
-    run.close()
-    assert keys[0] == keys[1] != keys[2]
+    folder = run.begin("audit/x", {"a": 1})
+    (folder / "scores.txt").write_text("0.6")
+    run.finish("audit/x", {"a": 1}, {"auc": 0.6}, 0.0, 1, {"teacher": "weights-1"})
+    try:
+        assert run.current("audit/x", {"teacher": "weights-1", "other": "z"})["outputs"] == {"auc": 0.6}
+        assert run.current("audit/x", {"teacher": "weights-2"}) is None  # retrained since
+        assert run.current("audit/x", {}) is None  # what it read is not there now
+        (folder / "scores.txt").write_text("0.5")
+        assert run.current("audit/x", {"teacher": "weights-1"}) is None  # its own files changed
+        assert run.current("audit/never", {}) is None
+    finally:
+        run.close()

@@ -1,19 +1,22 @@
 """`kr audit RUN`: the membership-inference audit, read as its protocol (after ML Privacy Meter).
+Its stages are opt-in stages of the run's own graph (kr.stages): a reference run is a stage,
+the attack another, so both are keyed, cached, hashed, locked and spread by executors like the
+run's, and results.json gets their part from its one writer.
 
     load      the run's config and dataset (the fingerprint must match the run's)
-    replay    reference runs of the whole procedure on complementary pool halves (references.py)
-    verify    every model attacked matches what its stage recorded (kr.rundir.verify)
+    replay    reference runs of the whole procedure on complementary pool halves (references.py),
+              each the stage audit/references/r<i>, its run in audit/references/r<i>/run
+    verify    every model attacked matches what its stage recorded (kr.rundir.load_verified)
     signals   every model of every run queried in eval mode on the pool, on the augmentations it
               trained with: the image, its flip where it trained with flips, its crop shifts
     attack    experiment 1 (each run in turn the target, the other pairs' runs its references) and
               experiment 2 (the shipped run: members = official train, non-members = official test);
               per-image (online) variants only where every image has ≥ 2 in and 2 out references
     metrics   AUC, TPR at low FPR, advantage, 95 % intervals over runs and images (metrics.py)
-    write     audit/ : membership.npz, signals.npz, scores.npz, audit.json, ROC PNGs;
-              results.json gains "audit" — under the run's lock, its one writer with `kr run`
+    write     audit/attacks/ : membership.npz, signals.npz, scores.npz, audit.json, ROC PNGs
 
-See docs/audit.md for the experiment and its traps, docs/audit.md for its use.  It sits
-beside the pipeline (it replays it); kr.privacy holds the pure attack, signal and metric code.
+See docs/audit.md for the experiment and its traps.  kr.privacy holds the pure attack, signal
+and metric code.
 """
 
 from __future__ import annotations
@@ -21,21 +24,17 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
-from kr import pipeline
 from kr.artifacts import write_json, write_npz
 from kr.config import PRESETS, Config, load_config
 from kr.data import ImageDataset, load_dataset
 from kr.errors import KRError
-from kr.executors import InProcess
 from kr.methods import folder as model_folder
 from kr.methods import method_of, stage, training_augmentation
 from kr.privacy import attacks, references, signals
-from kr.privacy.references import membership, reference_config, subset
-from kr.privacy.results import results_fields
+from kr.privacy.references import membership, reference_config
 from kr.privacy.scoring import (
     REFERENCE_ATTACKS,
     SHIPPED_REFERENCE_ATTACKS,
@@ -45,10 +44,8 @@ from kr.privacy.scoring import (
     shipped_scores,
     summarise,
 )
-from kr.rundir import RunLock, evaluated_key, load_verified, read_config_tree, read_manifest, read_results
-from kr.report import write_report
+from kr.rundir import load_verified, read_config_tree, read_manifest, read_results
 from kr.report.roc import roc_figure
-from kr.train import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -58,41 +55,10 @@ def reference_stages(methods: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(("teacher", *(stage(m) for m in methods))))
 
 
-def train_references(config: Config, folder: Path, data: ImageDataset, methods: tuple[str, ...],
-                     device: str = "auto", only: tuple[int, ...] | None = None,
-                     executor=None) -> list[Path]:
-    """Train (or resume, or find cached) every reference run, each a task of `executor`
-    (kr.executors; default: one after another here); return their folders."""
-    matrix = membership(config, data)
-    if only is not None and not set(only) <= set(range(len(matrix))):
-        raise KRError(f"reference indices {sorted(set(only))} out of range: this audit has "
-                      f"{len(matrix)} reference runs, 0–{len(matrix) - 1} (audit.references)")
-    stages = reference_stages(methods)
-    baselines = ",".join(dict.fromkeys(method_of(m).name for m in methods if not method_of(m).always))
-    paths, calls = [], []
-    for i in range(len(matrix)):
-        path = folder / f"r{i}"
-        paths.append(path)
-        if only is not None and i not in only:
-            continue
-        log.info("audit: reference run %d of %d (%d members) → %s", i + 1, len(matrix),
-                 int(matrix[i].sum()), path)
-        ref_config = dataclasses.replace(reference_config(config, i), baselines=baselines)
-        calls.append(((_reference_run, (ref_config, str(path), device, stages, subset(data, matrix[i], i))),
-                      None))
-    executor = executor or InProcess()
-    try:
-        executor.run(calls)
-    finally:
-        executor.close()
-    return paths
-
-
-def _reference_run(config: Config, path: str, device: str, stages: tuple[str, ...],
-                   data: ImageDataset) -> dict:
-    """One reference run, wherever the executor puts it; its stages run one after another there."""
-    pipeline.run(config, out=path, device=device, stages=stages, data=data)
-    return {}
+def replay_config(config: Config, methods: tuple[str, ...]) -> Config:
+    """A replay's config: the run's, training only the targets' methods."""
+    return dataclasses.replace(config, baselines=",".join(dict.fromkeys(
+        method_of(m).name for m in methods if not method_of(m).always)))
 
 
 def model_queries(config: Config, data: ImageDataset, methods: tuple[str, ...]) -> dict[str, tuple]:
@@ -125,65 +91,34 @@ def load_run(run_dir: Path, overrides=(), data_dir: str | None = None) -> tuple[
     if data.fingerprint != expected:
         raise KRError(f"{config.data.dataset} here has fingerprint {data.fingerprint}, the run was "
                       f"trained on {expected}: point --data-dir at the run's data")
-    return config, data, read_results(run_dir, "an audit")
+    results = read_results(run_dir, "an audit")
+    config.audit.target_methods(results["methods"])  # a target the run lacks: refused here
+    return config, data, results
 
 
-def audit(run_dir: str | Path, overrides=(), data_dir: str | None = None, device: str = "auto",
-          only: tuple[int, ...] | None = None, executor=None, wait: bool = False) -> dict | None:
-    """Run the audit; with `only`, train just those reference runs (to spread them over
-    processes or machines) and return None.  The attack and the writing of audit/ and
-    results.json hold the run's lock (`wait`: queue behind a `kr run` on it, else refuse)."""
-    run_dir = Path(run_dir)
-    config, data, results = load_run(run_dir, overrides, data_dir)
-    methods = config.audit.target_methods(results["methods"])
-    folder = run_dir / "audit"
-    paths = train_references(config, folder / "references", data, methods,
-                             device=device, only=only, executor=executor)
-    if only is not None:
-        return None
-    dev = resolve_device(device)
-
-    def attack(results: dict) -> dict:
-        config.audit.target_methods(results["methods"])  # the models may have changed meanwhile
-        return _attack(run_dir, config, data, results, methods, paths, dev)
-
-    return write_results(run_dir, wait, attack)
-
-
-def write_results(run_dir: Path, wait: bool, add: Callable[[dict], dict]) -> dict:
-    """results.json's one writer beside `kr run` (which holds the same lock): under the run's
-    lock, read it as it is now, let `add` put its fields in, write it and the report."""
-    lock = RunLock(run_dir, wait)
-    try:
-        results = add(read_results(run_dir, "an audit"))
-        write_json(run_dir / "results.json", results)
-        return {**results, "report": str(write_report([run_dir]))}
-    finally:
-        lock.release()
-
-
-def _attack(run_dir: Path, config: Config, data: ImageDataset, results: dict, methods: tuple[str, ...],
-            paths: list[Path], dev) -> dict:
-    """Query every model, score both experiments, write audit/; results.json's new contents."""
-    folder = run_dir / "audit"
+def attack(folder: Path, config: Config, data: ImageDataset, methods: tuple[str, ...], shipped: Path,
+           refs: dict[str, Path], dev) -> dict:
+    """Query every model of the shipped run and of the reference runs (`refs`: {"r<i>": its run
+    folder}), score both experiments, write `folder`; audit.json's contents."""
+    refs = dict(sorted(refs.items(), key=lambda kv: int(kv[0][1:])))
     pool = references.pool(data)
     labels, matrix = pool.labels.numpy(), membership(config, data)
     shipped_members = references.shipped_members(data)
-    runs = ["shipped"] + [p.name for p in paths]
+    runs = ["shipped", *refs]
     write_npz(folder / "membership.npz", runs=np.array(runs),
               membership=np.vstack([shipped_members, matrix]), labels=labels)
     queries = model_queries(config, data, methods)
     log.info("audit: querying %d models of %d runs on %d pool images (%s queries)", len(methods), len(runs),
              len(labels), "/".join(str(len(q)) for q in queries.values()))
-    logits = {"shipped": pool_signals(run_dir, queries, pool.images, dev)}
-    logits.update({p.name: pool_signals(p, queries, pool.images, dev) for p in paths})
+    logits = {"shipped": pool_signals(shipped, queries, pool.images, dev)}
+    logits.update({r: pool_signals(p, queries, pool.images, dev) for r, p in refs.items()})
     write_npz(folder / "signals.npz", **{f"{r}/{m}": logits[r][m] for r in runs for m in methods})
 
-    n_refs = len(paths)
+    n_refs = len(refs)
     procedure, shipped, raw, rmia_a, skipped = {}, {}, {}, {}, {}
     proc_scores, ship_scores = {}, {}
     for m in methods:
-        stacked = np.stack([logits[p.name][m] for p in paths])
+        stacked = np.stack([logits[r][m] for r in refs])
         proc, proc_info = procedure_scores(stacked, labels, matrix)
         ship, ship_info = shipped_scores(logits["shipped"][m], stacked, labels, matrix, proc)
         procedure[m] = summarise(proc, matrix, {a: n_refs - 2 for a in REFERENCE_ATTACKS}, config)
@@ -205,11 +140,10 @@ def _attack(run_dir: Path, config: Config, data: ImageDataset, results: dict, me
                     "attacks are meaningful (%s left out); train ≥ 8 runs for a privacy claim "
                     "(--set audit.references=8)", n_refs, n_refs // 2 - 1, n_refs // 2 - 1,
                     ", ".join(skipped["procedure"]))
-    meta = {"evaluate_key": evaluated_key(run_dir),
-            "references": n_refs, "pool": len(labels),
-            "runs": [{"name": p.name, "seed": reference_config(config, i).seed,
-                      "members": int(matrix[i].sum()), "partner": p.name[:1] + str(i ^ 1)}
-                     for i, p in enumerate(paths)],
+    meta = {"references": n_refs, "pool": len(labels),
+            "runs": [{"name": r, "seed": reference_config(config, i).seed,
+                      "members": int(matrix[i].sum()), "partner": f"r{i ^ 1}"}
+                     for i, r in enumerate(refs)],
             "shipped_members": int(shipped_members.sum()),
             "shipped_non_members": int((~shipped_members).sum()),
             "references_per_image": {"in": n_refs // 2 - 1, "out": n_refs // 2 - 1},
@@ -224,4 +158,4 @@ def _attack(run_dir: Path, config: Config, data: ImageDataset, results: dict, me
                      "a": rmia_a, "a_chosen_on": "the target's paired run (ML Privacy Meter)"}}
     doc = {"meta": meta, "procedure": procedure, "shipped": shipped}
     write_json(folder / "audit.json", doc)
-    return {**results, **results_fields(doc, results.get("audit_shipped", {}))}
+    return doc

@@ -40,9 +40,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kr import pipeline
-from kr.artifacts import read_json, write_json, write_npz
-from kr.audit import load_run, reference_stages, write_results
+from kr.artifacts import write_json, write_npz
+from kr.audit import replay_config
 from kr.config import Config
 from kr.data import ImageDataset, Split
 from kr.dpsgd import dp_delta
@@ -51,11 +50,9 @@ from kr.methods import folder as model_folder
 from kr.methods import is_dp, training_augmentation
 from kr.privacy import canary, metrics, signals
 from kr.privacy.references import complementary_halves, pool
-from kr.privacy.results import canary_fields
 from kr.privacy.scoring import comparison_pairs
-from kr.rundir import evaluated_key, load_verified, verify
+from kr.rundir import load_verified
 from kr.seeding import derive_seed
-from kr.train import resolve_device
 
 log = logging.getLogger(__name__)
 KINDS = ("mislabelled", "duplicated")
@@ -66,37 +63,51 @@ STATISTIC = ("offline LiRA, fixed variance: per canary, (φ(canary run) − mean
 
 @dataclasses.dataclass(frozen=True)
 class Canaries:
-    index: np.ndarray   # test-split index of each canary's image
+    index: np.ndarray   # test-split index of each canary's image (source "test"), else 0 … M − 1
     label: np.ndarray   # the label it is trained with: a wrong one (mislabelled) or its own
     kind: np.ndarray    # 0 = mislabelled, 1 = duplicated (KINDS)
     bits: np.ndarray    # included in training: the secret the audit guesses
     seed: int = 0       # the canary run's root seed: fresh and secret, like the bits
     rule: str = ""      # the scoring rule fixed when they were planted (JSON), and its hash
     rule_hash: str = ""
+    images: np.ndarray | None = None  # source "noise": the canaries' own images (M × C × H × W)
+
+    def pictures(self, data: ImageDataset) -> torch.Tensor:
+        """The canaries' images, as the models are queried on them."""
+        return data.test.images[self.index] if self.images is None else torch.from_numpy(self.images)
 
 
-def plant(data: ImageDataset, m: int, stress: float, entropy: int | None = None) -> Canaries:
-    """M canaries from the test split, a fraction `stress` of them duplicates, each included
-    with probability ½, and the canary run's seed; drawn from `entropy` (default: 128 secret bits)."""
+def plant(data: ImageDataset, m: int, stress: float, entropy: int | None = None, source: str = "test") -> Canaries:
+    """M canaries, a fraction `stress` of them duplicates, each included with probability ½, and
+    the canary run's seed; drawn from `entropy` (default: 128 secret bits).  Source "test":
+    images of the test split (which the shipped run never trained on), the main type with a
+    wrong label; source "noise": images of uniform pixel noise, each with a random label (the
+    most atypical records there are: what a model memorises most readily)."""
     if data.multi_label:
         raise KRError("the canary audit supports single-label tasks only")
     n_test = len(data.test)
-    most = int(0.9 * n_test)  # a tenth of test stays for the canary run's own evaluation
+    most = int(0.9 * n_test) if source == "test" else 10_000  # a tenth of test stays for the canary run
     if not 2 <= m <= most:
-        raise KRError(f"--canaries {m}: choose 2 … {most}; canaries are drawn from the test split "
-                      f"({n_test} images, which the shipped run never trained on), and a tenth of it "
-                      f"stays to evaluate the canary run")
+        raise KRError(f"--canaries {m}: choose 2 … {most}; " + (
+            f"canaries are drawn from the test split ({n_test} images, which the shipped run never trained "
+            f"on), and a tenth of it stays to evaluate the canary run; --set audit.canary_source=noise "
+            f"plants noise images instead, as many as you like" if source == "test" else
+            "every canary adds an image to the canary run's train split"))
     if m - round(stress * m) < 2:  # the ε bound rests on the mislabelled canaries alone
         raise KRError(f"--canaries {m} with audit.canary_stress={stress} leaves {m - round(stress * m)} mislabelled "
                       "canaries: the bound needs at least 2; plant more canaries or lower audit.canary_stress")
     rng = np.random.default_rng(secrets.randbits(128) if entropy is None else entropy)
-    index = rng.choice(n_test, m, replace=False)
     kind = (np.arange(m) < round(stress * m)).astype(np.int64)
-    own = data.test.labels[index].numpy()
-    wrong = (own + rng.integers(1, data.n_classes, m)) % data.n_classes
-    label = np.where(kind == 1, own, wrong)
+    if source == "noise":
+        images = rng.uniform(-1, 1, (m, data.channels, data.size, data.size)).astype(np.float32)
+        index, label = np.arange(m), rng.integers(0, data.n_classes, m)
+    else:
+        images, index = None, rng.choice(n_test, m, replace=False)
+        own = data.test.labels[index].numpy()
+        wrong = (own + rng.integers(1, data.n_classes, m)) % data.n_classes
+        label = np.where(kind == 1, own, wrong)
     bits = rng.random(m) < 0.5
-    return Canaries(index, label, kind, bits, seed=int(rng.integers(0, 2**31 - 1)))
+    return Canaries(index, label, kind, bits, seed=int(rng.integers(0, 2**31 - 1)), images=images)
 
 
 def scorer_version() -> str:
@@ -106,38 +117,33 @@ def scorer_version() -> str:
     return hashlib.sha256(source.encode()).hexdigest()[:16]
 
 
-def calibration_runs(run_dir: Path, methods: tuple[str, ...]) -> list[str]:
-    """The runs without canaries whose every audited model has finished: the shipped run ('.')
-    and experiment 1's reference runs, relative to the run directory, in order."""
-    refs = sorted((run_dir / "audit" / "references").glob("r*"), key=lambda p: int(p.name[1:]))
-    done = [r for r in refs if all((model_folder(r, m) / "stage.json").is_file() for m in methods)]
-    return [".", *(str(r.relative_to(run_dir)) for r in done)]
-
-
-def out_runs(config: Config, data: ImageDataset, runs: list[str], index: np.ndarray) -> np.ndarray:
+def out_runs(config: Config, data: ImageDataset, runs: list[str], index: np.ndarray,
+             source: str = "test") -> np.ndarray:
     """runs × canaries: True where that run never trained on the canary's image (the shipped run
-    never saw a test image; a reference run saw the pool half its membership row says)."""
+    '.' never saw a test image; reference run audit/references/r<i>/run saw the pool half its
+    membership row says; no run without canaries saw a noise canary)."""
+    if source == "noise":
+        return np.ones((len(runs), len(index)), bool)
+    refs = {r: int(Path(r).parent.name[1:]) for r in runs if r != "."}
     # pair k's rows come from their own seed (kr.privacy.references): as many pairs as the runs need
-    rows_needed = max([int(Path(r).name[1:]) + 1 for r in runs if r != "."] + [2])
+    rows_needed = max([i + 1 for i in refs.values()] + [2])
     matrix = complementary_halves(pool(data).labels.numpy(), rows_needed + rows_needed % 2, config.seed)
     pool_index = len(data.train) + np.asarray(index)
-    rows = [np.ones(len(index), bool) if r == "." else ~matrix[int(Path(r).name[1:]), pool_index] for r in runs]
+    rows = [np.ones(len(index), bool) if r == "." else ~matrix[refs[r], pool_index] for r in runs]
     return np.stack(rows)
 
 
-def scoring_rule(run_dir: Path, config: Config, data: ImageDataset, methods: tuple[str, ...], runs: list[str],
+def scoring_rule(config: Config, data: ImageDataset, methods: tuple[str, ...], calibration: dict[str, tuple],
                  c: Canaries) -> dict:
-    """Everything that decides a canary's score, its guesses and the bound, except the bits."""
-    def content(run: str, m: str) -> str:
-        folder = model_folder(run_dir / run, m)
-        verify(folder)
-        return read_json(folder / "stage.json").get("content", "")
-
+    """Everything that decides a canary's score, its guesses and the bound, except the bits.
+    `calibration`: {run: (its folder, {model: content hash})}, the runs without canaries."""
+    runs = list(calibration)
     return {"canaries": len(c.index), "stress": config.audit.canary_stress, "copies": config.audit.canary_copies,
-            "source": "test split", "index": c.index.tolist(), "label": c.label.tolist(), "kind": c.kind.tolist(),
+            "source": config.audit.canary_source, "index": c.index.tolist(), "label": c.label.tolist(),
+            "kind": c.kind.tolist(), "images": None if c.images is None else hashlib.sha256(c.images.tobytes()).hexdigest(),
             "methods": list(methods), "statistic": STATISTIC,
-            "calibration": {r: {m: content(r, m) for m in methods} for r in runs},
-            "out": out_runs(config, data, runs, c.index).astype(int).tolist(),
+            "calibration": {r: contents for r, (_, contents) in calibration.items()},
+            "out": out_runs(config, data, runs, c.index, config.audit.canary_source).astype(int).tolist(),
             "queries": {m: signals.names(signals.queries(*training_augmentation(config, data, m))) for m in methods},
             "guess_fractions": list(canary.GUESS_FRACTIONS), "level": canary.LEVEL,
             "scorer": scorer_version()}
@@ -149,7 +155,8 @@ def rule_hash(rule: dict) -> str:
 
 def _save(path: Path, c: Canaries) -> None:
     write_npz(path, index=c.index, label=c.label, kind=c.kind, bits=c.bits, seed=np.int64(c.seed),
-              rule=np.array(c.rule), rule_hash=np.array(c.rule_hash))
+              rule=np.array(c.rule), rule_hash=np.array(c.rule_hash),
+              **({} if c.images is None else {"images": c.images}))
 
 
 def _load(path: Path) -> Canaries:
@@ -158,54 +165,55 @@ def _load(path: Path) -> Canaries:
             raise KRError(f"{path} holds canaries planted without a recorded scoring rule: their bound cannot "
                           f"be stated at 95 %; plant fresh ones with --replant")
         return Canaries(f["index"], f["label"], f["kind"], f["bits"].astype(bool), int(f["seed"]),
-                        str(f["rule"]), str(f["rule_hash"]))
+                        str(f["rule"]), str(f["rule_hash"]), f["images"] if "images" in f else None)
 
 
-def planted(run_dir: Path, config: Config, data: ImageDataset, methods: tuple[str, ...], m: int,
-            replant: bool = False, entropy: int | None = None) -> Canaries:
-    """The canaries of an earlier (perhaps interrupted) audit, else (or with `replant`) new ones
-    whose scoring rule is fixed and hashed now, saved before anything trains on them."""
-    path = run_dir / "audit" / "canaries" / "canaries.npz"
-    if path.is_file() and not replant:
-        return _load(path)
-    c = plant(data, m, config.audit.canary_stress, entropy)
-    rule = scoring_rule(run_dir, config, data, methods, calibration_runs(run_dir, methods), c)
+def plant_stage(folder: Path, config: Config, data: ImageDataset, methods: tuple[str, ...],
+                calibration: dict[str, tuple], entropy: int | None = None) -> dict:
+    """The `audit/canaries/plant` stage: fresh canaries, bits and seed, with the scoring rule
+    fixed and hashed now, saved before anything trains on them.  The stage is never replaced
+    silently (kr.graph's `keep`): a changed rule is refused until the user re-plants."""
+    c = plant(data, config.audit.canaries, config.audit.canary_stress, entropy, config.audit.canary_source)
+    rule = scoring_rule(config, data, methods, calibration, c)
     c = dataclasses.replace(c, rule=json.dumps(rule, sort_keys=True), rule_hash=rule_hash(rule))
-    _save(path, c)
-    return c
+    _save(folder / "canaries.npz", c)
+    log.info("canary audit: %d canaries planted (%d included), rule %s", len(c.index), int(c.bits.sum()),
+             c.rule_hash[:16])
+    return {"canaries": len(c.index), "rule_hash": c.rule_hash}
 
 
-def check_rule(run_dir: Path, config: Config, data: ImageDataset, methods: tuple[str, ...], m: int | None,
-               c: Canaries) -> dict:
-    """The rule the bits were planted under, re-derived now from the code, the settings and the
-    calibration runs it names; any difference is refused in one line."""
-    planted_rule = json.loads(c.rule)
-    if rule_hash(planted_rule) != c.rule_hash:
-        raise KRError("audit/canaries/canaries.npz: its scoring rule does not match its hash; plant fresh "
-                      "canaries with --replant")
-    now = scoring_rule(run_dir, config, data, methods, list(planted_rule["calibration"]), c)
-    if m is not None and m != planted_rule["canaries"]:
-        now["canaries"] = m
-    changed = [k for k in sorted(set(now) | set(planted_rule)) if now.get(k) != planted_rule.get(k)]
-    if changed:
-        raise KRError(f"the canaries in {run_dir}/audit/canaries were planted under another scoring rule "
-                      f"({', '.join(changed)} changed): scoring their bits again spends the 95 % level; "
-                      f"plant fresh ones with `kr audit {run_dir} --canaries M --replant` (one fresh canary run)")
-    return planted_rule
+def planted(plant_folder: Path) -> tuple[Canaries, dict]:
+    """The planted canaries and the rule they were planted under (its hash checked)."""
+    c = _load(Path(plant_folder) / "canaries.npz")
+    rule = json.loads(c.rule)
+    if rule_hash(rule) != c.rule_hash:
+        raise KRError(f"{plant_folder}/canaries.npz: its scoring rule does not match its hash; plant fresh "
+                      f"canaries with --replant")
+    return c, rule
+
+
+def canary_run_inputs(plant_folder: Path, config: Config, data: ImageDataset,
+                      methods: tuple[str, ...]) -> tuple[Config, ImageDataset]:
+    """The canary run's config (the fresh secret seed, the targets' methods) and data."""
+    c, _ = planted(plant_folder)
+    return (replay_config(dataclasses.replace(config, seed=c.seed), methods),
+            with_canaries(data, c, config.audit.canary_copies))
 
 
 def with_canaries(data: ImageDataset, c: Canaries, copies: int) -> ImageDataset:
     """The run's data with the included canaries added to train (duplicates `copies` times) and
-    every canary's image taken out of test."""
+    every canary's image taken out of test (a noise canary was never in it)."""
     main, dup = c.bits & (c.kind == 0), c.bits & (c.kind == 1)
-    pick = np.concatenate([c.index[main], np.repeat(c.index[dup], copies)])
-    labels = np.concatenate([c.label[main], np.repeat(c.label[dup], copies)])
-    keep = np.setdiff1d(np.arange(len(data.test)), c.index)
+    pick = np.concatenate([np.flatnonzero(main), np.repeat(np.flatnonzero(dup), copies)])  # canary positions
+    labels = c.label[pick]
+    keep = np.setdiff1d(np.arange(len(data.test)), c.index if c.images is None else [])
     digest = hashlib.sha256(data.fingerprint.encode())
     for part in (c.index, c.label, c.kind, c.bits.astype(np.int64), np.array([copies])):
         digest.update(np.ascontiguousarray(part, dtype=np.int64).tobytes())
+    if c.images is not None:
+        digest.update(c.images.tobytes())
     return dataclasses.replace(
-        data, train=Split(torch.cat([data.train.images, data.test.images[pick]]),
+        data, train=Split(torch.cat([data.train.images, c.pictures(data)[pick]]),
                           torch.cat([data.train.labels, torch.as_tensor(labels, dtype=torch.long)])),
         test=Split(data.test.images[keep], data.test.labels[keep]),
         source=f"{data.source} (+ {len(pick)} canary images)", fingerprint=f"canaries:{digest.hexdigest()[:16]}")
@@ -230,32 +238,17 @@ def _phi(model: torch.nn.Module, images: torch.Tensor, labels: np.ndarray, queri
     return signals.logit_confidence(signals.query(model, images, queries), labels).mean(-1)
 
 
-def canary_audit(run_dir: str | Path, m: int | None, overrides=(), data_dir: str | None = None,
-                 device: str = "auto", executor=None, wait: bool = False, replant: bool = False) -> dict:
-    """Plant (or reuse) the canaries, train the canary run, score it under the planted rule."""
-    run_dir = Path(run_dir)
-    config, data, results = load_run(run_dir, overrides, data_dir)
-    methods = config.audit.target_methods(results["methods"])
-    folder = run_dir / "audit" / "canaries"
-    if m is None and not (folder / "canaries.npz").is_file():
-        raise KRError(f"{run_dir} has no planted canaries: plant them with `kr audit {run_dir} --canaries M`")
-    c = planted(run_dir, config, data, methods, m or 0, replant)
-    rule = check_rule(run_dir, config, data, methods, m, c)
-    canary_data = with_canaries(data, c, config.audit.canary_copies)
-    log.info("canary audit: %d canaries (%d included), the whole procedure once with a fresh seed → %s",
-             len(c.index), int(c.bits.sum()), folder / "run")
-    canary_config = dataclasses.replace(config, seed=c.seed)
-    trained = pipeline.run(canary_config, out=folder / "run", device=device, stages=reference_stages(methods),
-                           data=canary_data, executor=executor)
-    dev = resolve_device(device)
-    return write_results(run_dir, wait, lambda results: {**results, **canary_fields(
-        _score(run_dir, folder, config, data, canary_data, c, rule, methods, trained, dev))})
-
-
-def _score(run_dir: Path, folder: Path, config: Config, data: ImageDataset, canary_data: ImageDataset,
-           c: Canaries, rule: dict, methods: tuple[str, ...], trained: dict, dev) -> dict:
-    images, labels = data.test.images[c.index], c.label
-    delta = dp_delta(config.dpsgd.delta, len(canary_data.train))
+def score(folder: Path, config: Config, data: ImageDataset, methods: tuple[str, ...], plant_folder: Path,
+          canary_run, calibration: dict[str, tuple], dev) -> dict:
+    """The `audit/canaries/score` stage: the canary run (`canary_run`: its stage's Done) scored
+    under the rule planted with the bits, calibrated by the runs that never saw each image."""
+    c, rule = planted(plant_folder)
+    if list(calibration) != list(rule["calibration"]):
+        raise KRError(f"the canaries were planted to be calibrated by {list(rule['calibration'])}, not "
+                      f"{list(calibration)}: plant fresh ones with --replant")
+    images, labels = c.pictures(data), c.label
+    trained, run = canary_run.outputs, canary_run.path / "run"
+    delta = dp_delta(config.dpsgd.delta, trained["train"])
     runs, out = list(rule["calibration"]), np.array(rule["out"], bool)
     models, raw = {}, {}
     for mth in methods:
@@ -264,7 +257,7 @@ def _score(run_dir: Path, folder: Path, config: Config, data: ImageDataset, cana
         def phi(run: Path) -> np.ndarray:
             return _phi(load_verified(model_folder(run, mth)).to(dev), images, labels, qs)
 
-        scores = calibrated(phi(folder / "run"), np.stack([phi(run_dir / r) for r in runs]), out)
+        scores = calibrated(phi(run), np.stack([phi(calibration[r][0]) for r in runs]), out)
         raw[mth] = scores
         row = {k: canary.audit(scores[c.kind == i], c.bits[c.kind == i], delta,
                                seed=derive_seed(config.seed, "canary-ties"))
@@ -288,16 +281,17 @@ def _score(run_dir: Path, folder: Path, config: Config, data: ImageDataset, cana
     for mth in methods:
         if "mislabelled" in models[mth]:
             models[mth]["mislabelled"]["auc_ci"] = canary.auc_interval(raw[mth][main], c.bits[main], **boot)
-    meta = {"evaluate_key": evaluated_key(run_dir), "canaries": len(c.index),
+    meta = {"canaries": len(c.index),
             "by_kind": {k: int((c.kind == i).sum()) for i, k in enumerate(KINDS)},
             "included": int(c.bits.sum()), "copies": config.audit.canary_copies, "delta": delta,
-            "source": "the official test split (never trained on by the shipped run)",
+            "source": ("the official test split (never trained on by the shipped run)" if c.images is None else
+                       "images of uniform pixel noise, each with a random label (no run without canaries saw one)"),
             "procedure": "the whole procedure retrained once with a fresh secret seed (not the run's), the same "
                          "for every model: the bound is on the procedure as a user would retrain it",
             "calibration": STATISTIC, "calibration_runs": runs,
             "calibration_out_per_canary": {"min": int(out.sum(0).min()), "max": int(out.sum(0).max())},
             "rule_hash": c.rule_hash, "scorer": rule["scorer"],
-            "queries": rule["queries"], "canary_run": str(folder / "run"), "canary_run_train": len(canary_data.train),
+            "queries": rule["queries"], "canary_run": "audit/canaries/run/run", "canary_run_train": trained["train"],
             "level": canary.LEVEL, "guess_fractions": list(canary.GUESS_FRACTIONS),
             "comparisons": comparisons}
     doc = {"meta": meta, "models": models}

@@ -182,61 +182,39 @@ def sample(run_dir, n, cls, seed, checkpoint, out, device, **knobs):
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override an audit setting, e.g. --set audit.references=8 (repeatable).")
-@click.option("--only", default=None, metavar="I,J",
-              help="Only train these reference runs (0-based), then stop: spread them over processes.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="Folder holding the run's MedMNIST .npz (else $KR_DATA_DIR, the cache, or download).")
 @click.option("--canaries", type=int, default=None, metavar="M",
               help="Instead of the reference runs, the one-run canary audit: plant M canaries from the "
-                   "test split, train the whole procedure once, report each model's empirical ε lower bound.")
+                   "test split, train the whole procedure once, report each model's empirical ε lower bound "
+                   "(calibrated by the shipped run; --set audit.canary_calibration=references adds the "
+                   "reference runs).")
 @click.option("--replant", is_flag=True,
               help="With --canaries: draw fresh canaries and bits and train a fresh canary run. Needed when the "
                    "scoring rule changed (M, audit settings, calibration runs, kr's scorer): old bits are never "
                    "scored under a new rule.")
 @click.option("--wait", is_flag=True,
-              help="If a kr run is using the run directory when the audit writes its results, wait for it "
-                   "instead of stopping.")
+              help="If another kr process is using the run directory, wait for it instead of stopping.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @_apply(_executor_options())
-def audit(run_dir, overrides, only, canaries, replant, wait, data_dir, device, executor, workers, ray_address,
+def audit(run_dir, overrides, canaries, replant, wait, data_dir, device, executor, workers, ray_address,
           task_cpus):
     """Membership-inference audit of every model of a finished run: reference runs replay the
     whole procedure on pool halves (experiment 1: LOSS, LiRA and RMIA; AUC and TPR at low FPR),
-    or, with --canaries M, the one-run canary audit (empirical ε lower bounds)."""
-    from kr.audit import audit as run_audit
+    or, with --canaries M, the one-run canary audit (empirical ε lower bounds).  Its stages join
+    the run's own: a rerun resumes, and --executor spreads the reference runs."""
+    from kr import pipeline
+    from kr.report import audit_table
 
     bad = [o for o in overrides if not o.startswith("audit.")]
     if bad:
         raise KRError(f"--set {bad[0]}: `kr audit` changes only audit.* settings; the run's "
                       f"training settings are fixed by its config.yaml")
     load_config("cpu", overrides=overrides)  # bad audit values fail before any work
-    indices = None
-    if only is not None:
-        try:
-            indices = tuple(int(i) for i in only.split(","))
-        except ValueError:
-            raise KRError(f"--only {only!r}: write reference indices as 0,1,2") from None
     pool = _executor(executor, workers, ray_address, task_cpus, Path(run_dir).absolute())
-    if replant and canaries is None:
-        raise KRError("--replant plants fresh canaries: give their number with --canaries M")
-    if canaries is not None:
-        if canaries < 2:
-            raise KRError(f"--canaries {canaries}: plant at least 2 canaries (a few hundred, up to the "
-                          f"test split's size, for a useful bound)")
-        if only is not None:
-            raise KRError("--only trains reference runs; the canary audit (--canaries) has one run")
-        from kr.canaries import canary_audit
-
-        results = canary_audit(run_dir, canaries, overrides, data_dir, device, pool, wait, replant)
-    else:
-        results = run_audit(run_dir, overrides, data_dir, device, indices, pool, wait)
-    if results is None:
-        click.echo(f"reference runs {only} trained; rerun without --only to attack")
-    else:
-        from kr.report import audit_table
-
-        click.echo(audit_table(results))
-        click.echo(f"report: {results['report']}")
+    results = pipeline.audit(run_dir, overrides, data_dir, device, canaries, replant, pool, wait)
+    click.echo(audit_table(results))
+    click.echo(f"report: {results['report']}")
 
 
 @cli.command()

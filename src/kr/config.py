@@ -272,8 +272,16 @@ class AuditConfig:
     # the canary audit (`kr audit RUN --canaries M`, kr.canaries): this fraction of the M
     # canaries are duplicated images (a stress type, reported apart), each included this many
     # times; the rest carry a wrong label (the main type)
+    canaries: int = 0           # M, set by `kr audit RUN --canaries M` (0: no canary audit asked for)
     canary_stress: float = 0.25
     canary_copies: int = 4
+    # which runs without canaries calibrate each canary's score: the shipped run alone, or with
+    # experiment 1's reference runs too (trained by the canary audit if `kr audit` has not)
+    canary_calibration: str = "shipped"
+    # where the canaries' images come from: the official test split (the main type relabelled
+    # wrongly), or uniform pixel noise with random labels (any number of them, and the records
+    # a model memorises most readily)
+    canary_source: str = "test"
 
     def __post_init__(self):
         check(self.references >= 4 and self.references % 2 == 0, "references",
@@ -284,6 +292,11 @@ class AuditConfig:
         check(self.memorisation_samples >= 1, "memorisation_samples", "must be ≥ 1")
         check(0 <= self.canary_stress < 1, "canary_stress", "must be in [0, 1)")
         check(1 <= self.canary_copies <= 100, "canary_copies", "must be in [1, 100]")
+        check(self.canaries >= 0, "canaries", "must be ≥ 0 (0: no canary audit)")
+        check(self.canary_calibration in ("shipped", "references"), "canary_calibration",
+              f"{self.canary_calibration!r} is not one of shipped, references")
+        check(self.canary_source in ("test", "noise"), "canary_source",
+              f"{self.canary_source!r} is not one of test, noise")
 
     def target_methods(self, available: typing.Iterable[str]) -> tuple[str, ...]:
         available = tuple(available)

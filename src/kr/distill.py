@@ -28,14 +28,12 @@ from torch.nn import functional as F
 from kr.artifacts import write_json
 from kr.config import Config
 from kr.data import ImageDataset, Split
-from kr.generation import selected_checkpoint
-from kr.generators import ConditionalGenerator, load_generator
-from kr.graph import Stage
-from kr.methods import METHODS, Method, stage_folder
-from kr.models import build_model, load_classifier, save_classifier
+from kr.generators import ConditionalGenerator
+from kr.methods import METHODS
+from kr.models import build_model, save_classifier
 from kr.seeding import derive_seed
 from kr.synthetic import SyntheticSource, class_quotas, resolve_mode
-from kr.train import CL, BatchLoss, fit_classifier, resolve_flip, supervised_loss
+from kr.train import CL, BatchLoss, fit_classifier, supervised_loss
 
 log = logging.getLogger(__name__)
 
@@ -155,25 +153,3 @@ def train_student(data: ImageDataset, config: Config, gen: ConditionalGenerator,
 
 def _mean(values: list[float]) -> float | None:
     return round(sum(values) / len(values), 4) if values else None
-
-
-def augmentation(config: Config, data: ImageDataset) -> tuple[int, bool]:
-    """The students' training augmentations of their synthetic images (what the audit queries)."""
-    t = config.distill.train
-    return t.crop_padding, resolve_flip(t.hflip, data.hflip)
-
-
-def method_stages(config: Config, method: Method) -> list[Stage]:
-    """A student method of kr.methods (kr and the baselines): one stage, after tuning."""
-    return [Stage(stage_folder(method.name), ("teacher", "generator", "selection", "tuning"), (),
-                  student_stage, params={"method": method.name}, model=method.name, group=method.name)]
-
-
-def student_stage(ctx, inputs: dict, folder: Path, method: str) -> dict:
-    """Step 5 (and the baselines of step 6): the selected checkpoint with the tuned knobs."""
-    tuning = inputs["tuning"].outputs
-    checkpoint = selected_checkpoint(inputs)
-    return train_student(ctx.data, ctx.config, load_generator(checkpoint).to(ctx.device),
-                         load_classifier(inputs["teacher"].path).to(ctx.device), method, tuning["knobs"],
-                         tuning["threshold"], folder, on_epoch=ctx.log_to(stage_folder(method)),
-                         tag=inputs["tuning"].key)  # students of one tuning share synthetic sets

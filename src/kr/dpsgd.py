@@ -49,11 +49,10 @@ from kr.augment import augment
 from kr.config import Config, DPConfig
 from kr.data import ImageDataset, Split
 from kr.errors import KRError
-from kr.graph import Stage
-from kr.methods import Method, dp_name, stage_folder
+from kr.methods import dp_name
 from kr.models import build_model, save_classifier
 from kr.seeding import derive_seed, make_generator
-from kr.train import better, score
+from kr.train import best_epoch_loop, finite, score
 
 log = logging.getLogger(__name__)
 
@@ -62,17 +61,6 @@ log = logging.getLogger(__name__)
 # the list keeps the others.
 READS = ("seed", "data.size", "teacher.model", "teacher.train.crop_padding",
          "teacher.train.select_metric", *(f"dpsgd.{f.name}" for f in fields(DPConfig) if f.name != "epsilons"))
-
-
-def method_stages(config: Config, method: Method) -> list[Stage]:
-    """The `dpsgd` method (kr.methods): one stage, and one model, per target ε."""
-    return [Stage(stage_folder(dp_name(eps)), (), READS, dpsgd_stage, params={"epsilon": eps},
-                  model=dp_name(eps), group=method.name) for eps in config.dpsgd.epsilon_list()]
-
-
-def dpsgd_stage(ctx, inputs: dict, folder: Path, epsilon: float) -> dict:
-    return train_dpsgd(ctx.data, ctx.config, epsilon, folder, ctx.device,
-                       on_epoch=ctx.log_to(stage_folder(dp_name(epsilon))))
 
 
 @contextlib.contextmanager
@@ -142,8 +130,19 @@ def train_dpsgd(data: ImageDataset, config: Config, epsilon: float, folder: Path
         opt.secure_mode = True
         del noise_seed, sampling_seed  # nothing keeps them: not the model, not the logs
         loss_fn = nn.CrossEntropyLoss()
-        best_val, best_state, best_epoch, history = None, None, -1, []
-        for epoch in range(dcfg.epochs):
+        name = dp_name(epsilon)
+
+        def resumed(start: int) -> None:
+            """A resumed run draws its noise and batches from fresh secrets: the state file keeps
+            the weights, the optimizer and the accountant's history, never a generator's state."""
+            if start:
+                noise, sampling = ((derive_seed(seed, "noise", "resume", start),
+                                    derive_seed(seed, "sampling", "resume", start))
+                                   if dcfg.noise == "seeded" else (secrets.randbits(64), secrets.randbits(63)))
+                opt.generator = make_generator(noise, device)
+                torch.manual_seed(sampling)
+
+        def train_epoch(epoch: int) -> dict:
             private.train()
             g = make_generator(derive_seed(seed, "augment", epoch), device)
             total, seen = 0.0, 0
@@ -155,26 +154,23 @@ def train_dpsgd(data: ImageDataset, config: Config, epsilon: float, folder: Path
                 if batch_fn is not None:
                     x = batch_fn(x, g)
                 loss = loss_fn(private(x), y)
-                if len(y) and not torch.isfinite(loss):
-                    raise KRError(f"{dp_name(epsilon)}: loss became {loss.item()} at epoch {epoch}; lower the "
-                                  f"learning rate (--set dpsgd.lr=…)")
+                if len(y):
+                    finite(loss, name, epoch, "dpsgd.lr")
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 if len(y):
                     total, seen = total + loss.item() * len(y), seen + len(y)
-            val_metrics = score(trained, val, data.task)
             # no per-epoch ε: the PRV accountant takes ≈ 0.5 s a call, more than an epoch of the
             # linear head; every iterate is released under the whole run's ε anyway
-            record = {"epoch": epoch, "loss": total / max(seen, 1), "seen": seen,
-                      **{f"val_{k}": v for k, v in val_metrics.items()}}
-            history.append(record)
-            if on_epoch is not None:
-                on_epoch(record)
-            if better(val_metrics, best_val, config.teacher.train.select_metric):
-                best_val, best_epoch = val_metrics, epoch
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    model.load_state_dict(best_state)
+            return {"loss": total / max(seen, 1), "seen": seen}
+
+        history = (lambda: {"accountant": [list(h) for h in engine.accountant.history]},
+                   lambda saved: setattr(engine.accountant, "history", [tuple(h) for h in saved["accountant"]]))
+        result = best_epoch_loop(model, dcfg.epochs, train_epoch, lambda: score(trained, val, data.task),
+                                 config.teacher.train.select_metric, opt, folder / "state.pt", on_epoch,
+                                 name, extra=history, on_resume=resumed)
+    best_epoch, best_val, history = result.best_epoch, result.best_val, result.history
     with _expected_warnings(dcfg.accountant):
         spent = engine.get_epsilon(delta)
     out = {"best_epoch": best_epoch, "val": best_val, "epsilon_target": epsilon, "epsilon": spent,
@@ -191,6 +187,7 @@ def train_dpsgd(data: ImageDataset, config: Config, epsilon: float, folder: Path
     # per-epoch training loss and Poisson batch sizes are computed from the private data: they
     # stay in the run directory, outside the released folder (kr.release copies the model only)
     write_json(folder / "metrics.json", {**out, "history": history})
+    (folder / "state.pt").unlink(missing_ok=True)
     log.info("%s (%s): best epoch %d, val acc %.4f auc %.4f, ε = %.3f (δ = %.2g), noise σ = %.3f, %s noise, %.0f s",
              dp_name(epsilon), dcfg.model, best_epoch, best_val["acc"], best_val["auc"], spent, delta,
              opt.noise_multiplier, dcfg.noise, out["seconds"])
@@ -233,14 +230,6 @@ LIMITS = (
     "not one who can observe or predict the generator's internal state",
     "δ adds up under composition as ε does: k releases from one dataset give at least (kε, kδ)",
 )
-
-
-def augmentation(config: Config, data: ImageDataset) -> tuple[int, bool]:
-    """What the DP model trained on: the ScatterNet's clean images (features computed once), or
-    the cnn's crops and flips (what the audit queries it on)."""
-    if config.dpsgd.model == "cnn":
-        return config.teacher.train.crop_padding, data.hflip
-    return 0, False
 
 
 def _architecture(config: Config, data: ImageDataset) -> tuple[str, dict]:

@@ -14,6 +14,15 @@ request trained).  `summary` stages (the evaluation, results.json) join any requ
 runs one of their `uses`; `cached=False` stages (results.json, the report) run every time,
 after the others, in the run directory itself.
 
+`opt_in` stages (the audits: reference runs, attacks, canaries) run only when a request names
+them.  A request that does not name one still reads it back when its record is current: its
+files match their hashes and every stage it read has the contents it read then (the audit of
+exactly today's models).  So `kr run` keeps an audit of the models it has and drops one of
+models since retrained, with no staleness check of its own.  What a stage adds to results.json
+it declares (`publishes`); the uncached `results` stage folds those parts, its one writer.
+A `keep` stage (the canaries' secret bits) is never replaced silently: a changed key is
+refused, naming what changed, unless the request renews it (`renew`).
+
 The pipeline (kr.pipeline) declares the stages in the method's order; `request` picks a
 subset and what it needs; `walk` runs it on an executor (kr.executors), in waves of stages
 whose inputs are done (graphlib's topological walk), each task carrying its stage's function.
@@ -27,7 +36,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from kr.errors import KRError
-from kr.rundir import RunDir, stage_key
+from kr.rundir import RunDir, stage_key, verify
 
 
 @dataclass(frozen=True)
@@ -39,6 +48,7 @@ class Done:
     seconds: float | None = None
     model: str | None = None       # the model it ships (Stage.model)
     content: str = ""              # the hash of its files' hashes (RunDir.finish)
+    publishes: Callable[[dict, "Done"], None] | None = None  # Stage.publishes
 
 
 @dataclass(frozen=True)
@@ -54,6 +64,10 @@ class Stage:
     summary: bool = False          # joins any request that runs one of its `uses`
     cached: bool = True            # False: runs every time, in the run directory itself
     model: str | None = None       # the model it trains and ships, as results.json names it
+    opt_in: bool = False           # runs only when a request names it (the audits)
+    publishes: Callable[[dict, Done], None] | None = None  # puts its part into results.json
+    keep: str | None = None        # never replaced silently (secret bits): a changed key is refused,
+                                   # and this sentence says how to renew it
 
 
 def config_value(tree: dict, path: str) -> Any:
@@ -73,10 +87,10 @@ def inputs_of(stage: Stage, order: Iterable[str]) -> tuple[str, ...]:
 
 def request(stages: dict[str, Stage], wanted: Iterable[str] | None = None) -> list[str]:
     """The stages a request runs, in declaration (dependency) order: those asked for by name
-    or group (every stage when `wanted` is None), what they need, and the summaries of what
-    runs."""
+    or group (every stage but the opt-in ones when `wanted` is None), what they need, and the
+    summaries of what runs."""
     if wanted is None:
-        asked = list(stages)
+        asked = [n for n, s in stages.items() if not s.opt_in]
     else:
         wanted = set(wanted)
         known = set(stages) | {s.group for s in stages.values() if s.group}
@@ -112,27 +126,41 @@ def call(fn: Callable[..., dict], ctx: Any, inputs: dict[str, Done], folder: str
 
 
 def walk(stages: dict[str, Stage], order: list[str], key_inputs: dict[str, dict], run_dir: RunDir,
-         executor, ctx: Any) -> dict[str, Done]:
+         executor, ctx: Any, renew: Iterable[str] = (), frozen: Iterable[str] = ()) -> dict[str, Done]:
     """Run `order` (a request): cached stages are read back, the others run in waves of stages
-    whose inputs are done, each wave side by side on `executor`; uncached stages last, here."""
+    whose inputs are done, each wave side by side on `executor`; then the opt-in stages the
+    request left out are read back where their record is current; uncached stages last, here.
+    `renew`: stages to run anew even if cached (a `keep` stage is only replaced so); `frozen`:
+    stages that must be read back, never run (an audit of a finished run trains none of its models)."""
     done: dict[str, Done] = {}
     cached = [n for n in order if stages[n].cached]  # uncached stages read these, never the reverse
+    renew, frozen = set(renew), set(frozen)
 
     def upstream(name: str) -> dict[str, str]:
         """The contents of the stages it reads, as they are now (a recomputed one redoes it)."""
         return {d: done[d].content for d in inputs_of(stages[name], cached)}
+
+    def finished(name: str, record: dict, path: Path) -> Done:
+        s = stages[name]
+        return Done(record["outputs"], path, record["key"], record.get("seconds"), s.model, record["content"],
+                    s.publishes)
 
     sorter = graphlib.TopologicalSorter({n: inputs_of(stages[n], cached) for n in cached})
     sorter.prepare()
     while sorter.is_active():
         fresh = []
         for name in sorter.get_ready():
-            record = run_dir.cached(name, key_inputs[name], upstream(name))
+            record = None if name in renew else run_dir.cached(name, key_inputs[name], upstream(name))
             if record is not None:
-                done[name] = Done(record["outputs"], run_dir.path / name, record["key"], record.get("seconds"),
-                                  stages[name].model, record["content"])
+                done[name] = finished(name, record, run_dir.path / name)
                 sorter.done(name)
             else:
+                if name in frozen:
+                    verify(run_dir.path / name, "stage")  # names the changed file, if one is
+                    raise KRError(f"{run_dir.path / name} is not finished, or its inputs changed since it was: "
+                                  f"rerun `kr run` on the run first")
+                if stages[name].keep and name not in renew:
+                    _refuse_to_replace(run_dir, stages[name], key_inputs[name], upstream(name))
                 fresh.append(name)
         calls = []
         for name in fresh:
@@ -143,11 +171,34 @@ def walk(stages: dict[str, Stage], order: list[str], key_inputs: dict[str, dict]
         for name, (out, seconds, threads) in zip(fresh, executor.run(calls) if calls else ()):
             content = run_dir.finish(name, key_inputs[name], out, seconds, threads, upstream(name))
             done[name] = Done(out, run_dir.path / name, stage_key(key_inputs[name]), seconds, stages[name].model,
-                              content)
+                              content, stages[name].publishes)
             sorter.done(name)
+    for name, s in stages.items():  # in declaration order: an audit after the runs it reads
+        if s.opt_in and name not in done:
+            record = run_dir.current(name, {d: x.content for d, x in done.items()})
+            if record is not None:
+                done[name] = finished(name, record, run_dir.path / name)
     for name in order:
         s = stages[name]
         if not s.cached:
-            done[name] = Done(s.fn(ctx, {d: done[d] for d in inputs_of(s, order)}, run_dir.path,
-                                   **s.params), run_dir.path)
+            ran = [*order, *(n for n in done if n not in order)]
+            done[name] = Done(s.fn(ctx, {d: done[d] for d in inputs_of(s, ran)}, run_dir.path, **s.params),
+                              run_dir.path, publishes=s.publishes)
     return done
+
+
+def _refuse_to_replace(run_dir: RunDir, stage: Stage, inputs: dict, upstream: dict[str, str]) -> None:
+    """A `keep` stage that finished under other inputs: say what changed, never replace it."""
+    name = stage.name
+    record = run_dir.record(name)
+    if record is None:
+        return
+    was = record.get("inputs", {})
+    changed = [k for k in sorted(set(was) | set(inputs)) if k not in ("config", "needs") and was.get(k) != inputs.get(k)]
+    changed += [p for p in sorted(set(was.get("config", {})) | set(inputs.get("config", {})))
+                if was.get("config", {}).get(p) != inputs.get("config", {}).get(p)]
+    changed += [n for n in sorted(set(was.get("needs", {})) | set(inputs.get("needs", {})))
+                if was.get("needs", {}).get(n) != inputs.get("needs", {}).get(n)]
+    changed += [n for n, c in upstream.items() if record.get("upstream", {}).get(n, c) != c and n not in changed]
+    raise KRError(f"{run_dir.path / name} was made under other inputs ({', '.join(changed) or 'its files'} "
+                  f"changed) and is kept, not replaced: {stage.keep}")

@@ -7,15 +7,15 @@ release all read.  A new method is its module and one entry here.
     synthetic, regen, soft  the baselines of step 6, each one KR ingredient short
     dpsgd                 DP-SGD on the real images, one model per target ε (`dpsgd-eps<ε>`)
 
-A method's `stages` names a function `stages(config, method) -> [kr.graph.Stage]` (as
-"module:function", imported when a run is built, so this module stays light) that declares the
-stages training its model(s); each such stage names the model it ships (`Stage.model`) and has
-the method's name as its group, so `kr run` can be asked for it by name.
+A method's `stages` is its kind, "student" or "dpsgd": kr.stages declares each kind's stages
+(or a function (config, method) -> [kr.graph.Stage] of its own); each such stage names the
+model it ships (`Stage.model`) and has the method's name as its group, so `kr run` can be asked
+for it by name.  This module is data the config reads (`baselines`), so it imports nothing of
+kr's: the stages that train a method live above it.
 """
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -29,7 +29,7 @@ DP_FIELDS = ("best_epoch", "epsilon", "epsilon_target", "delta", "noise_multipli
 class Method:
     name: str
     description: str                 # one line for tables and model cards
-    stages: str | Callable[..., list] | None  # "module:function" declaring its stages (None: the teacher)
+    stages: str | Callable[..., list] | None  # its kind in kr.stages, or a builder (None: the teacher)
     fields: tuple[str, ...] = ("best_epoch",)  # what results.json keeps of its stage's outputs
     options: dict[str, Any] = field(default_factory=dict)  # what its stage function reads
     always: bool = False             # runs in every run (real, kr); the others are `baselines`
@@ -37,17 +37,21 @@ class Method:
     real_images: bool = False        # trained on the real train split itself
     formal_dp: bool = False          # carries an (ε, δ) guarantee (its model card says so)
     prefix: str | None = None        # its models are named <prefix><ε> (several per method)
-    # "module:function" (config, data) -> (crop padding, flip): the augmentations its model
-    # trained with, which are what the audit queries it on (kr.privacy.signals)
-    augmentation: str = "kr.teacher:augmentation"
+    # the config section whose training augmentations its model used ("teacher.train",
+    # "distill.train", "dpsgd"): what the audit queries it on (kr.privacy.signals)
+    augmentation: str = "teacher.train"
     request: str | None = None       # the stage (or group) a request names to train it (default: its name)
     folder: str = "methods/{model}"  # its model's stage folder in the run directory
 
-    def stage_builder(self) -> Callable[..., list]:
-        return _resolve(self.stages)
-
     def augmentation_of(self, config, data) -> tuple[int, bool]:
-        return _resolve(self.augmentation)(config, data)
+        """(crop padding, horizontal flip) its model trained with."""
+        if self.augmentation == "dpsgd":
+            # the ScatterNet head trains on the clean images' features (computed once); the cnn
+            # on the teacher's crops and the dataset's flips
+            return (config.teacher.train.crop_padding, data.hflip) if config.dpsgd.model == "cnn" else (0, False)
+        section, _, _ = self.augmentation.partition(".")
+        train = getattr(config, section).train
+        return train.crop_padding, {"auto": data.hflip, "on": True, "off": False}[train.hflip]
 
     def describe(self, entry: dict) -> str:
         if self.formal_dp and "epsilon" in entry:
@@ -57,17 +61,10 @@ class Method:
         return self.description
 
 
-def _resolve(target: str | Callable) -> Callable:
-    if callable(target):
-        return target
-    module, _, name = target.partition(":")
-    return getattr(importlib.import_module(module), name)
-
-
 def _student(name: str, description: str, regenerate: bool, soft: bool, **kw) -> Method:
     """A student of kr.distill: synthetic images only; (regenerated every epoch, teacher labels)."""
-    return Method(name, description, "kr.distill:method_stages", STUDENT_FIELDS,
-                  {"regenerate": regenerate, "soft": soft}, augmentation="kr.distill:augmentation", **kw)
+    return Method(name, description, "student", STUDENT_FIELDS,
+                  {"regenerate": regenerate, "soft": soft}, augmentation="distill.train", **kw)
 
 
 METHODS: dict[str, Method] = {m.name: m for m in (
@@ -78,8 +75,8 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     _student("synthetic", "fixed synthetic set, hard labels", False, False),
     _student("regen", "regenerated, hard labels", True, False),
     _student("soft", "fixed synthetic set, teacher labels", False, True),
-    Method("dpsgd", "DP-SGD, real images", "kr.dpsgd:method_stages", DP_FIELDS, real_images=True,
-           formal_dp=True, prefix="dpsgd-eps", augmentation="kr.dpsgd:augmentation"),
+    Method("dpsgd", "DP-SGD, real images", "dpsgd", DP_FIELDS, real_images=True,
+           formal_dp=True, prefix="dpsgd-eps", augmentation="dpsgd"),
 )}
 
 

@@ -123,6 +123,23 @@ class RunDir:
         log.info("%s: cached (key %s)", name, key)
         return record
 
+    def record(self, name: str) -> dict | None:
+        """A stage's stage.json as it stands (any key), or None."""
+        path = self.path / name / "stage.json"
+        return read_json(path) if path.is_file() else None
+
+    def current(self, name: str, contents: dict[str, str]) -> dict | None:
+        """A finished stage's record if it is current whatever its key: its files match their
+        hashes and every stage it read is among `contents` ({stage: content}, what a request
+        has now) with the content it read then.  How a request reads back an opt-in stage it
+        did not run (kr.graph.walk): an audit of exactly today's models."""
+        record = self.record(name)
+        if record is None or "files" not in record:
+            return None
+        if any(contents.get(n) != c for n, c in record.get("upstream", {}).items()):
+            return None
+        return None if mismatched(self.path / name, record["files"]) else record
+
     def begin(self, name: str, inputs: dict[str, Any]) -> Path:
         """The stage's folder, ready for its work: a folder of other inputs is discarded, one
         of the same inputs (an interrupted stage) kept for it to resume."""
@@ -246,14 +263,6 @@ def read_config_tree(run: str | Path) -> dict:
     """config.yaml as written (a plain tree: configs of older kr versions may not validate)."""
     path = Path(run) / "config.yaml"
     return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
-
-
-def evaluated_key(run: str | Path) -> str:
-    """Names the models a run evaluated (and an audit audited): the evaluate stage's key and
-    the contents of the model stages it read.  A model retrained under the same key (its files
-    had changed, or DP-SGD's secret noise drew anew) makes an earlier audit stale."""
-    record = read_json(Path(run) / "evaluate" / "stage.json")
-    return stage_key({"key": record["key"], "upstream": record.get("upstream", {})})
 
 
 def _check_is_run_directory(path: Path) -> None:

@@ -7,7 +7,7 @@
                   ratios to members against held-out images on equal-size subsamples
 
 The attack and distance code is kr.privacy's (pure functions); this module loads the models,
-writes what they give, and reads back an earlier `kr audit` (kr.audit) for results.json.
+writes what they give.
 """
 
 from __future__ import annotations
@@ -18,16 +18,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kr.artifacts import read_json, write_npz
+from kr.artifacts import write_npz
 from kr.config import Config
 from kr.data import ImageDataset
-from kr.generation import selected_checkpoint
 from kr.generators import load_generator
 from kr.quality import save_grid, teacher_outputs
 from kr.models import load_classifier
 from kr.privacy import references, signals
 from kr.privacy.memorisation import compare, nearest, summarise as distances
-from kr.privacy.results import canary_fields, results_fields
 from kr.privacy.scoring import compare_to_real, shipped_scores, summarise
 from kr.report.roc import roc_figure
 from kr.rundir import load_verified
@@ -35,20 +33,6 @@ from kr.seeding import derive_seed, make_generator
 from kr.synthetic import class_quotas, filtered_sample
 
 log = logging.getLogger(__name__)
-
-
-def audit_stage(ctx, inputs: dict, folder: Path, outputs: int = 3) -> dict:
-    """The `audit/shipped` stage: every model the request trained; the memorisation check
-    where it selected and tuned a generator.  (`outputs` names what the stage writes: older
-    stages lack scores.npz and ROC curves (2), or the copy search over every member (3).)"""
-    models = {d.model: d.path for d in inputs.values() if d.model}
-    out = {"attacks": shipped_audit(ctx.data, ctx.config, models, ctx.device, folder)}
-    if "tuning" in inputs and "real" in models:
-        checkpoint = selected_checkpoint(inputs)
-        out["memorisation"] = run_memorisation(
-            ctx.data, ctx.config.audit.memorisation_samples, ctx.config.seed, checkpoint,
-            models["real"], inputs["tuning"].outputs, ctx.config.distill.prior, folder, ctx.device)
-    return out
 
 
 def shipped_audit(data: ImageDataset, config: Config, models: dict[str, Path], device,
@@ -114,30 +98,3 @@ def run_memorisation(data: ImageDataset, samples: int, seed: int, checkpoint: Pa
     fake, _, _ = filtered_sample(gen, quotas, derive_seed(seed, "memorisation-samples"),
                                  tuning["knobs"], tuning["threshold"], teacher)
     return memorisation(data, fake.cpu(), teacher, seed, folder)
-
-
-def recorded_audit(run: Path, evaluated: str, shipped_free: dict) -> dict:
-    """`kr run`'s view of an earlier `kr audit`: its results.json fields, if it audited the models
-    the run has now (`evaluated`, the evaluate stage's key), else nothing (it is stale)."""
-    path = Path(run) / "audit" / "audit.json"
-    if not path.is_file():
-        return {}
-    doc = read_json(path)
-    if doc["meta"].get("evaluate_key") != evaluated:
-        log.warning("audit/audit.json audited other models than this run's: rerun `kr audit %s`", run)
-        return {}
-    return results_fields(doc, shipped_free)
-
-
-def recorded_canaries(run: Path, evaluated: str) -> dict:
-    """`kr run`'s view of an earlier canary audit (kr.canaries): its results.json fields if it
-    audited the models the run has now, else nothing (it is stale)."""
-    path = Path(run) / "audit" / "canaries" / "canary.json"
-    if not path.is_file():
-        return {}
-    doc = read_json(path)
-    if doc["meta"].get("evaluate_key") != evaluated:
-        log.warning("audit/canaries/canary.json audited other models than this run's: rerun "
-                    "`kr audit %s --canaries M`", run)
-        return {}
-    return canary_fields(doc)

@@ -17,15 +17,9 @@ from kr.config import ClassifierConfig, Config, TrainConfig
 from kr.data import ImageDataset
 from kr.models import build_model, save_classifier
 from kr.seeding import derive_seed
-from kr.train import fit_classifier, resolve_flip
+from kr.train import fit_classifier
 
 log = logging.getLogger(__name__)
-
-
-def augmentation(config: Config, data: ImageDataset) -> tuple[int, bool]:
-    """The teacher's training augmentations (kr.methods: what the audit queries it on)."""
-    t = config.teacher.train
-    return t.crop_padding, resolve_flip(t.hflip, data.hflip)
 
 
 def train_teacher(data: ImageDataset, config: Config, folder: Path, device: torch.device,

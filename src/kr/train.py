@@ -110,6 +110,62 @@ def resolve_flip(setting: str, allowed: bool) -> bool:
     return {"auto": allowed, "on": True, "off": False}[setting]
 
 
+def best_epoch_loop(model: nn.Module, epochs: int, train_epoch: Callable[[int], dict],
+                    val_score: Callable[[], dict], select_metric: str, optimizer: torch.optim.Optimizer,
+                    state_path: Path | None = None, on_epoch: Callable[[dict], None] | None = None,
+                    desc: str = "train", extra: tuple[Callable[[], dict], Callable[[dict], None]] | None = None,
+                    on_resume: Callable[[int], None] | None = None) -> TrainResult:
+    """Every classifier's epochs: train one (`train_epoch(epoch)` → its log fields), score the
+    validation split, keep the best epoch's weights by `select_metric`; after each epoch the
+    whole state (weights, optimizer, best so far, history, and `extra`'s (get, set) pair) is
+    saved atomically to `state_path`, so a rerun resumes after the last finished epoch
+    (`on_resume(start)` is told where).  On return `model` holds the best epoch's weights, in
+    eval mode.  The teacher, the students and DP-SGD all train through here."""
+    device = next(model.parameters()).device
+    start, best_val, best_state, result = 0, None, None, TrainResult(-1, {})
+    if state_path is not None and state_path.is_file():
+        state = torch.load(state_path, map_location=device, weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start, best_state = state["epoch"] + 1, state["best_model"]
+        result = TrainResult(state["best_epoch"], dict(state["best_val"]), list(state["history"]))
+        best_val = result.best_val
+        if extra is not None:
+            extra[1](state["extra"])
+        log.info("%s: resuming after epoch %d", desc, state["epoch"])
+    if on_resume is not None:
+        on_resume(start)
+    bar = tqdm(range(start, epochs), desc=desc, unit="epoch", disable=None, leave=False)
+    for epoch in bar:
+        record = {"epoch": epoch, **train_epoch(epoch)}
+        val_metrics = val_score()
+        record.update({f"val_{k}": v for k, v in val_metrics.items()})
+        if better(val_metrics, best_val, select_metric):
+            best_val, result.best_epoch = val_metrics, epoch
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        result.best_val = best_val
+        result.history.append(record)
+        bar.set_postfix(loss=f"{record['loss']:.3f}", val_acc=f"{val_metrics['acc']:.3f}")
+        if on_epoch is not None:
+            on_epoch(record)
+        if state_path is not None:
+            with atomic_path(state_path) as tmp:
+                torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                            "epoch": epoch, "best_model": best_state,
+                            "best_epoch": result.best_epoch, "best_val": best_val,
+                            "history": result.history, "extra": extra[0]() if extra else {}}, tmp)
+    model.load_state_dict(best_state)
+    model.eval()
+    return result
+
+
+def finite(loss: torch.Tensor, desc: str, epoch: int, setting: str = "…lr") -> None:
+    """Stop on a loss that is no longer a number: training has diverged."""
+    if not torch.isfinite(loss):
+        raise KRError(f"{desc}: loss became {loss.item()} at epoch {epoch}; lower the learning rate "
+                      f"(--set {setting}=…)")
+
+
 def fit_classifier(model: nn.Module, train: Split | Callable[[int], Split], val: Split, task: str,
                    cfg: TrainConfig, seed: int, hflip: bool, state_path: Path | None = None,
                    on_epoch: Callable[[dict], None] | None = None,
@@ -129,29 +185,16 @@ def fit_classifier(model: nn.Module, train: Split | Callable[[int], Split], val:
     else:
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     flip = resolve_flip(cfg.hflip, hflip)
-    size = None
-    steps_per_epoch = total = warmup = 0
+    sizes: list[int] = []
 
-    start, best_val, best_state, result = 0, None, None, TrainResult(-1, {})
-    if state_path is not None and state_path.is_file():
-        state = torch.load(state_path, map_location=device, weights_only=True)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        start, best_state = state["epoch"] + 1, state["best_model"]
-        result = TrainResult(state["best_epoch"], dict(state["best_val"]), list(state["history"]))
-        best_val = result.best_val
-        log.info("%s: resuming after epoch %d", desc, state["epoch"])
-
-    bar = tqdm(range(start, cfg.epochs), desc=desc, unit="epoch", disable=None, leave=False)
-    for epoch in bar:
+    def train_epoch(epoch: int) -> dict:
         split = epoch_data(epoch)
         x, y = split.images.to(device), split.labels.to(device)
-        if size is None:
-            size = len(x)
-            steps_per_epoch = math.ceil(size / cfg.batch_size)
-            total, warmup = cfg.epochs * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch
-        elif len(x) != size:
-            raise KRError(f"{desc}: epoch {epoch} has {len(x)} training images, not {size}")
+        sizes.append(len(x))
+        if len(x) != sizes[0]:
+            raise KRError(f"{desc}: epoch {epoch} has {len(x)} training images, not {sizes[0]}")
+        steps_per_epoch = math.ceil(len(x) / cfg.batch_size)
+        total, warmup = cfg.epochs * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch
         model.train()
         torch.manual_seed(derive_seed(seed, "epoch", epoch, "global"))  # dropout, if any
         g = make_generator(derive_seed(seed, "epoch", epoch), device=device)
@@ -163,30 +206,12 @@ def fit_classifier(model: nn.Module, train: Split | Callable[[int], Split], val:
                 group["lr"] = _lr_at(epoch * steps_per_epoch + b, total, warmup, cfg.lr)
             xb = augment(x[idx], g, cfg.crop_padding, flip).contiguous(memory_format=CL)
             loss = loss_fn(model, xb, y[idx])
-            if not torch.isfinite(loss):
-                raise KRError(f"{desc}: loss became {loss.item()} at epoch {epoch}; "
-                              f"lower the learning rate (--set …lr=…)")
+            finite(loss, desc, epoch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             total_loss += loss.item() * len(idx)
-        val_metrics = score(model, val, task)
-        record = {"epoch": epoch, "loss": total_loss / len(x),
-                  **{f"val_{k}": v for k, v in val_metrics.items()}}
-        if better(val_metrics, best_val, cfg.select_metric):
-            best_val, result.best_epoch = val_metrics, epoch
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        result.best_val = best_val
-        result.history.append(record)
-        bar.set_postfix(loss=f"{record['loss']:.3f}", val_acc=f"{val_metrics['acc']:.3f}")
-        if on_epoch is not None:
-            on_epoch(record)
-        if state_path is not None:
-            with atomic_path(state_path) as tmp:
-                torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
-                            "epoch": epoch, "best_model": best_state,
-                            "best_epoch": result.best_epoch, "best_val": best_val,
-                            "history": result.history}, tmp)
-    model.load_state_dict(best_state)
-    model.eval()
-    return result
+        return {"loss": total_loss / len(x)}
+
+    return best_epoch_loop(model, cfg.epochs, train_epoch, lambda: score(model, val, task), cfg.select_metric,
+                           opt, state_path, on_epoch, desc)

@@ -181,3 +181,41 @@ def test_a_diverging_loss_stops_with_a_clear_error(tmp_path):
     with pytest.raises(KRError, match=r"dpsgd-eps50: loss became .* lower the learning rate"):
         train_dpsgd(data, config, 50.0, tmp_path, torch.device("cpu"))
     assert not (tmp_path / "model.safetensors").exists()
+
+
+def test_an_interrupted_run_resumes_with_fresh_secrets_and_the_whole_accounting(tmp_path, monkeypatch, caplog):
+    """DP-SGD trains through the shared best-epoch loop: killed after an epoch, a rerun resumes
+    from its state file, which holds weights, optimizer and the accountant's history but no
+    generator state; the resumed epochs draw noise and batches from fresh secrets, and the ε
+    spent counts every step, before and after the interruption."""
+    import secrets
+
+    drawn = []
+    real = secrets.randbits
+    monkeypatch.setattr(secrets, "randbits", lambda k: drawn.append(real(k)) or drawn[-1])
+    data, config = toy_dataset(), _config("dpsgd.epochs=3", "dpsgd.noise=secret")
+    (tmp_path / "whole").mkdir()
+    whole = train_dpsgd(data, config, 2.0, tmp_path / "whole", torch.device("cpu"))
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_first(record):
+        if record["epoch"] == 1:  # before epoch 1's state is saved: epoch 0's stands
+            raise Killed
+
+    (tmp_path / "cut").mkdir()
+    with pytest.raises(Killed):
+        train_dpsgd(data, config, 2.0, tmp_path / "cut", torch.device("cpu"), on_epoch=kill_after_first)
+    state = torch.load(tmp_path / "cut" / "state.pt", weights_only=True)
+    assert state["epoch"] == 0 and set(state) == {"model", "optimizer", "epoch", "best_model", "best_epoch",
+                                                  "best_val", "history", "extra"}
+    assert "generator" not in str(state["optimizer"].keys()) and set(state["extra"]) == {"accountant"}
+    before = len(drawn)
+    caplog.set_level("INFO", logger="kr")
+    resumed = train_dpsgd(data, config, 2.0, tmp_path / "cut", torch.device("cpu"))
+    assert "resuming after epoch 0" in caplog.text
+    assert len(drawn) == before + 4  # the run's two seeds, then fresh ones for the resumed epochs
+    assert resumed["steps"] == whole["steps"] and resumed["epsilon"] == pytest.approx(whole["epsilon"])
+    assert len(load_metrics(tmp_path / "cut")["history"]) == 3
+    assert not (tmp_path / "cut" / "state.pt").exists()

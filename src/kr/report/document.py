@@ -276,16 +276,16 @@ def _run_sections(page: Page, run: Run, figs: Path, prefix: str) -> None:
     page.image(figures.training_curves(run.records, figs / f"{prefix}training.png"),
                "teacher and students: validation accuracy and training loss per epoch")
     page.heading(2, f"ROC curves — {run.name}", f"{prefix}roc")
-    # `kr audit`'s curves only while results.json still carries its audit: a later `kr run`
-    # that changed the models drops it, and its curves are then of other models.
+    # `kr audit`'s curves only while results.json carries its audit: a run whose models changed
+    # since drops it (its record is no longer current), and its curves are of other models.
     current = bool(res.get("audit_meta"))
     for target in (res.get("audit_shipped") or {}):
         for exp in ("procedure", "shipped"):
-            p = run.file("audit", "roc", f"{exp}-{target}.png") if current else None
+            p = run.file("audit", "attacks", "roc", f"{exp}-{target}.png") if current else None
             if p:
                 page.image(p, f"{target}: experiment {'1 (procedure)' if exp == 'procedure' else '2 (shipped)'}",
                            "half")
-        if not (current and run.file("audit", "roc", f"shipped-{target}.png")):
+        if not (current and run.file("audit", "attacks", "roc", f"shipped-{target}.png")):
             page.image(run.file("audit", "shipped", f"roc-{target}.png"),
                        f"{target}: experiment 2 (shipped model), reference-free attacks", "half")
     page.heading(2, f"Memorisation check — {run.name}", f"{prefix}memorisation")
