@@ -23,7 +23,7 @@ it declares (`publishes`); the uncached `results` stage folds those parts, its o
 A `keep` stage (the canaries' secret bits) is never replaced silently: a changed key is
 refused, naming what changed, unless the request renews it (`renew`).
 
-The pipeline (kr.pipeline) declares the stages in the method's order; `request` picks a
+kr.stages declares the stages in the method's order; `request` picks a
 subset and what it needs; `walk` runs it on an executor (kr.executors), in waves of stages
 whose inputs are done (graphlib's topological walk), each task carrying its stage's function.
 """

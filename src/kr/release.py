@@ -30,7 +30,7 @@ from kr.methods import describe, is_dp, saw_real_images
 from kr.methods import folder as model_folder
 from kr.metrics import evaluate, predict_labels
 from kr.models import load_classifier
-from kr.privacy.results import audit_of, best_attack
+from kr.privacy.results import audit_of, best_attack, canary_source
 from kr.report.document import md_escape
 from kr.report.tables import merged_attacks
 from kr.dpsgd import LIMITS as DP_LIMITS
@@ -195,7 +195,7 @@ def model_card(r: dict) -> str:
     if can and cm:
         lines += ["", "## Canary audit (empirical ε lower bound)", "",
                   f"One extra training run of the whole procedure, with a fresh secret seed, on the train split "
-                  f"and {cm['canaries']} canaries from the test split, each included with probability ½ (Steinke, "
+                  f"and {cm['canaries']} canaries {canary_source(cm)[0]}, each included with probability ½ (Steinke, "
                   f"Nasr & Jagielski 2023); δ = {cm['delta']:.1e}. The bound is a property of the training "
                   "procedure, measured on that other run: it rejects (ε, δ)-DP of the procedure below ε_lb at "
                   "95 %; it is not a measurement of this model's weights.",

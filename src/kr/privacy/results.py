@@ -27,3 +27,10 @@ def results_fields(audit_json: dict, shipped_free: dict) -> dict:
 def canary_fields(canary_json: dict) -> dict:
     """results.json's canary-audit fields from audit/canaries/canary.json."""
     return {"canary": canary_json["models"], "canary_meta": canary_json["meta"]}
+
+
+def canary_source(canary_meta: dict) -> tuple[str, str]:
+    """Where the canaries came from, in words: (source, what the main type carries)."""
+    if str(canary_meta.get("source", "")).startswith("images of uniform pixel noise"):
+        return "of uniform pixel noise", "a random label"
+    return "from the test split", "a wrong label"

@@ -13,7 +13,7 @@ from pathlib import Path
 from kr.artifacts import atomic_path, read_json
 from kr.errors import KRError
 from kr.methods import describe, is_dp, method_of
-from kr.privacy.results import audit_of, best_attack
+from kr.privacy.results import audit_of, best_attack, canary_source
 from kr.report import figures
 from kr.report.tables import canary_rows, comparison_lines, merged_attacks, quality_rows, spread
 
@@ -228,8 +228,9 @@ def _run_sections(page: Page, run: Run, figs: Path, prefix: str) -> None:
         page.text(line + " (paired over the same runs and images).")
     if res.get("canary"):
         cm = res["canary_meta"]
-        page.text(f"Canary audit (one run; Steinke, Nasr & Jagielski 2023): {cm['canaries']} canaries from the "
-                  f"test split ({cm['by_kind']['mislabelled']} with a wrong label, {cm['by_kind']['duplicated']} "
+        source, label = canary_source(cm)
+        page.text(f"Canary audit (one run; Steinke, Nasr & Jagielski 2023): {cm['canaries']} canaries {source} "
+                  f"({cm['by_kind']['mislabelled']} with {label}, {cm['by_kind']['duplicated']} "
                   f"duplicated ×{cm['copies']}), each included with probability ½ ({cm['included']} were); the "
                   "whole procedure retrained once, with a fresh secret seed, on train ∪ the included canaries; "
                   "each model's score is its confidence in the canary's label, calibrated per canary by the "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from kr.methods import describe
+from kr.privacy.results import canary_source
 
 
 def _fmt(x) -> str:
@@ -176,7 +177,7 @@ def audit_table(results: dict) -> str:
     lines += _attack_rows(results["audit_shipped"])
     if results.get("canary"):
         cm = results["canary_meta"]
-        lines.append(f"canary audit (one run, {cm['canaries']} canaries from the test split, {cm['included']} "
+        lines.append(f"canary audit (one run, {cm['canaries']} canaries {canary_source(cm)[0]}, {cm['included']} "
                      f"included; δ = {cm['delta']:.1e}; ε_lb at 95 %, Bonferroni over "
                      f"{len(cm['guess_fractions'])} guess counts)")
         rows = canary_rows(results)
