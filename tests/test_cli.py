@@ -71,6 +71,16 @@ def test_dry_run_prints_resolved_config_and_writes_nothing(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+def test_the_ablations_are_one_flag_away(tmp_path):
+    """By default the teacher, KR, the conventional synthetic baseline and DP-SGD; the
+    ablations (regen, soft) with --methods."""
+    default = yaml.safe_load(kr("run", "--dry-run", cwd=tmp_path).stdout)
+    assert default["baselines"] == "synthetic,dpsgd" and default["threads"] == 2
+    asked = kr("run", "--methods", "synthetic,regen,soft,dpsgd", "--dry-run", cwd=tmp_path)
+    assert yaml.safe_load(asked.stdout)["baselines"] == "synthetic,regen,soft,dpsgd"
+    assert "unknown ['nope']" in _one_clean_error(kr("run", "--methods", "nope", "--dry-run", cwd=tmp_path))
+
+
 @pytest.mark.parametrize("make, args, message", [
     (lambda d: write_npz(d / "bad.npz", {k: v for k, v in make_arrays().items() if k != "val_labels"}),
      [], "lacks the keys val_labels"),

@@ -1,6 +1,7 @@
-"""Executors (kr.executors): a tiny run and a tiny audit give the same numbers in this process,
-in local worker processes and on a local Ray cluster; a dead worker is reported, and a rerun
-resumes from the stages that finished."""
+"""Executors (kr.executors): at the default settings a tiny run and a tiny audit give the same
+numbers, every one of them, in this process, in local worker processes and on a local Ray
+cluster (every stage runs with the config's thread count, whatever the executor); a dead worker
+is reported, and a rerun resumes from the stages that finished."""
 
 import json
 import os
@@ -12,7 +13,7 @@ import torch
 from kr import pipeline
 from kr.config import load_config
 from kr.errors import KRError
-from kr.executors import InProcess, LocalProcesses, timed
+from kr.executors import InProcess, LocalProcesses, make_executor, timed
 
 STAGE_FILES = ("teacher", "methods/kr", "methods/synthetic", "methods/dpsgd-eps8")
 
@@ -34,6 +35,15 @@ def _numbers(results):
     return {m: (r["val"], r["test"]) for m, r in results["methods"].items()}
 
 
+def _every_number(results):
+    """results.json less wall-clock times and paths."""
+    return _untimed({k: v for k, v in results.items() if k not in ("timings_s", "run_dir", "report")})
+
+
+def _as_the_cli_makes(kind, config, tmp_path):
+    return make_executor(kind, run_path=tmp_path, task_threads=config.threads)
+
+
 def _untimed(x):
     if isinstance(x, dict):
         return {k: _untimed(v) for k, v in x.items() if k != "seconds"}
@@ -45,24 +55,28 @@ def _weights(run):
 
 
 @pytest.mark.slow  # end to end: a whole tiny run
-def test_processes_give_the_in_process_numbers(tmp_path, one_thread):
-    a = pipeline.run(_config(), out=tmp_path / "a", device="cpu")
-    b = pipeline.run(_config(), out=tmp_path / "b", device="cpu", executor=LocalProcesses(workers=2, threads=2))
-    assert _numbers(a) == _numbers(b) and a["cas_gap_pp"] == b["cas_gap_pp"]
+@pytest.mark.parametrize("threads", [1, 2])
+def test_processes_give_every_in_process_number_at_the_default_settings(tmp_path, threads):
+    """No thread pinning in the test: the config's `threads` (the tiny preset's 1, the cpu
+    preset's 2) is what every stage and every candidate runs with, in this process or a worker."""
+    config = load_config("tiny", overrides=["baselines=synthetic,dpsgd", "dpsgd.epsilons=8", f"threads={threads}"])
+    a = pipeline.run(config, out=tmp_path / "a", device="cpu")
+    processes = _as_the_cli_makes("processes", config, tmp_path)
+    assert processes.threads == threads and processes.workers == max(1, len(os.sched_getaffinity(0)) // threads)
+    b = pipeline.run(config, out=tmp_path / "b", device="cpu", executor=processes)
+    assert _every_number(a) == _every_number(b)
     assert _weights(tmp_path / "a") == _weights(tmp_path / "b")
-    # selection's and tuning's candidates ran side by side in workers, with the same results
-    for stage in ("selection", "tuning"):
-        assert _untimed(a[stage]) == _untimed(b[stage]), stage
-    # the audit's reference runs in two workers: the same audit as one after another here
+    threads_of = {s: json.loads((tmp_path / "b" / s / "stage.json").read_text())["threads"] for s in STAGE_FILES}
+    assert threads_of == dict.fromkeys(STAGE_FILES, threads)
+    if threads == 2:
+        return
+    # the audit's reference runs in workers: the same audit as one after another here
     from kr.pipeline import audit
 
     overrides = ["audit.targets=real", "audit.references=4"]  # references train teachers only
     local = audit(tmp_path / "a", overrides, device="cpu", executor=InProcess())
-    spread = audit(tmp_path / "b", overrides, device="cpu", executor=LocalProcesses(workers=2, threads=2))
-    assert local["audit"] == spread["audit"] and local["audit_shipped"] == spread["audit_shipped"]
-    # the independent students and DP model ran in workers, one thread each
-    threads = {s: json.loads((tmp_path / "b" / s / "stage.json").read_text())["threads"] for s in STAGE_FILES}
-    assert threads == dict.fromkeys(STAGE_FILES, 1)
+    spread = audit(tmp_path / "b", overrides, device="cpu", executor=_as_the_cli_makes("processes", config, tmp_path))
+    assert _every_number(local) == _every_number(spread)
 
 
 def _die(_):
@@ -103,23 +117,21 @@ def test_timed_sets_threads_and_checks_the_shared_folder(tmp_path, one_thread):
 
 
 @pytest.mark.slow  # end to end: a whole tiny run
-def test_ray_gives_the_in_process_numbers(tmp_path, one_thread):
+def test_ray_gives_every_in_process_number_at_the_default_settings(tmp_path):
     ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install '.[ray]')")
-    from kr.executors import RayExecutor
     from kr.pipeline import audit
 
-    a = pipeline.run(_config(), out=tmp_path / "a", device="cpu")
+    config = _config()
+    a = pipeline.run(config, out=tmp_path / "a", device="cpu")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        b = pipeline.run(_config(), out=tmp_path / "b", device="cpu",
-                         executor=RayExecutor(task_cpus=1, run_path=tmp_path))
-        assert _numbers(a) == _numbers(b) and _weights(tmp_path / "a") == _weights(tmp_path / "b")
+        b = pipeline.run(config, out=tmp_path / "b", device="cpu", executor=_as_the_cli_makes("ray", config, tmp_path))
+        assert _every_number(a) == _every_number(b) and _weights(tmp_path / "a") == _weights(tmp_path / "b")
         # the audit's reference runs as Ray tasks, against the same audit here
         overrides = ["audit.targets=real", "audit.references=4"]  # references train teachers only
         local = audit(tmp_path / "a", overrides, device="cpu", executor=InProcess())
-        remote = audit(tmp_path / "b", overrides, device="cpu",
-                       executor=RayExecutor(task_cpus=1, run_path=tmp_path))
-        assert local["audit"] == remote["audit"]
+        remote = audit(tmp_path / "b", overrides, device="cpu", executor=_as_the_cli_makes("ray", config, tmp_path))
+        assert _every_number(local) == _every_number(remote)
     finally:
         ray.shutdown()
 

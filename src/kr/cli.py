@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from kr.config import PRESETS, load_config
+from kr.config import PRESETS, Config, load_config
 from kr.errors import KRError
 from kr.executors import EXECUTORS
 from kr.generators import BACKENDS, sampling_knobs
@@ -24,20 +24,23 @@ def _executor_options():
                      "audit's reference runs) run: here one after another, in local worker processes, "
                      "or as tasks on a Ray cluster."),
         click.option("--workers", type=click.IntRange(min=1), default=None,
-                     help="processes: worker processes [default: one per core; each gets cores ÷ workers threads]."),
+                     help="processes: worker processes [default: as many as the cores hold tasks of the run's "
+                          "`threads`]."),
         click.option("--ray-address", default=None, metavar="ADDRESS",
                      help="ray: the cluster to join (e.g. auto, ray://head:10001) [default: RAY_ADDRESS, "
                           "else a local Ray started for this command]."),
-        click.option("--task-cpus", type=click.IntRange(min=1), default=1, show_default=True,
-                     help="ray: CPUs (and PyTorch threads) each task asks for."),
+        click.option("--task-cpus", type=click.IntRange(min=1), default=None,
+                     help="ray: CPUs each task asks for [default: the run's `threads`, which every stage "
+                          "runs with]."),
     ]
 
 
-def _executor(executor, workers, ray_address, task_cpus, run_path):
+def _executor(executor, workers, ray_address, task_cpus, run_path, threads=None):
+    """The executor for a run whose stages run with `threads` threads each (config.threads)."""
     from kr.executors import make_executor
 
     return make_executor(executor, workers=workers, address=ray_address, run_path=run_path,
-                         task_cpus=task_cpus)
+                         task_cpus=task_cpus, task_threads=threads)
 
 
 def _apply(options):
@@ -91,10 +94,12 @@ def cli(verbose: bool, threads: int | None) -> None:
 
 
 def _execute(dataset, data_dir, preset, out, config_file, overrides, seed, device, dry_run, wait,
-             stages, executor, workers, ray_address, task_cpus, kind=None):
+             stages, executor, workers, ray_address, task_cpus, kind=None, methods=None):
     from kr import pipeline
     from kr.report import summary_table
 
+    if methods is not None:
+        overrides = (*overrides, f"baselines={methods}")
     config = load_config(preset, config_file, overrides, seed=seed,
                          data={"dataset": dataset} if dataset else None,
                          generator={"kind": kind} if kind else None)
@@ -103,12 +108,16 @@ def _execute(dataset, data_dir, preset, out, config_file, overrides, seed, devic
         return
     out = out or str(Path("runs") / pipeline.default_run_name(config))
     results = pipeline.run(config, out=out, data_dir=data_dir, device=device, stages=stages, wait=wait,
-                           executor=_executor(executor, workers, ray_address, task_cpus, Path(out).absolute()))
+                           executor=_executor(executor, workers, ray_address, task_cpus, Path(out).absolute(),
+                                              config.threads))
     click.echo(summary_table(results))
 
 
 @cli.command()
 @click.option("--dataset", default=None, help="Dataset name or .npz path [default: digits, offline].")
+@click.option("--methods", default=None, metavar="A,B",
+              help="The comparisons besides the teacher and KR [default: synthetic,dpsgd]; add the ablations "
+                   "with --methods synthetic,regen,soft,dpsgd (the config's `baselines`).")
 @_run_options
 def run(**kw):
     """Run Knowledge Recycling: teacher → generator → checkpoint optimisation → tuning →
@@ -211,7 +220,10 @@ def audit(run_dir, overrides, canaries, replant, wait, data_dir, device, executo
         raise KRError(f"--set {bad[0]}: `kr audit` changes only audit.* settings; the run's "
                       f"training settings are fixed by its config.yaml")
     load_config("cpu", overrides=overrides)  # bad audit values fail before any work
-    pool = _executor(executor, workers, ray_address, task_cpus, Path(run_dir).absolute())
+    from kr.rundir import read_config_tree
+
+    threads = read_config_tree(run_dir).get("threads") or Config().threads  # the run's stages' threads
+    pool = _executor(executor, workers, ray_address, task_cpus, Path(run_dir).absolute(), threads)
     results = pipeline.audit(run_dir, overrides, data_dir, device, canaries, replant, pool, wait)
     click.echo(audit_table(results))
     click.echo(f"report: {results['report']}")

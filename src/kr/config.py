@@ -319,12 +319,18 @@ class Config:
     dpsgd: DPConfig = field(default_factory=DPConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
     # Step 6's comparisons (`real` and `kr` always run): synthetic = one fixed set with hard
-    # labels (the conventional approach), regen = regenerated with hard labels, soft = fixed
-    # set with teacher labels, dpsgd = DP-SGD on the real images at each dpsgd.epsilons.
+    # labels (the conventional approach), dpsgd = DP-SGD on the real images at each
+    # dpsgd.epsilons; the ablations regen = regenerated with hard labels and soft = fixed set
+    # with teacher labels answer a research question and run when listed (`kr run --methods`).
     # Comma-separated; "" runs none.
-    baselines: str = default_baselines()  # kr.methods.METHODS: synthetic,regen,soft,dpsgd
+    baselines: str = default_baselines()  # kr.methods.METHODS: synthetic,dpsgd (regen, soft: ablations)
+    # PyTorch threads every stage runs with, on every executor: float sums change order with
+    # the thread count, so fixing it here (not by the executor or the machine) is what makes
+    # one seed give the same numbers in-process, on local processes and on Ray
+    threads: int = 2
 
     def __post_init__(self):
+        check(1 <= self.threads <= 256, "threads", f"{self.threads} is not in 1 … 256")
         bad = set(self.methods_to_run()) - set(baselines())
         check(not bad, "baselines", f"unknown {sorted(bad)}; choose from {', '.join(baselines())}")
         check(self.preset in PRESETS or self.preset == "custom", "preset",
@@ -364,7 +370,8 @@ PRESETS: dict[str, dict[str, Any]] = {
                          "train": {"epochs": 2, "batch_size": 64, "warmup_epochs": 0},
                          "size_factor": 0.2, "pool_factor": 2.0, "max_filter_rounds": 3},
              "dpsgd": {"epochs": 2, "batch_size": 64, "accountant": "rdp", "noise": "seeded"},
-             "audit": {"references": 4, "bootstrap": 200, "memorisation_samples": 32}},
+             "audit": {"references": 4, "bootstrap": 200, "memorisation_samples": 32},
+             "baselines": "synthetic,regen,soft,dpsgd", "threads": 1},
     "cpu": {},
     "paper": {"teacher": {"model": {"arch": "resnet20", "width": 64},
                           "train": {"epochs": 100, "warmup_epochs": 5}},

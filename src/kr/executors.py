@@ -7,9 +7,11 @@ the filesystem: a task writes into its run directory and returns only JSON outpu
 Ray cluster every node must see the run directory at the same path (a shared filesystem); a
 task that cannot see it stops with a message that says so.
 
-Numbers: the same seed gives the same numbers under every executor when every task runs
-with the same number of threads (floats are summed in another order with another count):
-`--threads 1` everywhere, or `--workers` equal to the cores.
+Numbers: the same seed gives the same numbers under every executor because every stage runs
+with the thread count its run's config fixes (`threads`; floats are summed in another order
+with another count): the graph sets it inside each task (kr.graph.call), and an executor made
+for a run gives each task that many threads (`task_threads`) and, by default, as many workers
+as the cores hold such tasks.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from kr.cores import available_cores
 from kr.errors import KRError
 
 Task = tuple[Callable[..., Any], tuple]
@@ -67,13 +70,15 @@ def _init_worker(level: int) -> None:
 
 
 class LocalProcesses:
-    """A pool of `workers` spawned processes, each with cores ÷ workers threads.  A wave of one
-    task runs here instead (with this process's threads): a worker would only add start-up."""
+    """A pool of `workers` spawned processes.  Each task gets `task_threads` threads where the
+    run fixes them (default workers: as many as the cores hold), else cores ÷ workers.  A wave
+    of one task runs here instead: a worker would only add start-up."""
 
-    def __init__(self, workers: int | None = None, threads: int | None = None, **options):
-        cores = threads or torch.get_num_threads()
-        self.workers = max(1, workers or cores)
-        self.threads = max(1, cores // self.workers)
+    def __init__(self, workers: int | None = None, threads: int | None = None,
+                 task_threads: int | None = None, **options):
+        cores = threads or available_cores()
+        self.workers = max(1, workers or (cores // task_threads if task_threads else cores))
+        self.threads = task_threads or max(1, cores // self.workers)
         self._pool = None
 
     def spec(self) -> dict | None:
@@ -111,8 +116,9 @@ class RayExecutor:
     CPUs (and a GPU where it trains a network and the cluster has GPUs); its worker sizes
     PyTorch's thread pool to the CPUs it was given.  A task whose worker dies is retried once."""
 
-    def __init__(self, address: str | None = None, task_cpus: int = 1,
-                 gpus_per_task: float | None = None, run_path: str | Path | None = None, **options):
+    def __init__(self, address: str | None = None, task_cpus: int | None = None,
+                 gpus_per_task: float | None = None, run_path: str | Path | None = None,
+                 task_threads: int | None = None, **options):
         try:
             import ray
         except ImportError:
@@ -121,7 +127,7 @@ class RayExecutor:
         if not ray.is_initialized():
             ray.init(address=address, log_to_driver=False, include_dashboard=False)
         self.ray = ray
-        self.cpus = max(1, int(task_cpus))
+        self.cpus = max(1, int(task_cpus or task_threads or 1))  # a task's CPUs: its threads
         total = ray.cluster_resources()
         self.gpus = gpus_per_task if gpus_per_task is not None else (1 if total.get("GPU", 0) else 0)
         self.run_path = str(run_path) if run_path is not None else None

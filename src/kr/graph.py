@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+import torch
+
 from kr.errors import KRError
 from kr.rundir import RunDir, stage_key, verify
 
@@ -121,7 +123,12 @@ def keys(stages: dict[str, Stage], order: list[str], tree: dict, base: dict[str,
 
 
 def call(fn: Callable[..., dict], ctx: Any, inputs: dict[str, Done], folder: str, params: dict) -> dict:
-    """One stage, where an executor runs it (this process, a worker, a Ray node)."""
+    """One stage, where an executor runs it (this process, a worker, a Ray node), with the
+    thread count its run fixes (`ctx.threads`), whatever the executor gave the task: the same
+    seed then gives the same numbers on every executor."""
+    threads = getattr(ctx, "threads", None)
+    if threads:
+        torch.set_num_threads(threads)  # stays for the task's timing record; kr.pipeline.run restores it
     return fn(ctx, inputs, Path(folder), **params)
 
 

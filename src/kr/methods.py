@@ -73,8 +73,9 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            request="teacher", folder="teacher"),
     _student("kr", "GKD: regenerated + teacher labels", True, True, always=True, default=False),
     _student("synthetic", "fixed synthetic set, hard labels", False, False),
-    _student("regen", "regenerated, hard labels", True, False),
-    _student("soft", "fixed synthetic set, teacher labels", False, True),
+    # the ablations: one flag away (kr run --methods …), and in the benchmark table
+    _student("regen", "regenerated, hard labels", True, False, default=False),
+    _student("soft", "fixed synthetic set, teacher labels", False, True, default=False),
     Method("dpsgd", "DP-SGD, real images", "dpsgd", DP_FIELDS, real_images=True,
            formal_dp=True, prefix="dpsgd-eps", augmentation="dpsgd"),
 )}

@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import Iterable
 
+import torch
+
 from kr import __version__
 from kr.audit import load_run
 from kr.config import Config
@@ -81,6 +83,7 @@ def run(config: Config, out: str | Path | None = None, data_dir: str | None = No
     order = [n for n in graph if n in asked]
     run_dir = RunDir(out or Path("runs") / default_run_name(config), config, data, wait=wait)
     executor = executor or InProcess()
+    threads = torch.get_num_threads()  # every stage sets config.threads (kr.graph.call): restored after
     try:
         key_inputs = keys(graph, order, config.to_dict(), {"kr": __version__, "data": data.fingerprint})
         ctx = Context(data, config, dev, run_dir.path, executor.spec(), prepare_s, replay=run)
@@ -91,6 +94,7 @@ def run(config: Config, out: str | Path | None = None, data_dir: str | None = No
             results["report"] = done["report"].outputs["report"]
         return results
     finally:
+        torch.set_num_threads(threads)
         executor.close()
         run_dir.close()
 

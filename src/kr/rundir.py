@@ -74,8 +74,9 @@ class RunDir:
         manifest = self.manifest()
         manifest.update({
             "versions": versions(),
-            # float sums change order with the thread count: part of "same seed, same numbers"
-            "threads": torch.get_num_threads(),
+            # float sums change order with the thread count: part of "same seed, same numbers";
+            # every stage runs with the config's (kr.graph.call)
+            "threads": config.threads,
             "command": sys.argv,
             "seed": config.seed,
             "preset": config.preset,

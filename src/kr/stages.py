@@ -73,9 +73,15 @@ class Context:
     # imports the pipeline)
     replay: Callable[..., dict] | None = None
 
+    @property
+    def threads(self) -> int:
+        """PyTorch threads of every stage and of every candidate it spreads (config.threads)."""
+        return self.config.threads
+
     @contextmanager
     def executor(self):
-        executor = make_executor(**self.fanout) if self.fanout else InProcess()
+        """Where a stage spreads its candidates: the run's executor, each task at `threads`."""
+        executor = make_executor(**self.fanout, task_threads=self.threads) if self.fanout else InProcess()
         try:
             yield executor
         finally:
