@@ -61,6 +61,13 @@ def test_a_stage_folder_kr_did_not_write_is_never_replaced(tmp_path):
     with pytest.raises(KRError, match="not written by kr"):
         _stage(run, "evaluate", {"b": 1}, {"ok": 1})
     assert (tmp_path / "run" / "evaluate" / "notes.txt").read_text() == "mine"
+    # a reference run of an older kr's audit layout, where a stage now lives: said so, kept
+    old = tmp_path / "run" / "audit" / "references" / "r0"
+    old.mkdir(parents=True)
+    (old / "manifest.json").write_text("{}")
+    with pytest.raises(KRError, match="older kr's audit.*audit-old"):
+        _stage(run, "audit/references/r0", {"c": 1}, {"ok": 1})
+    assert (old / "manifest.json").is_file()
     # kr's own stage folder, with its key, is replaced when its inputs change
     assert _stage(run, "teacher", {"a": 2}, {"ok": 2}) == {"ok": 2}
     run.close()

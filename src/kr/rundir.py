@@ -154,6 +154,9 @@ class RunDir:
             shutil.rmtree(folder)
         elif folder.exists() and not (key_file.is_file() and key_file.read_text() == key):
             if not key_file.is_file():  # kr writes `key` first: without it the folder is not ours
+                if (folder / "manifest.json").is_file():  # an audit run of an older kr, in today's stage folder
+                    raise KRError(f"{folder} holds a run an older kr's audit left there (its layout has changed); "
+                                  f"move {self.path / 'audit'} away (e.g. to {self.path / 'audit-old'}) and rerun")
                 raise KRError(f"{folder} was not written by kr (it has no stage key), so kr will "
                               f"not replace it; move it away or choose another --out")
             log.info("%s: inputs changed, discarding the old stage folder", name)
