@@ -70,6 +70,7 @@ class Stage:
     publishes: Callable[[dict, Done], None] | None = None  # puts its part into results.json
     keep: str | None = None        # never replaced silently (secret bits): a changed key is refused,
                                    # and this sentence says how to renew it
+    nested: bool = False           # its folder holds a run that caches its own stages: kept on a rerun
 
 
 def config_value(tree: dict, path: str) -> Any:
@@ -171,7 +172,7 @@ def walk(stages: dict[str, Stage], order: list[str], key_inputs: dict[str, dict]
                 fresh.append(name)
         calls = []
         for name in fresh:
-            folder = run_dir.begin(name, key_inputs[name])
+            folder = run_dir.begin(name, key_inputs[name], stages[name].nested)
             inputs = {d: done[d] for d in inputs_of(stages[name], order)}
             calls.append(((call, (stages[name].fn, ctx, inputs, str(folder), stages[name].params)),
                           stages[name]))

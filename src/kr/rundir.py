@@ -141,13 +141,17 @@ class RunDir:
             return None
         return None if mismatched(self.path / name, record["files"]) else record
 
-    def begin(self, name: str, inputs: dict[str, Any]) -> Path:
+    def begin(self, name: str, inputs: dict[str, Any], nested: bool = False) -> Path:
         """The stage's folder, ready for its work: a folder of other inputs is discarded, one
-        of the same inputs (an interrupted stage) kept for it to resume."""
+        of the same inputs (an interrupted stage) kept for it to resume.  A `nested` stage's
+        folder (a run directory of its own, which caches its own stages) is always kept: its
+        run redoes only what changed."""
         key = stage_key(inputs)
         folder = self.path / name
         key_file = folder / "key"
-        if (folder / "stage.json").is_file() and key_file.is_file():
+        if nested and key_file.is_file():
+            (folder / "stage.json").unlink(missing_ok=True)
+        elif (folder / "stage.json").is_file() and key_file.is_file():
             # a finished stage being redone: its recorded files or inputs changed, so nothing in
             # it can be resumed from
             log.info("%s: discarding the stage folder whose files or inputs changed", name)

@@ -266,7 +266,7 @@ def _reference_audit(config: Config, targets: tuple[str, ...], graph: dict[str, 
     """Experiment 1's reference runs, then the attacks on every target (kr audit RUN)."""
     reads = replay_reads(graph, targets)
     refs = [Stage(f"audit/references/r{i}", (), reads, _reference_run, params={"index": i, "methods": list(targets)},
-                  opt_in=True, group="references") for i in range(config.audit.references)]
+                  opt_in=True, group="references", nested=True) for i in range(config.audit.references)]
     models = tuple(stage_folder(m) for m in targets)
     return [*refs, Stage("audit/attacks", (*(r.name for r in refs), *models), ("seed", "audit.bootstrap"),
                          _attacks, params={"methods": list(targets)}, opt_in=True, trains=False,
@@ -301,7 +301,7 @@ def _canary_audit(config: Config, targets: tuple[str, ...], graph: dict[str, Sta
               keep="canaries are never scored under another rule than the one they were planted under; plant "
                    "fresh ones with `kr audit RUN --canaries M --replant` (fresh bits, one fresh canary run)"),
         Stage("audit/canaries/run", ("audit/canaries/plant",), replay_reads(graph, targets), _canary_run,
-              params={"methods": list(targets)}, opt_in=True, group="canaries"),
+              params={"methods": list(targets)}, opt_in=True, group="canaries", nested=True),
         Stage("audit/canaries/score", ("audit/canaries/plant", "audit/canaries/run", *models, *calibration),
               ("seed", "audit.bootstrap", "dpsgd.delta"), _score, params={"methods": list(targets)},
               opt_in=True, group="canaries", trains=False, publishes=_publish_canaries),

@@ -101,6 +101,22 @@ def test_rerun_trains_nothing_and_kr_run_keeps_the_audit(audited, caplog):
     assert rerun["audit_shipped"] == json.loads(json.dumps(results["audit_shipped"]))
 
 
+def test_other_targets_reuse_the_reference_runs_stages(audited, tmp_path, caplog):
+    """A reference run is a run directory of its own: asking for other targets reruns its stage,
+    whose run trains only what it lacks (here nothing: the teacher is cached)."""
+    import shutil
+
+    run, _, _, _ = audited
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    caplog.set_level("INFO", logger="kr")
+    fewer = kr_audit(copy, ["audit.targets=real"], device="cpu")
+    assert set(fewer["audit"]) == {"real"}
+    trained = [r.message for r in caplog.records if r.message.startswith(("teacher: best", "student "))]
+    assert not trained, trained
+    assert (copy / "audit/references/r0/run/methods/kr/model.safetensors").is_file()  # kept
+
+
 def test_a_retrained_model_drops_the_audit_of_its_predecessor(audited, tmp_path):
     """No staleness check of its own: the attack's record names the contents of the models it
     read, so a run whose models changed since reads it back no more."""

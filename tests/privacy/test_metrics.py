@@ -126,6 +126,10 @@ def test_paired_difference_by_hand():
     assert same["ci"] == [0.0, 0.0] and not same["distinguishable"]
     back = paired_difference(b, a, members, resamples=300, seed=0)  # antisymmetric, draw for draw
     assert back["difference"] == -d["difference"] and back["ci"] == [-d["ci"][1], -d["ci"][0]]
+    # every member on one side (all canaries included: a secret draw of probability 2^(1-M)):
+    # no AUC, so nothing to compare, said as such rather than an error
+    none = paired_difference(a, b, np.ones(4, bool), resamples=50, seed=0)
+    assert none == {"difference": None, "ci": None, "distinguishable": False, "resamples": 0}
 
 
 def test_experiment_1_resamples_complementary_pairs_whole():

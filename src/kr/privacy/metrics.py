@@ -139,6 +139,8 @@ def paired_difference(scores_a: np.ndarray, scores_b: np.ndarray, members: np.nd
         if mm.all() or not mm.any():
             continue
         diffs.append(_auc(a[pick].ravel(), mm) - _auc(b[pick].ravel(), mm))
+    if not diffs:  # every member on one side (e.g. all canaries included): no AUC, nothing to compare
+        return {"difference": None, "ci": None, "distinguishable": False, "resamples": 0}
     ci = [float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))]
     return {"difference": _auc(a.ravel(), m.ravel()) - _auc(b.ravel(), m.ravel()), "ci": ci,
             "distinguishable": bool(ci[0] > 0 or ci[1] < 0), "resamples": len(diffs)}

@@ -148,8 +148,11 @@ def comparison_lines(comparisons: list[dict], what: str) -> list[str]:
     """Each worded comparison as a sentence only where its paired interval excludes zero."""
     lines = []
     for c in comparisons:
-        d, (lo, hi) = c["difference"], c["ci"]
         attack = f", {c['attack']}" if c.get("attack") else ""
+        if c["ci"] is None:
+            lines.append(f"{what} AUC {c['a']} − {c['b']}{attack}: not measurable (every member on one side)")
+            continue
+        d, (lo, hi) = c["difference"], c["ci"]
         verdict = (f"{c['a'] if d > 0 else c['b']} leaks more" if c["distinguishable"] else "not distinguishable")
         lines.append(f"{what} AUC {c['a']} − {c['b']}{attack}: {d:+.3f} [{lo:+.3f}, {hi:+.3f}] — {verdict}")
     return lines
