@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 
 from kr.artifacts import read_json, versions, write_json, write_text
