@@ -186,10 +186,10 @@ def walk(stages: dict[str, Stage], order: list[str], key_inputs: dict[str, dict]
             record = run_dir.current(name, {d: x.content for d, x in done.items()})
             if record is not None:
                 done[name] = finished(name, record, run_dir.path / name)
+    ran = [*order, *(n for n in done if n not in order)]  # and the opt-in stages read back
     for name in order:
         s = stages[name]
         if not s.cached:
-            ran = [*order, *(n for n in done if n not in order)]
             done[name] = Done(s.fn(ctx, {d: done[d] for d in inputs_of(s, ran)}, run_dir.path, **s.params),
                               run_dir.path, publishes=s.publishes)
     return done
@@ -202,11 +202,13 @@ def _refuse_to_replace(run_dir: RunDir, stage: Stage, inputs: dict, upstream: di
     if record is None:
         return
     was = record.get("inputs", {})
-    changed = [k for k in sorted(set(was) | set(inputs)) if k not in ("config", "needs") and was.get(k) != inputs.get(k)]
-    changed += [p for p in sorted(set(was.get("config", {})) | set(inputs.get("config", {})))
-                if was.get("config", {}).get(p) != inputs.get("config", {}).get(p)]
-    changed += [n for n in sorted(set(was.get("needs", {})) | set(inputs.get("needs", {})))
-                if was.get("needs", {}).get(n) != inputs.get("needs", {}).get(n)]
+
+    def differ(a: dict, b: dict) -> list[str]:
+        return [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+    changed = [k for k in differ(was, inputs) if k not in ("config", "needs")]
+    changed += differ(was.get("config", {}), inputs.get("config", {}))
+    changed += differ(was.get("needs", {}), inputs.get("needs", {}))
     changed += [n for n, c in upstream.items() if record.get("upstream", {}).get(n, c) != c and n not in changed]
     raise KRError(f"{run_dir.path / name} was made under other inputs ({', '.join(changed) or 'its files'} "
                   f"changed) and is kept, not replaced: {stage.keep}")

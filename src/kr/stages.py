@@ -24,8 +24,8 @@ in the module named after the step.
     results   results.json, folded from what each stage publishes (its one writer)
     report    RUN/report/report.html and report.md (kr.report)
 
-A new audit is a module and one line in AUDITS: a function of (config, targets) declaring its
-opt-in stages, each saying what it publishes.
+A new audit is a module and one line in AUDITS: a function of (config, targets, the graph so far)
+declaring its opt-in stages, each saying what it publishes.
 """
 
 from __future__ import annotations
@@ -112,10 +112,10 @@ def stage_graph(config: Config) -> dict[str, Stage]:
         # Step 3: checkpoint optimisation, by the validation accuracy of a short GKD student.
         Stage("selection", ("teacher", "generator"),
               ("distill", "select.epochs", "select.max_kimg", "select.metric"),
-              _selection, publishes=_publish_as("selection")),
+              _selection, publishes=partial(_publish_field, "selection")),
         # Step 4: tuning the generator's knob and Dynamic Sample Filtering on validation.
         Stage("tuning", ("teacher", "generator", "selection"), ("select",), _tuning,
-              publishes=_publish_as("tuning")),
+              publishes=partial(_publish_field, "tuning")),
     ]
     # Step 5, GKD, and the comparisons of step 6: each method's own stages.
     wanted = config.methods_to_run()
@@ -355,10 +355,6 @@ def _publish_generator(results: dict, done: Done) -> None:
 
 def _publish_quality(results: dict, done: Done) -> None:
     results.setdefault("generator", {})["quality"] = done.outputs
-
-
-def _publish_as(field: str) -> Callable[[dict, Done], None]:
-    return partial(_publish_field, field)
 
 
 def _publish_field(field: str, results: dict, done: Done) -> None:
