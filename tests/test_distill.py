@@ -46,6 +46,23 @@ def test_alpha_mixes_in_the_hard_label():
     assert kd_loss(S, T, Y, 2.0, alpha=0.25).item() == pytest.approx(mixed)
 
 
+def test_top_k_passes_on_only_the_teachers_k_best_classes():
+    t = torch.tensor([[4.0, 1.0, -2.0], [0.0, 3.0, -1.0]])
+    # top-1 is cross-entropy with the teacher's hard label, times T²
+    hard = F.cross_entropy(S / 2, t.argmax(1)).item() * 4
+    assert kd_loss(S, t, Y, temperature=2, top_k=1).item() == pytest.approx(hard)
+    # a tie with the k-th class is kept: T's first row [1, 1, -2] passes on half and half
+    tied = torch.tensor([[0.5, 0.5, 0.0], [0.0, 1.0, 0.0]])
+    assert kd_loss(S, T, Y, top_k=1).item() == pytest.approx(F.cross_entropy(S, tied).item())
+    # top-2: the two best classes, renormalised
+    p = torch.tensor([[math.exp(3) / (1 + math.exp(3)), 1 / (1 + math.exp(3)), 0.0],
+                      [1 / (1 + math.exp(3)), math.exp(3) / (1 + math.exp(3)), 0.0]])
+    by_hand = -(p * torch.log_softmax(S, 1)).sum(1).mean()
+    assert kd_loss(S, t, Y, top_k=2).item() == pytest.approx(by_hand.item())
+    assert kd_loss(S, T, Y, top_k=3).item() == kd_loss(S, T, Y).item()  # k ≥ classes: everything
+    assert torch.isfinite(kd_loss(S, t, Y, top_k=1))
+
+
 def test_gradient_is_the_kl_gradient():
     s = S.clone().requires_grad_(True)
     kd_loss(s, T, Y).backward()
@@ -109,6 +126,22 @@ def test_kr_student_learns_from_synthetic_images_alone(toy):
     assert out["val"]["acc"] > 0.9 and out["val"]["auc"] > 0.95  # chance: 1/3 and 0.5
     assert out["mode"] == "every-epoch" and out["soft_labels"]
     assert out["images_generated"] == 10 * len(data.train)
+
+
+def test_top_k_reaches_the_student(toy, monkeypatch):
+    """distill.top_k is what the student's loss gets: k = 1 trains on the teacher's argmax."""
+    data, teacher, config = toy
+    got = []
+    real_kd = kr.distill.kd_loss
+
+    def spy(student_logits, teacher_logits, labels, temperature=1.0, alpha=0.0, top_k=0):
+        got.append(top_k)
+        return real_kd(student_logits, teacher_logits, labels, temperature, alpha, top_k)
+
+    monkeypatch.setattr(kr.distill, "kd_loss", spy)
+    one = dataclasses.replace(config, distill=dataclasses.replace(config.distill, top_k=1))
+    out = train_student(data, one, toy_generator(), teacher, "kr", {"sigma": 1.0}, 0.0)
+    assert got and set(got) == {1} and math.isfinite(out["val"]["acc"])
 
 
 def test_students_are_budgeted_in_images(toy):

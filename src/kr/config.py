@@ -45,14 +45,28 @@ class ClassifierConfig:
     width: int = 16           # channels of the first stage; stages use w, 2w, 4w
     norm: str = "batch"       # "group" for DP-SGD, which cannot use BatchNorm
     dropout: float = 0.0
+    # scatternet only: a fixed scattering transform of J scales and a trained linear or
+    # two-layer CNN head of `width` channels (kr.models.scatternet; DP-SGD's model, here
+    # trained without noise)
+    head: str = "linear"
+    scatter_j: int = 2
 
     def __post_init__(self):
         from kr.models import ARCHS
+        from kr.models.scatternet import HEADS
 
         check(self.arch in ARCHS, "arch", f"{self.arch!r} unknown; choose one of {', '.join(ARCHS)}")
         check(self.width >= 1, "width", "must be ≥ 1")
         check(self.norm in ("batch", "group"), "norm", "must be 'batch' or 'group'")
         check(0 <= self.dropout < 1, "dropout", "must be in [0, 1)")
+        check(self.head in HEADS, "head", f"must be one of {', '.join(HEADS)}")
+        check(1 <= self.scatter_j <= 4, "scatter_j", "must be in [1, 4]")
+
+    def kwargs(self, image_size: int) -> dict:
+        """The architecture's constructor keywords (kr.models.build_model) for this image side."""
+        if self.arch == "scatternet":
+            return {"image_size": image_size, "J": self.scatter_j, "head": self.head, "width": self.width}
+        return {"width": self.width, "norm": self.norm, "dropout": self.dropout}
 
 
 METRICS = ("acc", "auc", "acc+auc")  # how validation metrics rank epochs and candidates (kr.train.better)
@@ -93,6 +107,15 @@ class TeacherConfig:
 
     model: ClassifierConfig = field(default_factory=ClassifierConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    # > 1: an ensemble of this many networks of `model`, each from its own seed and selected on
+    # validation alone, whose probabilities are averaged (kr.models.ensemble); it costs this
+    # many teachers' training, in every reference run of an audit too
+    members: int = 1
+
+    def __post_init__(self):
+        from kr.models import MAX_MEMBERS
+
+        check(1 <= self.members <= MAX_MEMBERS, "members", f"must be in [1, {MAX_MEMBERS}]")
 
 
 @dataclass(frozen=True)
@@ -138,6 +161,9 @@ class DistillConfig:
     # BreastMNIST, 10 seeds) and +0.031 ± 0.016 (digits, 5 short students), AUC no worse
     # (benchmarks/ABLATIONS.md, issue 16).
     temperature: float = 2.0
+    # > 0: the teacher passes on only its k most probable classes per image (1: its hard
+    # label), renormalised at `temperature`; 0: its whole distribution (the paper's GKD)
+    top_k: int = 0
     alpha: float = 0.0            # weight of the hard conditioning label; the authors' GKD uses 0
     soft_targets: str = "augmented"  # the teacher labels the augmented batch, or the clean image
     size_factor: float = 1.0      # synthetic images per epoch, as a multiple of the real train size
@@ -160,6 +186,7 @@ class DistillConfig:
     def __post_init__(self):
         check(self.max_kimg >= 0, "max_kimg", "must be ≥ 0 (0 = no cap)")
         check(self.temperature > 0, "temperature", "must be > 0")
+        check(self.top_k >= 0, "top_k", "must be ≥ 0 (0: every class)")
         check(0 <= self.alpha <= 1, "alpha", "must be in [0, 1]")
         check(self.soft_targets in ("augmented", "clean"), "soft_targets", "must be augmented or clean")
         check(self.size_factor > 0, "size_factor", "must be > 0")

@@ -39,15 +39,27 @@ log = logging.getLogger(__name__)
 
 
 
+def top_k_logits(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """The teacher's k most probable classes per image, the others at −∞ (probability 0 after
+    any softmax); ties with the k-th are kept.  k = 0 keeps every class."""
+    if not k or k >= logits.shape[1]:
+        return logits
+    kth = logits.topk(k, dim=1).values[:, -1:]
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
-            temperature: float = 1.0, alpha: float = 0.0) -> torch.Tensor:
+            temperature: float = 1.0, alpha: float = 0.0, top_k: int = 0) -> torch.Tensor:
     """(1 − α) · T² · CE(softmax(t/T), softmax(s/T)) + α · CE(s, y).
 
     Soft-target cross-entropy differs from the KL divergence by the teacher's entropy, a
     constant, so the gradients are the same; T² keeps their scale independent of T (Hinton
-    et al. 2015).  T = 1, α = 0 is the authors' released GKD loss."""
+    et al. 2015).  T = 1, α = 0 is the authors' released GKD loss.  `top_k` > 0 passes on only
+    the teacher's k most probable classes (`top_k_logits`; 1: its hard label), less of what
+    its probabilities carry about the images it was trained on."""
     soft = torch.zeros((), device=student_logits.device)
     if alpha < 1:
+        teacher_logits = top_k_logits(teacher_logits, top_k)
         target = F.softmax(teacher_logits / temperature, dim=1)
         logp = F.log_softmax(student_logits / temperature, dim=1)
         soft = -(target * logp).sum(1).mean() * temperature ** 2
@@ -55,24 +67,24 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: 
     return (1 - alpha) * soft + alpha * hard
 
 
-def gkd_loss(teacher: nn.Module, temperature: float, alpha: float) -> BatchLoss:
+def gkd_loss(teacher: nn.Module, temperature: float, alpha: float, top_k: int = 0) -> BatchLoss:
     """Label each augmented batch with the frozen teacher, then distil."""
     teacher.eval().requires_grad_(False)
 
     def loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             t = teacher(x)
-        return kd_loss(model(x), t, y, temperature, alpha)
+        return kd_loss(model(x), t, y, temperature, alpha, top_k)
 
     return loss
 
 
-def clean_gkd_loss(temperature: float, alpha: float) -> BatchLoss:
+def clean_gkd_loss(temperature: float, alpha: float, top_k: int = 0) -> BatchLoss:
     """Distil towards targets computed on the clean (unaugmented) image: the batch's labels
     column 0 holds the conditioning label, the rest the teacher's logits (`teacher_logits_on`)."""
 
     def loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return kd_loss(model(x), y[:, 1:], y[:, 0].long(), temperature, alpha)
+        return kd_loss(model(x), y[:, 1:], y[:, 0].long(), temperature, alpha, top_k)
 
     return loss
 
@@ -120,16 +132,16 @@ def train_student(data: ImageDataset, config: Config, gen: ConditionalGenerator,
                              dcfg.max_filter_rounds, tag)
     seed = derive_seed(config.seed, seed_key)
     mcfg = dcfg.model
-    kwargs = {"width": mcfg.width, "norm": mcfg.norm, "dropout": mcfg.dropout}
+    kwargs = mcfg.kwargs(data.size)
     model = build_model(mcfg.arch, data.channels, data.n_classes, seed, **kwargs).to(device)
     train = source
     if not soft:
         loss = supervised_loss(data.task, tcfg.label_smoothing)
     elif dcfg.soft_targets == "clean":
         teacher.eval().requires_grad_(False)
-        train, loss = teacher_logits_on(source, teacher), clean_gkd_loss(dcfg.temperature, dcfg.alpha)
+        train, loss = teacher_logits_on(source, teacher), clean_gkd_loss(dcfg.temperature, dcfg.alpha, dcfg.top_k)
     else:
-        loss = gkd_loss(teacher, dcfg.temperature, dcfg.alpha)
+        loss = gkd_loss(teacher, dcfg.temperature, dcfg.alpha, dcfg.top_k)
     result = fit_classifier(model, train, data.val, data.task, tcfg, seed, data.hflip,
                             state_path=folder / "state.pt" if folder else None,
                             on_epoch=on_epoch, desc=f"student {method}", loss_fn=loss)

@@ -40,7 +40,10 @@ def teacher_outputs(teacher: torch.nn.Module, images: torch.Tensor, batch_size: 
     for i in range(0, len(images), batch_size):
         x = images[i:i + batch_size].to(device).contiguous(memory_format=CL)
         f = teacher.features(x)
-        probs.append(torch.softmax(teacher.fc(f), 1).cpu())
+        # a single network's head on the features it gave (one pass); an ensemble averages
+        # its members' probabilities, which its own forward does
+        logits = teacher.fc(f) if hasattr(teacher, "fc") else teacher(x)
+        probs.append(torch.softmax(logits, 1).cpu())
         feats.append(f.cpu())
     return torch.cat(probs), torch.cat(feats).double()
 
@@ -111,8 +114,8 @@ def downstream_score(fake: torch.Tensor, fake_labels: torch.Tensor, val: Split, 
     from kr.models import build_model
     from kr.train import fit_classifier
 
-    kwargs = {"width": model_cfg.width, "norm": model_cfg.norm, "dropout": model_cfg.dropout}
-    model = build_model(model_cfg.arch, fake.shape[1], n_classes, seed, **kwargs).to(device)
+    model = build_model(model_cfg.arch, fake.shape[1], n_classes, seed,
+                        **model_cfg.kwargs(fake.shape[-1])).to(device)
     result = fit_classifier(model, Split(fake, fake_labels), val, task, train_cfg, seed, hflip,
                             desc="downstream")
     return dict(result.best_val)

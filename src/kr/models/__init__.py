@@ -13,6 +13,7 @@ from torch import nn
 from kr.artifacts import load_state, read_model_config, save_model, weight_shapes
 from kr.errors import ConfigError, KRError
 from kr.models.convnet import ConvNet
+from kr.models.ensemble import AVERAGES, Ensemble
 from kr.models.resnet import ResNet
 from kr.models.scatternet import HEADS, ScatterNet, head_shapes
 from kr.seeding import derive_seed
@@ -71,17 +72,24 @@ def save_classifier(model: nn.Module, folder, arch: str, in_channels: int, num_c
     """Weights plus the constructor arguments that rebuild them (nanoGPT stores model args alike)."""
     config = {"kind": "classifier", "arch": arch, "in_channels": in_channels,
               "num_classes": num_classes, "kwargs": kwargs, **(extra or {})}
+    if isinstance(model, Ensemble):  # members of one architecture, each with its own weights
+        config.update(members=len(model.members), average=model.average)
     save_model(model, folder, config)
 
 
 LIMITS = {"in_channels": (1, 4), "num_classes": (1, 1000)}  # every architecture's
+MAX_MEMBERS = 32  # an ensemble's (kr.models.ensemble)
 
 
 def load_classifier(folder) -> nn.Module:
     """Rebuild a classifier from its folder alone, in eval mode."""
     cfg = read_model_config(folder)
     arch, channels, classes, kwargs = _checked(cfg, folder)
-    model = build_model(arch, channels, classes, **kwargs)
+    if "members" in cfg:
+        model = Ensemble([build_model(arch, channels, classes, **kwargs) for _ in range(cfg["members"])],
+                         cfg["average"])
+    else:
+        model = build_model(arch, channels, classes, **kwargs)
     model.load_state_dict(load_state(folder))
     return model.eval()
 
@@ -110,7 +118,15 @@ def _checked(cfg: dict, folder) -> tuple[str, int, int, dict]:
     for key, allowed in arch.choices.items():
         if values[key] not in allowed:
             raise bad(f"{key} {values[key]!r} is not {' or '.join(allowed)}")
-    _match(folder, weight_shapes(folder), arch.shapes(cfg["in_channels"], cfg["num_classes"], **values))
+    expected = arch.shapes(cfg["in_channels"], cfg["num_classes"], **values)
+    if "members" in cfg:
+        members = cfg["members"]
+        if not isinstance(members, int) or isinstance(members, bool) or not 1 <= members <= MAX_MEMBERS:
+            raise bad(f"members = {members!r} is not an integer in [1, {MAX_MEMBERS}]")
+        if cfg.get("average") not in AVERAGES:
+            raise bad(f"average {cfg.get('average')!r} is not {' or '.join(AVERAGES)}")
+        expected = {f"members.{i}.{name}": shape for i in range(members) for name, shape in expected.items()}
+    _match(folder, weight_shapes(folder), expected)
     return cfg["arch"], cfg["in_channels"], cfg["num_classes"], kwargs
 
 
@@ -121,4 +137,4 @@ def _match(folder, shapes: dict, expected: dict) -> None:
                           f"{shapes.get(name)}; the folder's config and weights do not belong together")
 
 
-__all__ = ["ARCHS", "Arch", "build_model", "load_classifier", "save_classifier"]
+__all__ = ["ARCHS", "Arch", "Ensemble", "build_model", "load_classifier", "save_classifier"]
