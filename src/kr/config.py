@@ -363,6 +363,9 @@ class Config:
         check(self.preset in PRESETS or self.preset == "custom", "preset",
               f"{self.preset!r} unknown; choose one of {', '.join(PRESETS)}")
         check(0 <= self.seed < 2**63, "seed", "must be a non-negative integer")
+        check(self.dpsgd.model != "cnn" or self.teacher.model.arch != "scatternet", "dpsgd.model",
+              "cnn trains the teacher's architecture end to end, and a ScatterNet teacher has a fixed "
+              "transform: use dpsgd.model=scatter-cnn for the same model under DP-SGD")
 
     def methods_to_run(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(m.strip() for m in self.baselines.split(",") if m.strip()))

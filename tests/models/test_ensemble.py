@@ -56,6 +56,8 @@ def test_saved_ensemble_loads_and_a_mismatch_is_refused(tmp_path):
 def test_members_out_of_range_is_a_config_error():
     with pytest.raises(ConfigError, match="members"):
         load_config("tiny", overrides=["teacher.members=0"])
+    with pytest.raises(ConfigError, match="scatter-cnn"):  # DP-SGD's "teacher architecture" model
+        load_config("tiny", overrides=["teacher.model.arch=scatternet", "dpsgd.model=cnn"])
 
 
 def test_teacher_ensemble_extends_the_single_teacher(tmp_path):
