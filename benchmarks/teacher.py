@@ -83,13 +83,16 @@ def table_text(rows: list[dict]) -> str:
                 by.setdefault(r["candidate"], []).append(r)
         choice = {c: [r["val"]["acc"] + r["val"]["auc"] for r in rs if r["role"] == "choice"] for c, rs in by.items()}
         complete = {c: v for c, v in choice.items() if len(v) == len(CHOICE_SEEDS)}
-        chosen = max(complete, key=lambda c: statistics.mean(complete[c])) if complete else None
+        # a choice among all the candidates, or none yet
+        done = set(complete) == set(CANDIDATES)
+        chosen = max(complete, key=lambda c: statistics.mean(complete[c])) if done else None
         for c, rs in by.items():
             rep = [r for r in rs if r["role"] == "report"]
             lines.append(f"| {d} | {c} | {_ms(choice[c])} | {_ms([r['test']['acc'] for r in rep])} "
                          f"| {_ms([r['test']['auc'] for r in rep])} | {statistics.mean(r['teacher_s'] for r in rs):.0f} "
                          f"| {'**yes**' if c == chosen else ''} | {ANCHORS.get(d, '–')} |")
-    return "\n".join(lines) + "\n\nmean ± standard error over seeds; a candidate is chosen once all its choice seeds ran."
+    return "\n".join(lines) + ("\n\nmean ± standard error over seeds; a dataset's candidate is chosen once every "
+                                "candidate has run all its choice seeds.")
 
 
 def main() -> None:
