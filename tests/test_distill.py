@@ -16,6 +16,8 @@ from tests.toys import toy_dataset, toy_generator
 # the students of kr.distill: method → (regenerated every epoch, teacher soft labels)
 METHODS = {n: (m.options["regenerate"], m.options["soft"]) for n, m in REGISTRY.items()
            if m.stages == "student"}
+# KR with one setting of its label channel changed (the DP-SGD-labelled kr-dp: tests/test_stages.py)
+LABEL_CHANNEL = {"kr-t1": (1.0, 0), "kr-t4": (4.0, 0), "kr-top1": (2.0, 1)}
 
 S = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 0.0]])
 T = torch.tensor([[1.0, 1.0, -2.0], [0.0, 3.0, 0.0]])
@@ -189,13 +191,13 @@ def test_ablations_are_one_ingredient_apart(toy, monkeypatch):
         return real_fit(model, epoch_data, *args, loss_fn=loss_fn, **kwargs)
 
     monkeypatch.setattr(kr.distill, "fit_classifier", spy)
-    for method in METHODS:
+    for method in ABLATIONS:
         train_student(data, config, toy_generator(), teacher, method, {"sigma": 1.0}, 0.0)
 
     def same_sets(a, b):
         return all(torch.equal(x[0], y[0]) and torch.equal(x[1], y[1])
                    for x, y in zip(seen[a]["sets"], seen[b]["sets"]))
-    for method in METHODS:
+    for method in ABLATIONS:
         assert all(torch.equal(v, seen["kr"]["init"][k]) for k, v in seen[method]["init"].items())
         assert len(seen[method]["sets"]) == 3
     assert same_sets("kr", "regen") and same_sets("soft", "synthetic")
@@ -208,9 +210,51 @@ def test_ablations_are_one_ingredient_apart(toy, monkeypatch):
     with torch.no_grad():
         soft = kd_loss(probe(x), teacher(x), y, config.distill.temperature, config.distill.alpha).item()
         hard = F.cross_entropy(probe(x), y, label_smoothing=config.distill.train.label_smoothing).item()
-        for method, (_, soft_labels) in METHODS.items():
+        for method in ABLATIONS:
+            soft_labels = METHODS[method][1]
             assert seen[method]["loss"](probe, x, y).item() == pytest.approx(soft if soft_labels else hard)
     assert soft != pytest.approx(hard)
+
+
+ABLATIONS = ("kr", "synthetic", "regen", "soft")
+
+
+def test_label_channel_methods_are_kr_with_one_label_setting_changed(toy, monkeypatch):
+    """kr-t1, kr-t4 and kr-top1 see KR's images from KR's initial weights; only the targets
+    differ: the teacher's softmax at T = 1 or 4, or its top-1 class alone (a one-hot target)."""
+    data, teacher, config = toy
+    assert config.distill.temperature == 2.0 and config.distill.top_k == 0
+    seen = {}
+    real_fit = kr.distill.fit_classifier
+
+    def spy(model, train, *args, loss_fn=None, **kwargs):
+        record = seen[kwargs["desc"].split()[-1]] = {"init": {k: v.clone() for k, v in model.state_dict().items()},
+                                                     "sets": [], "loss": loss_fn}
+
+        def epoch_data(epoch):
+            split = train(epoch)
+            record["sets"].append(split.images.clone())
+            return split
+        return real_fit(model, epoch_data, *args, loss_fn=loss_fn, **kwargs)
+
+    monkeypatch.setattr(kr.distill, "fit_classifier", spy)
+    outs = {m: train_student(data, config, toy_generator(), teacher, m, {"sigma": 1.0}, 0.0)
+            for m in ("kr", *LABEL_CHANNEL)}
+    probe = build_model("resnet8", 1, 3, width=8).eval()
+    x = seen["kr"]["sets"][0][:16]
+    with torch.no_grad():
+        s, t = probe(x), teacher(x)
+        for method, (temperature, top_k) in LABEL_CHANNEL.items():
+            assert all(torch.equal(a, b) for a, b in zip(seen[method]["sets"], seen["kr"]["sets"]))
+            assert all(torch.equal(v, seen["kr"]["init"][k]) for k, v in seen[method]["init"].items())
+            assert outs[method]["labels"] == {"temperature": temperature, "top_k": top_k}
+            got = seen[method]["loss"](probe, x, torch.zeros(16, dtype=torch.long)).item()
+            assert got == pytest.approx(kd_loss(s, t, None, temperature, 0.0, top_k).item())
+        # top-1: T² · CE towards the teacher's argmax, whatever T
+        one_hot = 4 * F.cross_entropy(s / 2, t.argmax(1)).item()
+        assert seen["kr-top1"]["loss"](probe, x, torch.zeros(16, dtype=torch.long)).item() == pytest.approx(one_hot)
+        losses = {m: seen[m]["loss"](probe, x, torch.zeros(16, dtype=torch.long)).item() for m in outs}
+        assert len({round(v, 6) for v in losses.values()}) == 4  # four different label channels
 
 
 def test_clean_soft_targets_come_from_the_unaugmented_image(toy, monkeypatch):

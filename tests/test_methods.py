@@ -22,7 +22,8 @@ def test_every_method_maps_to_a_pipeline_stage_and_a_folder():
     names = pipeline.stage_names(load_config("cpu", overrides=["baselines=synthetic,regen,soft,dpsgd"]))
     for m in ("real", "kr", "synthetic", "regen", "soft", methods.dp_name(1.0)):
         assert methods.stage(m) in names
-    assert methods.baselines() == ("synthetic", "regen", "soft", "dpsgd")
+    assert methods.baselines() == ("synthetic", "regen", "soft", "kr-t1", "kr-t4", "kr-top1", "kr-one", "kr-dp",
+                                   "dpsgd")
     assert Config().baselines == "synthetic,dpsgd" == methods.default_baselines()
     assert methods.folder(Path("run"), "real") == Path("run/teacher")
     assert methods.folder(Path("run"), "soft") == Path("run/methods/soft")

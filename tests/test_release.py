@@ -278,3 +278,18 @@ def test_the_card_shows_the_teacher_control_beside_the_bound_and_flags_a_failed_
     failed = model_card({**release, "canary": {"mislabelled": bound}, "canary_meta": meta,
                          "teacher_canary": {"mislabelled": bound}})
     assert "The control FAILED here" in failed
+
+
+def test_a_kr_dp_card_says_what_its_labellers_epsilon_covers_and_what_it_does_not(released):
+    from kr.release import model_card
+
+    folder, _, _ = released
+    release = json.loads((folder / "config.json").read_text())["release"]
+    assert "NO formal guarantee" not in model_card(release)  # kr: no labeller recorded
+    holds = model_card({**release, "method": "kr-dp", "labeller": {"model": "dpsgd-eps8", "epsilon": 7.99,
+                                                                   "delta": 1e-5, "guarantee_holds": True}})
+    assert "dpsgd-eps8" in holds and "ε = 7.99" in holds and "covered by that ε" in holds
+    assert "The synthetic images are not" in holds and "NO formal guarantee" in holds
+    seeded = model_card({**release, "method": "kr-dp", "labeller": {"model": "dpsgd-eps8", "epsilon": 7.99,
+                                                                    "guarantee_holds": False}})
+    assert "does NOT hold" in seeded and "covered by" not in seeded

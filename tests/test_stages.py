@@ -5,6 +5,7 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+import torch
 
 from kr import pipeline, stages
 from kr.config import load_config
@@ -66,3 +67,49 @@ def test_a_toy_audit_added_in_one_place_runs_as_a_stage_of_the_run(tmp_path, mon
     train = dataclasses.replace(config.teacher.train, lr=config.teacher.train.lr * 2)
     retrained = dataclasses.replace(config, teacher=dataclasses.replace(config.teacher, train=train))
     assert "toy" not in pipeline.run(retrained, out=run, device="cpu", stages=("teacher",))
+
+
+def test_kr_dp_is_declared_after_the_dp_sgd_model_that_labels_it():
+    """kr-dp pulls in DP-SGD even when `dpsgd` is not listed, reads the largest target ε's
+    model, and is declared after it (the graph runs in declaration order)."""
+    graph = stages.stage_graph(load_config("tiny", overrides=["baselines=kr-dp", "dpsgd.epsilons=1,4"]))
+    names = list(graph)
+    assert "methods/dpsgd-eps4" in graph["methods/kr-dp"].needs
+    assert "methods/dpsgd-eps1" not in graph["methods/kr-dp"].needs
+    assert names.index("methods/dpsgd-eps4") < names.index("methods/kr-dp")
+    plain = stages.stage_graph(load_config("tiny", overrides=["baselines=synthetic"]))
+    assert not any(n.startswith("methods/dpsgd") for n in plain)
+
+
+@pytest.mark.slow  # a whole tiny run
+def test_kr_dp_and_kr_one_are_labelled_by_their_own_network(tmp_path, monkeypatch, small):
+    """kr-dp: the DP-SGD model labels and nothing is filtered; kr-one: an ensemble teacher's
+    first member labels, on KR's images (the ensemble filters, at the tuned threshold)."""
+    seen = {}
+    real = stages.train_student
+
+    def spy(data, config, gen, teacher, method, knobs, threshold, *args, **kwargs):
+        labeller = kwargs.get("labeller") or teacher
+        seen[method] = ({k: v.clone() for k, v in labeller.state_dict().items()}, threshold, kwargs.get("tag"))
+        return real(data, config, gen, teacher, method, knobs, threshold, *args, **kwargs)
+
+    monkeypatch.setattr(stages, "train_student", spy)
+    config = load_config("tiny", data={"dataset": small},
+                         overrides=["baselines=kr-dp,kr-one", "dpsgd.epsilons=4", "select.threshold=0.3",
+                                    "teacher.members=2"])
+    results = pipeline.run(config, out=tmp_path / "run", device="cpu")
+    assert {"kr-dp", "dpsgd-eps4"} <= set(results["methods"])
+    dp = load_verified(tmp_path / "run" / stage_folder("dpsgd-eps4")).state_dict()
+    teacher = load_verified(tmp_path / "run" / "teacher").state_dict()
+    weights, threshold, _ = seen["kr-dp"]
+    assert weights.keys() == dp.keys() and all(torch.equal(weights[k], dp[k]) for k in dp)
+    assert weights.keys() != teacher.keys() or not all(torch.equal(weights[k], teacher[k]) for k in teacher)
+    assert threshold == 0.0 and seen["kr"][1] == results["tuning"]["threshold"] == 0.3
+    one, threshold, tag = seen["kr-one"]
+    member = {k.removeprefix("members.0."): v for k, v in teacher.items() if k.startswith("members.0.")}
+    assert one.keys() == member.keys() and all(torch.equal(one[k], member[k]) for k in member)
+    assert (threshold, tag) == seen["kr"][1:]  # KR's images
+    entry = results["methods"]["kr-dp"]
+    assert entry["labeller"]["model"] == "dpsgd-eps4"
+    assert entry["labeller"]["epsilon"] == pytest.approx(results["methods"]["dpsgd-eps4"]["epsilon"])
+    assert "test" in entry

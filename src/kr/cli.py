@@ -117,7 +117,8 @@ def _execute(dataset, data_dir, preset, out, config_file, overrides, seed, devic
 @click.option("--dataset", default=None, help="Dataset name or .npz path [default: digits, offline].")
 @click.option("--methods", default=None, metavar="A,B",
               help="The comparisons besides the teacher and KR [default: synthetic,dpsgd]; add the ablations "
-                   "with --methods synthetic,regen,soft,dpsgd (the config's `baselines`).")
+                   "(regen, soft) or the label-channel students (kr-t1, kr-t4, kr-top1, kr-one, kr-dp), e.g. "
+                   "--methods synthetic,regen,kr-top1,dpsgd (the config's `baselines`).")
 @_run_options
 def run(**kw):
     """Run Knowledge Recycling: teacher → generator → checkpoint optimisation → tuning →
@@ -214,6 +215,7 @@ def audit(run_dir, overrides, canaries, replant, wait, data_dir, device, executo
     the run's own: a rerun resumes, and --executor spreads the reference runs."""
     from kr import pipeline
     from kr.report import audit_table
+    from kr.report.advice import advice_lines
 
     bad = [o for o in overrides if not o.startswith("audit.")]
     if bad:
@@ -226,6 +228,8 @@ def audit(run_dir, overrides, canaries, replant, wait, data_dir, device, executo
     pool = _executor(executor, workers, ray_address, task_cpus, Path(run_dir).absolute(), threads)
     results = pipeline.audit(run_dir, overrides, data_dir, device, canaries, replant, pool, wait)
     click.echo(audit_table(results))
+    click.echo("which model to release, from this run's numbers:")
+    click.echo("\n".join("  " + line for line in advice_lines(results)))
     click.echo(f"report: {results['report']}")
 
 

@@ -105,16 +105,20 @@ def train_student(data: ImageDataset, config: Config, gen: ConditionalGenerator,
                   teacher: nn.Module, method: str, knobs: dict[str, Any], threshold: float,
                   folder: Path | None = None, epochs: int | None = None, seed_key: str = "student",
                   on_epoch: Callable[[dict], None] | None = None, tag: str | None = None,
-                  select_metric: str | None = None) -> dict:
+                  select_metric: str | None = None, labeller: nn.Module | None = None) -> dict:
     """Train one synthetic-data student; return its validation metrics and what it was fed.
 
     `folder` (if given) receives the model and a resumable per-epoch state.  `epochs`
     shortens training for the candidates of checkpoint optimisation and tuning, and
     `select_metric` picks their best epoch by the metric that ranks them.  Students
     given the same `tag` (naming this generator and teacher) share identical synthetic sets
-    instead of sampling them again."""
+    instead of sampling them again.  `labeller` (default: the teacher) gives the soft labels;
+    the teacher still filters the samples."""
     dcfg = config.distill
-    regenerate, soft = (METHODS[method].options[k] for k in ("regenerate", "soft"))
+    options = METHODS[method].options
+    regenerate, soft = options["regenerate"], options["soft"]
+    # a label-channel method (kr-t1, kr-top1, …) changes one setting of distill for itself alone
+    temperature, top_k = options.get("temperature", dcfg.temperature), options.get("top_k", dcfg.top_k)
     tcfg = dcfg.train
     quotas = class_quotas(data.train.labels, data.n_classes, dcfg.size_factor, dcfg.prior)
     epochs = dcfg.epochs_for(sum(quotas)) if epochs is None else epochs
@@ -135,17 +139,19 @@ def train_student(data: ImageDataset, config: Config, gen: ConditionalGenerator,
     kwargs = mcfg.kwargs(data.size)
     model = build_model(mcfg.arch, data.channels, data.n_classes, seed, **kwargs).to(device)
     train = source
+    labeller = teacher if labeller is None else labeller.to(device, memory_format=CL)
     if not soft:
         loss = supervised_loss(data.task, tcfg.label_smoothing)
     elif dcfg.soft_targets == "clean":
-        teacher.eval().requires_grad_(False)
-        train, loss = teacher_logits_on(source, teacher), clean_gkd_loss(dcfg.temperature, dcfg.alpha, dcfg.top_k)
+        labeller.eval().requires_grad_(False)
+        train, loss = teacher_logits_on(source, labeller), clean_gkd_loss(temperature, dcfg.alpha, top_k)
     else:
-        loss = gkd_loss(teacher, dcfg.temperature, dcfg.alpha, dcfg.top_k)
+        loss = gkd_loss(labeller, temperature, dcfg.alpha, top_k)
     result = fit_classifier(model, train, data.val, data.task, tcfg, seed, data.hflip,
                             state_path=folder / "state.pt" if folder else None,
                             on_epoch=on_epoch, desc=f"student {method}", loss_fn=loss)
     out = {"method": method, "mode": mode, "soft_labels": soft, "knobs": knobs,
+           "labels": {"temperature": temperature, "top_k": top_k} if soft else None,
            "threshold": threshold, "epochs": tcfg.epochs, "best_epoch": result.best_epoch,
            "val": result.best_val, "images_per_epoch": sum(quotas),
            "images_generated": source.images_generated,

@@ -5,6 +5,9 @@ release all read.  A new method is its module and one entry here.
     real                  the teacher (step 1), trained on the real train split
     kr                    the GKD student (step 5): regenerated synthetic images, teacher labels
     synthetic, regen, soft  the baselines of step 6, each one KR ingredient short
+    kr-t1, kr-t4, kr-top1, kr-one, kr-dp  KR with another label channel (opt-in): soft labels at
+                          T = 1 or 4, the teacher's top-1 label only, one network's labels (an
+                          ensemble teacher's first member), or labels from the DP-SGD model
     dpsgd                 DP-SGD on the real images, one model per target ε (`dpsgd-eps<ε>`)
 
 A method's `stages` is its kind, "student" or "dpsgd": kr.stages declares each kind's stages
@@ -20,7 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-STUDENT_FIELDS = ("best_epoch", "mode", "soft_labels", "knobs", "threshold", "images_generated")
+STUDENT_FIELDS = ("best_epoch", "mode", "soft_labels", "labels", "labeller", "knobs", "threshold",
+                  "images_generated")
 DP_FIELDS = ("best_epoch", "epsilon", "epsilon_target", "delta", "noise_multiplier", "accountant", "model",
              "noise", "guarantee_holds")
 
@@ -61,10 +65,15 @@ class Method:
         return self.description
 
 
-def _student(name: str, description: str, regenerate: bool, soft: bool, **kw) -> Method:
-    """A student of kr.distill: synthetic images only; (regenerated every epoch, teacher labels)."""
-    return Method(name, description, "student", STUDENT_FIELDS,
-                  {"regenerate": regenerate, "soft": soft}, augmentation="distill.train", **kw)
+def _student(name: str, description: str, regenerate: bool, soft: bool, labels: dict | None = None,
+             **kw) -> Method:
+    """A student of kr.distill: synthetic images only; (regenerated every epoch, teacher labels).
+    `labels` overrides the label channel of `distill` for this method alone: `temperature`,
+    `top_k`, `labeller="one"` (an ensemble teacher's first member labels; the ensemble still
+    filters, so the images are KR's), or `labeller="dpsgd"` (the DP-SGD model at the largest
+    target ε labels, and nothing is filtered: the non-private teacher never touches its data)."""
+    return Method(name, description, "student", STUDENT_FIELDS, {"regenerate": regenerate, "soft": soft, **(labels or {})},
+                  augmentation="distill.train", **kw)
 
 
 METHODS: dict[str, Method] = {m.name: m for m in (
@@ -76,6 +85,12 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     # the ablations: one flag away (kr run --methods …), and in the benchmark table
     _student("regen", "regenerated, hard labels", True, False, default=False),
     _student("soft", "fixed synthetic set, teacher labels", False, True, default=False),
+    # the label channel (what the teacher's labels pass on): KR with one setting changed
+    _student("kr-t1", "GKD, teacher labels at T = 1", True, True, default=False, labels={"temperature": 1.0}),
+    _student("kr-t4", "GKD, teacher labels at T = 4", True, True, default=False, labels={"temperature": 4.0}),
+    _student("kr-top1", "GKD, the teacher's top-1 label only", True, True, default=False, labels={"top_k": 1}),
+    _student("kr-one", "GKD, labels of one teacher network", True, True, default=False, labels={"labeller": "one"}),
+    _student("kr-dp", "GKD, labels from the DP-SGD model", True, True, default=False, labels={"labeller": "dpsgd"}),
     Method("dpsgd", "DP-SGD, real images", "dpsgd", DP_FIELDS, real_images=True,
            formal_dp=True, prefix="dpsgd-eps", augmentation="dpsgd"),
 )}
@@ -126,6 +141,12 @@ def stage_folder(model: str) -> str:
 
 def folder(run: Path, model: str) -> Path:
     return Path(run) / stage_folder(model)
+
+
+def labeller(model: str) -> str:
+    """Who labels a student's synthetic images: "teacher", "one" (kr-one) or "dpsgd" (kr-dp)."""
+    m = method_of(model)
+    return (m.options.get("labeller", "teacher") if m and m.options.get("soft") else "teacher")
 
 
 def saw_real_images(model: str) -> bool:

@@ -78,7 +78,7 @@ def export(run_dir: str | Path, out: str | Path, method: str = "kr", onnx: bool 
                "weights_sha256": file_hashes(folder)["model.safetensors"],
                "canary": (results.get("canary") or {}).get(method), "canary_meta": results.get("canary_meta"),
                "teacher_canary": (results.get("canary") or {}).get("real"),
-               "dp_limits": list(DP_LIMITS) if is_dp(method) else None}
+               "dp_limits": list(DP_LIMITS) if is_dp(method) else None, "labeller": m.get("labeller")}
     out.parent.mkdir(parents=True, exist_ok=True)
     # a fresh folder of our own beside `out`: nothing half-written under the name a user ships,
     # and nothing of the user's is ever removed
@@ -130,6 +130,20 @@ def _dp_text(r: dict) -> str:
             "with noise and batch sampling drawn from secret randomness that was never stored.")
 
 
+def _labeller_text(labeller: dict | None) -> str:
+    """kr-dp: what its DP-SGD labeller's ε covers, and what it does not."""
+    if not labeller:
+        return ""
+    eps = labeller.get("epsilon")
+    holds = labeller.get("guarantee_holds") is True and eps is not None
+    return (f" Its labels came from {labeller['model']}, a DP-SGD model trained on the real train split"
+            + (f" with ε = {eps:.2f}: what the labels carry about the real images is covered by that ε (post-"
+               "processing)" if holds else ": its ε does NOT hold (seeded noise), so nothing covers the labels")
+            + ". The synthetic images are not: the generator trained on the real images without noise, and "
+            "the checkpoint and knobs were chosen by the teacher's students. This model has NO formal "
+            "guarantee.")
+
+
 def _fmt_attack(name: str, r: dict) -> str:
     tpr = r.get("tpr_at_1%fpr")
     tpr_s = "not resolvable" if tpr is None else f"{100 * tpr:.1f} %"
@@ -167,7 +181,7 @@ def model_card(r: dict) -> str:
         ("The student never saw a real image: it was trained only on synthetic images from a "
          "generator, labelled by a teacher; the generator and the teacher were trained on the real "
          "train split. Its validation split chose every setting; its test split was read once, for "
-         "the figures below." if not saw_real_images(r["method"]) else
+         "the figures below." + _labeller_text(r.get("labeller")) if not saw_real_images(r["method"]) else
          "This model was trained on the real train split" + (" with DP-SGD: " + _dp_text(r) if is_dp(r["method"]) else ".")),
         f"Data fingerprint: `{r.get('data_fingerprint')}`.", "",
         "## Performance (real test split, MedMNIST ACC/AUC)", "",

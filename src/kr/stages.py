@@ -48,8 +48,9 @@ from kr.executors import InProcess, make_executor
 from kr.generation import grid_labels, grid_seed, judge_checkpoints, selected_checkpoint, train_generator
 from kr.generators import load_generator
 from kr.graph import Done, Stage, request
-from kr.methods import METHODS, Method, dp_name, method_of, stage_folder
+from kr.methods import METHODS, Method, dp_name, labeller, method_of, stage_folder
 from kr.models import load_classifier
+from kr.models.ensemble import Ensemble
 from kr.privacy.references import membership, reference_config, subset
 from kr.privacy.results import canary_fields, results_fields
 from kr.quality import save_class_rows, save_grid
@@ -119,7 +120,10 @@ def stage_graph(config: Config) -> dict[str, Stage]:
     ]
     # Step 5, GKD, and the comparisons of step 6: each method's own stages.
     wanted = config.methods_to_run()
-    for method in METHODS.values():
+    if any(labeller(m) == "dpsgd" for m in wanted):  # kr-dp's labels come from the DP-SGD model
+        wanted += ("dpsgd",)
+    # declared in dependency order: kr-dp after the DP-SGD model that labels its images
+    for method in sorted(METHODS.values(), key=lambda m: labeller(m.name) == "dpsgd"):
         if method.stages is not None and (method.always or method.name in wanted):
             graph += method_stages(config, method)
     models = {s.name: s.model for s in graph if s.model}
@@ -197,18 +201,39 @@ def method_stages(config: Config, method: Method) -> list[Stage]:
 
 
 def _student_stages(config: Config, method: Method) -> list[Stage]:
-    """A student of kr.distill (kr and the baselines): one stage, after tuning."""
-    return [Stage(stage_folder(method.name), ("teacher", "generator", "selection", "tuning"), (),
-                  _student, params={"method": method.name}, model=method.name, group=method.name)]
+    """A student of kr.distill (kr and the baselines): one stage, after tuning; kr-dp's also
+    after the DP-SGD model that labels its images."""
+    after = ("teacher", "generator", "selection", "tuning")
+    if labeller(method.name) == "dpsgd":
+        after += (stage_folder(dp_labeller(config)),)
+    return [Stage(stage_folder(method.name), after, (), _student, params={"method": method.name},
+                  model=method.name, group=method.name)]
+
+
+def dp_labeller(config: Config) -> str:
+    """The DP-SGD model that labels kr-dp's images: the largest target ε, the most accurate."""
+    return dp_name(max(config.dpsgd.epsilon_list()))
 
 
 def _student(ctx: Context, inputs: dict[str, Done], folder: Path, method: str) -> dict:
     """Step 5 (and the baselines of step 6): the selected checkpoint with the tuned knobs."""
     tuning = inputs["tuning"].outputs
-    return train_student(ctx.data, ctx.config, load_generator(selected_checkpoint(inputs)).to(ctx.device),
-                         load_classifier(inputs["teacher"].path).to(ctx.device), method, tuning["knobs"],
+    generator = load_generator(selected_checkpoint(inputs)).to(ctx.device)
+    if labeller(method) == "dpsgd":
+        # kr-dp: the DP-SGD model labels every image and no sample is filtered, so the real
+        # images reach the labels only through DP-SGD (its ε holds for them by post-processing);
+        # the generator, and the checkpoint and knob the teacher's students chose, are not private
+        dp = inputs[stage_folder(dp_labeller(ctx.config))]
+        out = train_student(ctx.data, ctx.config, generator, load_classifier(dp.path).to(ctx.device), method,
+                            tuning["knobs"], 0.0, folder, on_epoch=ctx.log_to(stage_folder(method)))
+        return {**out, "labeller": {"model": dp.model, **{k: dp.outputs.get(k) for k in
+                                                          ("epsilon", "delta", "guarantee_holds")}}}
+    teacher = load_classifier(inputs["teacher"].path).to(ctx.device)
+    # kr-one: the labels of one network, the images of KR (an ensemble teacher still filters)
+    one = teacher.members[0] if labeller(method) == "one" and isinstance(teacher, Ensemble) else None
+    return train_student(ctx.data, ctx.config, generator, teacher, method, tuning["knobs"],
                          tuning["threshold"], folder, on_epoch=ctx.log_to(stage_folder(method)),
-                         tag=inputs["tuning"].key)  # students of one tuning share synthetic sets
+                         tag=inputs["tuning"].key, labeller=one)  # students of one tuning share synthetic sets
 
 
 def _dpsgd_stages(config: Config, method: Method) -> list[Stage]:

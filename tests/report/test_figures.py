@@ -42,3 +42,16 @@ def test_a_seeded_dp_model_is_labelled_as_not_holding_its_epsilon():
     points = [{**p, "guarantee_holds": p["epsilon"] != 4.0} if p["epsilon"] else p for p in _points()]
     ax = figures.privacy_utility_figure(points).axes[0]
     assert sorted(t.get_text() for t in ax.texts) == ["ε=1", "ε=4 (does not hold: seeded noise)", "ε=8"]
+
+
+def test_canary_frontier_puts_each_audited_model_at_its_auc_and_accuracy(tmp_path):
+    import matplotlib.image as mpimg
+
+    results = {"methods": {"kr": {"test": {"acc": 0.9}}, "regen": {"test": {"acc": 0.8}}, "real": {"val": {}}},
+               "canary": {"kr": {"mislabelled": {"auc": 0.7, "auc_ci": [0.6, 0.8]}},
+                          "regen": {"mislabelled": {"auc": 0.52, "auc_ci": None}},
+                          "real": {"mislabelled": {"auc": 0.9}}}}  # the teacher: no test figure, no point
+    points = figures.canary_points(results)
+    assert [(p["method"], p["auc"], p["acc"]) for p in points] == [("kr", 0.7, 0.9), ("regen", 0.52, 0.8)]
+    path = figures.canary_frontier(points, tmp_path / "f.png")
+    assert mpimg.imread(path).std() > 0.01  # drawn, not blank

@@ -15,9 +15,11 @@ from kr.errors import KRError
 from kr.methods import describe, is_dp, method_of
 from kr.privacy.results import audit_of, best_attack, canary_source
 from kr.report import figures
+from kr.report.advice import advice_lines
 from kr.report.tables import canary_rows, comparison_lines, merged_attacks, quality_rows, spread
 
-SECTIONS = (("results", "Results"), ("privacy-utility", "Privacy–utility"), ("audit", "Membership inference"),
+SECTIONS = (("results", "Results"), ("privacy-utility", "Privacy–utility"), ("release", "Which model to release"),
+            ("audit", "Membership inference"),
             ("samples", "Synthetic samples"), ("selection", "Checkpoint optimisation and tuning"),
             ("training", "Training curves"), ("roc", "ROC curves"), ("memorisation", "Memorisation check"),
             ("provenance", "Config, versions, seeds, timings"))
@@ -210,6 +212,16 @@ figure.grid img{width:100%;image-rendering:pixelated}figure.wide img{width:90%;i
 
 def _run_sections(page: Page, run: Run, figs: Path, prefix: str) -> None:
     res = run.results
+    page.heading(2, f"Which model to release — {run.name}", f"{prefix}release")
+    page.text("One sentence per need, from this run's own numbers and audits; a sentence whose numbers "
+              "are missing says what to run.")
+    for line in advice_lines(res):
+        page.text(line)
+    points = figures.canary_points(res)
+    if points:
+        page.image(figures.canary_frontier(points, figs / f"{prefix}canary_frontier.png"),
+                   "test accuracy against canary AUC (mislabelled canaries, one canary run), each model with its "
+                   "95 % interval over canaries: the students of the teacher's labels beside those that never saw one")
     page.heading(2, f"Membership inference — {run.name}", f"{prefix}audit")
     meta = res.get("audit_meta")
     if meta:

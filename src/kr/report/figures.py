@@ -75,6 +75,36 @@ def privacy_utility_figure(points: list[dict]):
     return fig
 
 
+def canary_points(results: dict) -> list[dict]:
+    """Each model of the run's canary audit: its canary AUC with the interval over canaries
+    (mislabelled canaries, the type the ε bound rests on) and its test ACC."""
+    points = []
+    for model, row in (results.get("canary") or {}).items():
+        c, entry = (row.get("mislabelled") or {}), results.get("methods", {}).get(model, {})
+        if c.get("auc") is not None and "test" in entry:
+            points.append({"method": model, "auc": c["auc"], "ci": c.get("auc_ci"), "acc": entry["test"]["acc"]})
+    return points
+
+
+def canary_frontier(points: list[dict], path: Path) -> Path:
+    """The label-channel frontier: test ACC against canary AUC, each model a point with its
+    95 % interval over canaries; up and left is better (0.5: the audit guesses)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    for i, p in enumerate(points):
+        lo, hi = p["ci"] or (p["auc"], p["auc"])
+        ax.errorbar([p["auc"]], [p["acc"]], xerr=[[p["auc"] - lo], [hi - p["auc"]]], fmt="o", ms=6, capsize=3,
+                    color=f"C{i % 10}", label=p["method"])
+    ax.axvline(0.5, color="k", lw=0.8, ls="--")
+    ax.set(xlabel="canary AUC, 95 % interval over canaries (0.5 = the audit guesses)", ylabel="test accuracy",
+           title="what each model's training leaks about its canaries, against its accuracy\n"
+                 "(one canary run; up and left is better)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def training_curves(records: list[dict], path: Path) -> Path | None:
     """Validation ACC and training loss per epoch, for the teacher and every student."""
     curves = defaultdict(list)

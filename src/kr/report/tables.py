@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from kr.methods import describe
+from kr.report.advice import advice_lines
 from kr.privacy.results import canary_source
 
 
@@ -41,6 +42,8 @@ def summary_table(results: dict) -> str:
         lines.append(f"  chosen{by}: {knob}={tuning['knobs'][knob]:g}, filter threshold {tuning['threshold']:g}")
     if results.get("audit_shipped"):
         lines.append(audit_table(results))
+    lines.append("which model to release, from this run's numbers:")
+    lines += ["  " + line for line in advice_lines(results)]
     timings = ", ".join(f"{k} {v:.1f}s" for k, v in results.get("timings_s", {}).items())
     lines.append(f"time: {timings}")
     lines.append(f"run directory: {results['run_dir']}")

@@ -1,0 +1,170 @@
+"""Benchmark: the label channel — what each way of labelling KR's synthetic images costs in
+accuracy and what it leaks, measured by the one-run canary audit.
+
+    python benchmarks/labels.py run --runs DIR --datasets breastmnist --seeds 10 11 12 --canaries 140
+    python benchmarks/labels.py table        # Markdown, from results/labels.json
+
+`run`: per dataset and seed, one `kr run` with every label-channel method beside the students
+that never saw a teacher label and DP-SGD, then `kr audit RUN --canaries M` (calibrated by the
+shipped run).  The methods (kr.methods):
+
+    kr        the default: the teacher's softmax at distill.temperature (T = 2)
+    kr-t1, kr-t4   T = 1 (the paper's GKD), T = 4
+    kr-top1   the teacher's top-1 label only
+    kr-one    one network's labels (the teacher ensemble's first member)
+    kr-dp     labels from the DP-SGD model at the largest ε (its ε holds for the labels)
+    synthetic, regen   hard conditioning labels: never a teacher label (the reference)
+    dpsgd-eps<ε>       DP-SGD on the real images
+
+`table`: per dataset, each method's test ACC (mean ± SE over seeds), canary AUC (mean over
+seeds) and its difference to `regen` (the hard-label student on KR's regenerated images) and
+to `kr`, paired over canaries within each seed and averaged over seeds, with a 95 % interval
+from the seeds' bootstrap draws averaged draw by draw (the seeds are independent canary runs).
+The test split is read to report, never to choose.  Runs resume: a finished stage is reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent
+RESULTS = ROOT / "results" / "labels.json"
+sys.path.insert(0, str(ROOT))
+from table import _cpu  # noqa: E402  (one machine descriptor for every benchmark)
+
+METHODS = "synthetic,regen,kr-t1,kr-t4,kr-top1,kr-one,kr-dp,dpsgd"
+REFERENCE, DEFAULT = "regen", "kr"
+RESAMPLES = 2000
+
+
+def _kr(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "kr", *args], check=True)
+
+
+def _commit() -> str:
+    import kr
+
+    out = subprocess.run(["git", "-C", str(Path(kr.__file__).parent), "rev-parse", "--short", "HEAD"],
+                         capture_output=True, text=True)
+    return out.stdout.strip() or "unknown"
+
+
+def _load() -> dict:
+    return json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"rows": []}
+
+
+def _row(run: Path, overrides: list[str]) -> dict:
+    res = json.loads((run / "results.json").read_text())
+    with np.load(run / "audit" / "canaries" / "score" / "scores.npz") as f:
+        scores = {k: f[k].tolist() for k in f.files}
+    with np.load(run / "audit" / "canaries" / "plant" / "canaries.npz") as f:
+        bits, kind = f["bits"].astype(bool).tolist(), f["kind"].tolist()
+    return {"dataset": res["dataset"], "seed": res["seed"], "overrides": overrides, "run": str(run),
+            "test": {m: v["test"] for m, v in res["methods"].items()},
+            "val": {m: v["val"] for m, v in res["methods"].items()},
+            "canary": {m: (c.get("mislabelled") or {}) for m, c in res["canary"].items()},
+            "scores": scores, "bits": bits, "kind": kind,
+            "stage_s": {k: v for k, v in res["timings_s"].items() if v is not None},
+            "commit": _commit(), "cpu": _cpu(), "date": time.strftime("%Y-%m-%d")}
+
+
+def run(args) -> None:
+    for dataset in args.datasets:
+        for seed in args.seeds:
+            out = Path(args.runs) / f"{dataset}-s{seed}"
+            sets = [a for o in args.set for a in ("--set", o)]
+            _kr("run", "--dataset", dataset, "--seed", str(seed), "--out", str(out), "--device", "cpu",
+                "--methods", args.methods, *sets)
+            _kr("audit", str(out), "--canaries", str(args.canaries), "--device", "cpu")
+            data = _load()
+            row = _row(out, args.set)
+            data["rows"] = [r for r in data["rows"] if (r["dataset"], r["seed"]) != (dataset, seed)] + [row]
+            RESULTS.parent.mkdir(parents=True, exist_ok=True)
+            RESULTS.write_text(json.dumps(data) + "\n")
+
+
+def _auc(s: np.ndarray, y: np.ndarray) -> float:
+    """AUC with ties counted half (Mann–Whitney)."""
+    pos, neg = s[y], s[~y]
+    return float(((pos[:, None] > neg[None]).sum() + 0.5 * (pos[:, None] == neg[None]).sum()) / (len(pos) * len(neg)))
+
+
+def paired_over_seeds(rows: list[dict], a: str, b: str, seed: int = 0) -> tuple[float, list[float]]:
+    """Mean over seeds of canary AUC(a) − AUC(b), paired over each seed's mislabelled canaries,
+    and its 95 % interval: per seed, bootstrap draws resampling canaries (both models alike);
+    the seeds' draws averaged draw by draw."""
+    rng = np.random.default_rng(seed)
+    means, draws = [], []
+    for r in rows:
+        main = np.array(r["kind"]) == 0
+        y, sa, sb = np.array(r["bits"])[main], np.array(r["scores"][a])[main], np.array(r["scores"][b])[main]
+        means.append(_auc(sa, y) - _auc(sb, y))
+        d = []
+        while len(d) < RESAMPLES:
+            i = rng.integers(0, len(y), len(y))
+            if 0 < y[i].sum() < len(i):
+                d.append(_auc(sa[i], y[i]) - _auc(sb[i], y[i]))
+        draws.append(d)
+    mean_draws = np.mean(draws, axis=0)
+    return float(np.mean(means)), [float(np.percentile(mean_draws, 2.5)), float(np.percentile(mean_draws, 97.5))]
+
+
+def _ms(xs: list[float]) -> str:
+    if len(xs) < 2:
+        return f"{xs[0]:.3f}" if xs else "—"
+    return f"{statistics.mean(xs):.3f} ± {statistics.stdev(xs) / len(xs) ** 0.5:.3f}"
+
+
+def _d(rows: list[dict], a: str, b: str) -> str:
+    if a == b or not all(a in r["scores"] and b in r["scores"] for r in rows):
+        return "—"
+    m, (lo, hi) = paired_over_seeds(rows, a, b)
+    verdict = "" if lo <= 0 <= hi else " (distinguishable)"
+    return f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}]{verdict}"
+
+
+def table_text(rows: list[dict]) -> str:
+    lines = [f"| dataset | method | seeds | test ACC | canary AUC | − {REFERENCE} (paired) | − {DEFAULT} (paired) |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for dataset in dict.fromkeys(r["dataset"] for r in rows):
+        rs = sorted((r for r in rows if r["dataset"] == dataset), key=lambda r: r["seed"])
+        for m in rs[0]["test"]:
+            if not all(m in r["test"] for r in rs):
+                continue
+            aucs = [r["canary"].get(m, {}).get("auc") for r in rs]
+            auc = _ms([a for a in aucs if a is not None]) if any(a is not None for a in aucs) else "—"
+            lines.append(f"| {dataset} | {m} | {','.join(str(r['seed']) for r in rs)} | "
+                         f"{_ms([r['test'][m]['acc'] for r in rs])} | {auc} | {_d(rs, m, REFERENCE)} | "
+                         f"{_d(rs, m, DEFAULT)} |")
+    cpus = sorted({r["cpu"] for r in rows})
+    return "\n".join(lines) + f"\n\nCPU: {', '.join(cpus)}; commits {', '.join(sorted({r['commit'] for r in rows}))}."
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--runs", required=True)
+    r.add_argument("--datasets", nargs="+", default=["breastmnist"])
+    r.add_argument("--seeds", nargs="+", type=int, default=[10, 11, 12])
+    r.add_argument("--canaries", type=int, default=140)
+    r.add_argument("--methods", default=METHODS)
+    r.add_argument("--set", action="append", default=[], help="a config override for every run (dotted=value)")
+    sub.add_parser("table")
+    args = p.parse_args()
+    if args.cmd == "run":
+        run(args)
+    else:
+        print(table_text(_load()["rows"]))
+
+
+if __name__ == "__main__":
+    main()
