@@ -76,6 +76,7 @@ def run(config: Config, out: str | Path | None = None, data_dir: str | None = No
     dev = str(resolve_device(device))
     start = time.perf_counter()
     data = data if data is not None else prepare(config, data_dir)
+    config = config.resolved(len(data.train))  # an audit's replays get it resolved already
     prepare_s = round(time.perf_counter() - start, 2)
     graph = stage_graph(config)
     audits = tuple(audits)

@@ -31,15 +31,15 @@ def train_teacher(data: ImageDataset, config: Config, folder: Path, device: torc
     averages their probabilities.  A finished member is kept in `members/<i>`, so an
     interrupted stage resumes with the next one."""
     t = config.teacher
-    seeds = [derive_seed(config.seed, "teacher")] + [derive_seed(config.seed, "teacher", i)
-                                                     for i in range(1, t.members)]
-    if t.members == 1:
+    n = t.members_for(len(data.train))
+    seeds = [derive_seed(config.seed, "teacher")] + [derive_seed(config.seed, "teacher", i) for i in range(1, n)]
+    if n == 1:
         return train_on_real(data, t.model, t.train, seeds[0], folder, device, on_epoch, "teacher")
     members, reports = [], []
     for i, seed in enumerate(seeds):
         sub = folder / "members" / str(i)
         if not (sub / "metrics.json").is_file():
-            train_on_real(data, t.model, t.train, seed, sub, device, on_epoch, f"teacher {i + 1}/{t.members}")
+            train_on_real(data, t.model, t.train, seed, sub, device, on_epoch, f"teacher {i + 1}/{n}")
         members.append(load_classifier(sub).to(device))
         reports.append({"seed": seed, **read_json(sub / "metrics.json")})
         reports[-1].pop("history", None)  # kept in the member's own metrics.json
@@ -51,7 +51,7 @@ def train_teacher(data: ImageDataset, config: Config, folder: Path, device: torc
                            "label_names": list(data.label_names)},
                     **mcfg.kwargs(data.size))
     write_json(folder / "metrics.json", metrics)
-    log.info("teacher: ensemble of %d, val acc %.4f auc %.4f (members: acc %s)", t.members,
+    log.info("teacher: ensemble of %d, val acc %.4f auc %.4f (members: acc %s)", n,
              metrics["val"]["acc"], metrics["val"]["auc"], ", ".join(f"{r['val']['acc']:.4f}" for r in reports))
     return metrics
 

@@ -55,7 +55,9 @@ def test_saved_ensemble_loads_and_a_mismatch_is_refused(tmp_path):
 
 def test_members_out_of_range_is_a_config_error():
     with pytest.raises(ConfigError, match="members"):
-        load_config("tiny", overrides=["teacher.members=0"])
+        load_config("tiny", overrides=["teacher.members=-1"])
+    with pytest.raises(ConfigError, match="members"):
+        load_config("tiny", overrides=["teacher.members=33"])
     with pytest.raises(ConfigError, match="scatter-cnn"):  # DP-SGD's "teacher architecture" model
         load_config("tiny", overrides=["teacher.model.arch=scatternet", "dpsgd.model=cnn"])
 
@@ -92,3 +94,24 @@ def test_scatternet_teacher_trains_without_noise(tmp_path):
     model = load_classifier(tmp_path / "t")
     assert type(model).__name__ == "ScatterNet" and model.head_kind == "cnn"
     assert out["val"]["acc"] > 0.6  # 3 classes: chance is 1/3
+
+
+def test_auto_members_is_an_ensemble_of_three_on_small_data_fixed_for_the_run(tmp_path):
+    """teacher.members=0 (the default): 3 below SMALL_TRAIN real train images, else 1; the run
+    resolves it once from its data, so config.yaml and an audit's replays on pool halves (which
+    may be smaller) read the run's count, not their own."""
+    from kr import pipeline
+    from kr.config import SMALL_TRAIN, Config
+    from kr.rundir import read_config_tree
+    from tests.conftest import make_arrays, write_npz
+
+    t = Config().teacher
+    assert t.members == 0 and t.members_for(SMALL_TRAIN - 1) == 3 and t.members_for(SMALL_TRAIN) == 1
+    assert load_config("cpu", overrides=["teacher.members=2"]).teacher.members_for(10) == 2
+    resolved = Config().resolved(546)
+    assert resolved.teacher.members == 3 and resolved.resolved(10_000) == resolved  # fixed once
+    small = write_npz(tmp_path / "s.npz", make_arrays(n=(40, 20, 20)))
+    config = load_config("tiny", data={"dataset": str(small)}, overrides=["teacher.members=0"])
+    pipeline.run(config, out=tmp_path / "run", device="cpu", stages=("teacher",))
+    assert read_config_tree(tmp_path / "run")["teacher"]["members"] == 3
+    assert len(load_classifier(tmp_path / "run" / "teacher").members) == 3
