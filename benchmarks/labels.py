@@ -2,7 +2,7 @@
 accuracy and what it leaks, measured by the one-run canary audit.
 
     python benchmarks/labels.py run --runs DIR --datasets breastmnist --seeds 10 11 12 --canaries 140
-    python benchmarks/labels.py table        # Markdown, from results/labels.json
+    python benchmarks/labels.py table        # Markdown from results/labels.json, and the frontier figure
 
 `run`: per dataset and seed, one `kr run` with every label-channel method beside the students
 that never saw a teacher label and DP-SGD, then `kr audit RUN --canaries M` (calibrated by the
@@ -17,7 +17,7 @@ shipped run).  The methods (kr.methods):
     dpsgd-eps<ε>       DP-SGD on the real images
 
 `table`: per dataset, each method's test ACC (mean ± SE over seeds), canary AUC (mean over
-seeds) and its difference to `regen` (the hard-label student on KR's regenerated images) and
+seeds, with its interval) and its difference to `regen` (the hard-label student on KR's regenerated images) and
 to `kr`, paired over canaries within each seed and averaged over seeds, with a 95 % interval
 from the seeds' bootstrap draws averaged draw by draw (the seeds are independent canary runs).
 The test split is read to report, never to choose.  Runs resume: a finished stage is reused.
@@ -117,6 +117,39 @@ def paired_over_seeds(rows: list[dict], a: str, b: str, seed: int = 0) -> tuple[
     return float(np.mean(means)), [float(np.percentile(mean_draws, 2.5)), float(np.percentile(mean_draws, 97.5))]
 
 
+def auc_over_seeds(rows: list[dict], m: str, seed: int = 0) -> tuple[float, list[float]]:
+    """Mean over seeds of m's canary AUC (mislabelled canaries) and its 95 % interval, the
+    seeds' bootstrap draws over canaries averaged draw by draw."""
+    rng = np.random.default_rng(seed)
+    means, draws = [], []
+    for r in rows:
+        main = np.array(r["kind"]) == 0
+        y, s = np.array(r["bits"])[main], np.array(r["scores"][m])[main]
+        means.append(_auc(s, y))
+        d = []
+        while len(d) < RESAMPLES:
+            i = rng.integers(0, len(y), len(y))
+            if 0 < y[i].sum() < len(i):
+                d.append(_auc(s[i], y[i]))
+        draws.append(d)
+    mean_draws = np.mean(draws, axis=0)
+    return float(np.mean(means)), [float(np.percentile(mean_draws, 2.5)), float(np.percentile(mean_draws, 97.5))]
+
+
+def figure(rows: list[dict], path: Path) -> Path:
+    """The frontier over seeds: each method's mean test ACC against its mean canary AUC, with
+    the interval over canaries and seeds (kr.report.figures.canary_frontier)."""
+    from kr.report.figures import canary_frontier
+
+    points = []
+    for m in rows[0]["scores"]:
+        if all(m in r["scores"] and m in r["test"] for r in rows):
+            auc, ci = auc_over_seeds(rows, m)
+            points.append({"method": m, "auc": auc, "ci": ci,
+                           "acc": statistics.mean(r["test"][m]["acc"] for r in rows)})
+    return canary_frontier(points, path)
+
+
 def _ms(xs: list[float]) -> str:
     if len(xs) < 2:
         return f"{xs[0]:.3f}" if xs else "—"
@@ -132,15 +165,18 @@ def _d(rows: list[dict], a: str, b: str) -> str:
 
 
 def table_text(rows: list[dict]) -> str:
-    lines = [f"| dataset | method | seeds | test ACC | canary AUC | − {REFERENCE} (paired) | − {DEFAULT} (paired) |",
+    lines = [f"| dataset | method | seeds | test ACC | canary AUC [95 % CI] | − {REFERENCE} (paired) | − {DEFAULT} (paired) |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for dataset in dict.fromkeys(r["dataset"] for r in rows):
         rs = sorted((r for r in rows if r["dataset"] == dataset), key=lambda r: r["seed"])
         for m in rs[0]["test"]:
             if not all(m in r["test"] for r in rs):
                 continue
-            aucs = [r["canary"].get(m, {}).get("auc") for r in rs]
-            auc = _ms([a for a in aucs if a is not None]) if any(a is not None for a in aucs) else "—"
+            if all(m in r["scores"] for r in rs):
+                a, (lo, hi) = auc_over_seeds(rs, m)
+                auc = f"{a:.3f} [{lo:.3f}, {hi:.3f}]"
+            else:
+                auc = "—"
             lines.append(f"| {dataset} | {m} | {','.join(str(r['seed']) for r in rs)} | "
                          f"{_ms([r['test'][m]['acc'] for r in rs])} | {auc} | {_d(rs, m, REFERENCE)} | "
                          f"{_d(rs, m, DEFAULT)} |")
@@ -163,7 +199,10 @@ def main() -> None:
     if args.cmd == "run":
         run(args)
     else:
-        print(table_text(_load()["rows"]))
+        rows = _load()["rows"]
+        print(table_text(rows))
+        for dataset in dict.fromkeys(r["dataset"] for r in rows):
+            print(figure([r for r in rows if r["dataset"] == dataset], ROOT / "results" / f"labels-{dataset}.png"))
 
 
 if __name__ == "__main__":

@@ -236,15 +236,19 @@ def audit(run_dir, overrides, canaries, replant, wait, data_dir, device, executo
 @cli.command()
 @click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
 @click.option("--out", type=click.Path(file_okay=False), default=None,
-              help="Output folder [default: RUN/report for one run; required for several].")
-def report(runs, out):
+              help="Output folder [default: RUN/report (RUN/report-shareable with --shareable) for one run; "
+                   "required for several].")
+@click.option("--shareable", is_flag=True,
+              help="Leave out every real image (grids of real images, closest pairs; synthetic samples unless the "
+                   "memorisation check found no near-copy), and say so on the first line.")
+def report(runs, out, shareable):
     """Write report.html (self-contained, opens offline) and report.md for one or more runs;
     several runs (seeds, datasets) are aggregated into one results table."""
     from kr.report import write_report
 
     if len(runs) > 1 and out is None:
         raise KRError("several runs: say where the combined report goes with --out DIR")
-    click.echo(str(write_report(list(runs), out)))
+    click.echo(str(write_report(list(runs), out, shareable)))
 
 
 @cli.command("export")

@@ -163,3 +163,23 @@ def test_a_browser_shows_what_a_reader_reads(run, tmp_path):
             assert not blank, blank
         finally:
             browser.close()
+
+def test_a_shareable_report_holds_no_real_image_and_says_so_first(run, tmp_path):
+    import base64
+
+    path, results = run
+    out = write_report([path], tmp_path / "share", shareable=True)
+    html, md = out.read_text(), (tmp_path / "share" / "report.md").read_text()
+    assert md.splitlines()[0].startswith("# kr report (shareable: no real images)")
+    assert md.splitlines()[2].startswith("Shareable: this report leaves out every real image")
+    real = [path / "report" / "classes.png", path / "audit" / "shipped" / "closest_pairs.png"]
+    for figure in real:  # neither embedded in the HTML nor copied beside the Markdown
+        assert figure.is_file() and base64.b64encode(figure.read_bytes()).decode() not in html
+    names = {p.name for p in (tmp_path / "share" / "figures").iterdir()}
+    assert not any(n.endswith(("classes.png", "closest_pairs.png", "real_grid.png")) for n in names)
+    assert "left out of this shareable report" in md
+    # synthetic samples only where the memorisation check searched and found no near-copy
+    copies = results["memorisation"]["copies"]["near_copies"]
+    assert ("grid.png" in " ".join(names)) == (copies == 0)
+    # the run's own report is untouched, and still warns
+    assert "share it only where the training data itself may go" in (path / "report" / "report.md").read_text()

@@ -75,7 +75,7 @@ def formal(results: dict) -> dict:
 def empirical(results: dict) -> dict:
     canary = results.get("canary") or {}
     if not canary:
-        return {"model": None, "text": "not measured: run `kr audit RUN --canaries M` (the canary audit compares "
+        return {"model": None, "text": "not measured; run `kr audit RUN --canaries M` (the canary audit compares "
                                        "each model with the students that never saw a teacher label)"}
     hard = [m for m in canary if _hard(m)]
     if not hard:

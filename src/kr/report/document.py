@@ -25,6 +25,9 @@ SECTIONS = (("results", "Results"), ("privacy-utility", "Privacy–utility"), ("
             ("provenance", "Config, versions, seeds, timings"))
 SENSITIVE = ("This report shows real training images (sample grids, closest pairs): share it only "
              "where the training data itself may go.")
+SHAREABLE = ("Shareable: this report leaves out every real image (no grids of real images, no closest "
+             "pairs); it shows synthetic samples only where the memorisation check found no near-copy of "
+             "a train image. Its numbers are the run's own.")
 
 
 class Run:
@@ -210,7 +213,7 @@ figure.grid{display:inline-block;width:40%;vertical-align:top;margin-right:2%}
 figure.grid img{width:100%;image-rendering:pixelated}figure.wide img{width:90%;image-rendering:pixelated}.warn{background:#fff4e0;border-left:4px solid #e69500;padding:.6em 1em}nav a{margin-right:1em}"""
 
 
-def _run_sections(page: Page, run: Run, figs: Path, prefix: str) -> None:
+def _run_sections(page: Page, run: Run, figs: Path, prefix: str, shareable: bool = False) -> None:
     res = run.results
     page.heading(2, f"Which model to release — {run.name}", f"{prefix}release")
     page.text("One sentence per need, from this run's own numbers and audits; a sentence whose numbers "
@@ -258,7 +261,17 @@ def _run_sections(page: Page, run: Run, figs: Path, prefix: str) -> None:
     page.heading(2, f"Synthetic samples — {run.name}", f"{prefix}samples")
     selected = (res.get("selection") or {}).get("selected")
     classes = run.file("report", "classes.png")
-    if classes:
+    if shareable:
+        copies = ((res.get("memorisation") or {}).get("copies") or {}).get("near_copies")
+        if copies == 0 and selected:
+            page.image(run.file("generator", "checkpoints", selected, "grid.png"),
+                       f"synthetic samples of the selected checkpoint {selected}, one row per class (no near-copy "
+                       f"of a train image among the memorisation check's samples)", "grid")
+        else:
+            page.text("Synthetic samples left out: the memorisation check " + (
+                f"found {copies} near-copies of train images" if copies else "did not search for near-copies")
+                + ", so they may show a real image.")
+    elif classes:
         page.image(classes, f"each class: real training images (left) beside synthetic samples of the "
                             f"selected checkpoint {selected} (right), at the same scale", "wide")
     else:  # runs written before the side-by-side figure
@@ -314,8 +327,11 @@ def _run_sections(page: Page, run: Run, figs: Path, prefix: str) -> None:
                   "near-copy), on equal-size train and held-out subsets."
                   + (f" Near-copies, searched among all {mem['members_searched']} train images (nearer to one "
                      f"than 99 % of test images come): {mem['copies']['near_copies']}." if mem.get("copies") else ""))
-    page.image(run.file("audit", "shipped", "closest_pairs.png"),
-               "the closest synthetic (top) / real train (bottom) pairs")
+    if shareable:
+        page.text("The closest synthetic / real train pairs are left out of this shareable report.")
+    else:
+        page.image(run.file("audit", "shipped", "closest_pairs.png"),
+                   "the closest synthetic (top) / real train (bottom) pairs")
     page.heading(2, f"Config, versions, seeds, timings — {run.name}", f"{prefix}provenance")
     m = run.manifest
     page.table([["item", "value"],
@@ -330,20 +346,22 @@ def _run_sections(page: Page, run: Run, figs: Path, prefix: str) -> None:
     page.pre(config.read_text() if config else "(config.yaml missing)")
 
 
-def write_report(run_paths: list[str | Path], out: str | Path | None = None) -> Path:
-    """Write OUT/report.html, OUT/report.md and OUT/figures/; return the HTML path."""
+def write_report(run_paths: list[str | Path], out: str | Path | None = None, shareable: bool = False) -> Path:
+    """Write OUT/report.html, OUT/report.md and OUT/figures/; return the HTML path.
+    `shareable`: no real image anywhere (default OUT: RUN/report-shareable), said first."""
     runs = [Run(p) for p in run_paths]
     if not runs:
         raise KRError("give at least one run directory")
-    out = Path(out) if out is not None else runs[0].path / "report"
+    out = Path(out) if out is not None else runs[0].path / ("report-shareable" if shareable else "report")
     figs = out / "figures"
     figs.mkdir(parents=True, exist_ok=True)
     for old in figs.glob("*.png"):  # a rebuilt report must not show stale figures
         old.unlink()
     page = Page(out)
-    title = "kr report — " + ", ".join(r.name for r in runs)
+    title = ("kr report (shareable: no real images) — " if shareable else "kr report — ") + ", ".join(r.name for r in runs)
     page.heading(1, title)
-    page.text(SENSITIVE)
+    notice = SHAREABLE if shareable else SENSITIVE
+    page.text(notice)
     page.heading(2, "Results", "results")
     page.text("Test ACC / AUC on the real test split (mean ± std over runs where several are given). "
               "CAS gap = method − real-trained teacher, test ACC, in points. Strongest attack: the "
@@ -356,11 +374,11 @@ def write_report(run_paths: list[str | Path], out: str | Path | None = None) -> 
     page.image(figures.privacy_utility(points, figs / "privacy_utility.png") if points else None,
                "test accuracy against the strongest attack's AUC, one point per method and run")
     for i, run in enumerate(runs):
-        _run_sections(page, run, figs, "" if len(runs) == 1 else f"run{i}-")
+        _run_sections(page, run, figs, "" if len(runs) == 1 else f"run{i}-", shareable)
     nav = "".join(f'<a href="#{a if len(runs) == 1 or a in ("results", "privacy-utility") else "run0-" + a}">'
                   f"{html.escape(t)}</a>" for a, t in SECTIONS)
     body = "\n".join(page.html)
-    body = body.replace(f"<p>{html.escape(SENSITIVE)}</p>", f'<p class="warn">{html.escape(SENSITIVE)}</p>'
+    body = body.replace(f"<p>{html.escape(notice)}</p>", f'<p class="warn">{html.escape(notice)}</p>'
                         f"<nav>{nav}</nav>", 1)
     doc = (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
            f"<style>{CSS}</style></head><body>\n{body}\n</body></html>\n")
