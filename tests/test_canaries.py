@@ -108,3 +108,20 @@ def test_noise_canaries_are_images_no_run_ever_saw_with_random_labels():
     assert out_runs(config, data, [".", "audit/references/r0/run"], c.index, "noise").all()
     with pytest.raises(KRError, match="choose 2 … 36.*canary_source=noise"):
         plant(data, 37, 0.25)
+
+
+def test_sizing_is_plants_limit_and_its_ceiling():
+    from kr.canaries import sizing
+    from kr.privacy import canary
+
+    data = toy_dataset()
+    c = sizing(len(data.train), len(data.test), 0.25)
+    plant(data, c["canaries"], 0.25)  # the most plant accepts …
+    with pytest.raises(KRError, match="choose 2"):
+        plant(data, c["canaries"] + 1, 0.25)  # … and one more is refused
+    breast = sizing(546, 156, 0.25)
+    assert breast["canaries"] == 140 and breast["delta"] == 1e-5
+    # 105 mislabelled canaries (a quarter are duplicates), the widest guess count r = 104 all right,
+    # at 0.05 over the grid's five guess counts
+    assert breast["ceiling"] == pytest.approx(canary.ceiling(105, 104, 1e-5, 0.01))
+    assert sizing(4708, 624, 0.25)["ceiling"] > breast["ceiling"]  # more canaries, a higher ceiling

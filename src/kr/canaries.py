@@ -110,6 +110,18 @@ def plant(data: ImageDataset, m: int, stress: float, entropy: int | None = None,
     return Canaries(index, label, kind, bits, seed=int(rng.integers(0, 2**31 - 1)), images=images)
 
 
+def sizing(n_train: int, n_test: int, stress: float, delta: float = 0.0) -> dict:
+    """How many test-split canaries a dataset allows (`plant`'s limit) and the ceiling that
+    gives: the largest ε_lb the audit could show with every guess right (δ as the run's:
+    0 = min(1e-5, 1/(10·N)), N the train split with the canaries it adds, about m/2)."""
+    m = int(0.9 * n_test)
+    mislabelled = m - round(stress * m)
+    d = dp_delta(delta, n_train + m // 2)
+    rs = [max(2, int(round(f * mislabelled))) // 2 * 2 for f in canary.GUESS_FRACTIONS]
+    return {"canaries": m, "delta": d,
+            "ceiling": max(canary.ceiling(mislabelled, r, d, canary.LEVEL / len(rs)) for r in rs)}
+
+
 def scorer_version() -> str:
     """A hash of the scorer's source code: the statistic, the guesses and the bound."""
     source = inspect.getsource(canary) + "".join(inspect.getsource(f) for f in (

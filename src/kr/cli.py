@@ -196,7 +196,8 @@ def sample(run_dir, n, cls, seed, checkpoint, out, device, **knobs):
               help="Folder holding the run's MedMNIST .npz (else $KR_DATA_DIR, the cache, or download).")
 @click.option("--canaries", type=int, default=None, metavar="M",
               help="Instead of the reference runs, the one-run canary audit: plant M canaries from the "
-                   "test split, train the whole procedure once, report each model's empirical ε lower bound "
+                   "test split (at most 90 % of it; `kr data info NAME` prints the number and the largest ε_lb it "
+                   "can show), train the whole procedure once more, report each model's empirical ε lower bound "
                    "(calibrated by the shipped run; --set audit.canary_calibration=references adds the "
                    "reference runs).")
 @click.option("--replant", is_flag=True,
@@ -322,6 +323,13 @@ def data_info(name, data_dir, size):
     rows = [("split", "images", *d.label_names)]
     rows += [(s, str(len(d.split(s))), *map(str, d.class_counts(s))) for s in ("train", "val", "test")]
     click.echo(_table(rows))
+    if not d.multi_label and len(d.test) >= 3:
+        from kr.canaries import sizing
+
+        c = sizing(len(d.train), len(d.test), Config().audit.canary_stress)
+        click.echo(f"canary audit: up to {c['canaries']} canaries from the test split (`kr audit RUN --canaries "
+                   f"{c['canaries']}`): at most ε_lb {c['ceiling']:.2f} can be shown (δ = {c['delta']:.1e}), "
+                   "for one more run of the procedure")
 
 
 @data.command("import")
