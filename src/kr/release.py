@@ -107,7 +107,8 @@ def _onnx(model: torch.nn.Module, release: dict, path: Path) -> None:
     try:
         import onnx  # noqa: F401
     except ImportError:
-        raise KRError("--onnx needs the onnx exporter: pip install onnx onnxscript") from None
+        raise KRError("--onnx needs the onnx exporter: install kr's onnx extra (pip install -e '.[onnx]' in a "
+                      "clone, or pip install onnx onnxscript)") from None
     size, channels = release["input"]["size"], release["input"]["channels"]
     with atomic_path(path) as tmp:
         torch.onnx.export(model, (torch.zeros(2, channels, size, size),), str(tmp), input_names=["images"],
