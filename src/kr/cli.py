@@ -114,7 +114,9 @@ def _execute(dataset, data_dir, preset, out, config_file, overrides, seed, devic
 
 
 @cli.command()
-@click.option("--dataset", default=None, help="Dataset name or .npz path [default: digits, offline].")
+@click.option("--dataset", default=None,
+              help="A dataset name (`kr data list`), a MedMNIST-style .npz, or a folder of images (one folder per "
+                   "class, optionally under train/ val/ test/; see `kr data import`) [default: digits, offline].")
 @click.option("--methods", default=None, metavar="A,B",
               help="The comparisons besides the teacher and KR [default: synthetic,dpsgd]; add the ablations "
                    "(regen, soft) or the label-channel students (kr-t1, kr-t4, kr-top1, kr-one, kr-dp), e.g. "
@@ -127,7 +129,8 @@ def run(**kw):
 
 
 @cli.command()
-@click.option("--dataset", required=True, help="Dataset name (see `kr data list`) or .npz path.")
+@click.option("--dataset", required=True,
+              help="A dataset name (see `kr data list`), a .npz path, or a folder of images (see `kr data import`).")
 @_run_options
 def teacher(**kw):
     """Train the teacher: a classifier on the real train split, selected on validation."""
@@ -135,7 +138,8 @@ def teacher(**kw):
 
 
 @cli.command()
-@click.option("--dataset", required=True, help="Dataset name (see `kr data list`) or .npz path.")
+@click.option("--dataset", required=True,
+              help="A dataset name (see `kr data list`), a .npz path, or a folder of images (see `kr data import`).")
 @click.option("--kind", type=click.Choice(list(BACKENDS)), default=None,
               help="Generator backend [default: the config's generator.kind, gan].")
 @_run_options
@@ -313,7 +317,9 @@ def data_list(data_dir):
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None)
 @click.option("--size", type=int, default=28, show_default=True)
 def data_info(name, data_dir, size):
-    """Splits, class counts, channels and file location of one dataset (name or .npz path)."""
+    """Splits, class counts, channels and file location of one dataset: a name, a .npz path, or a
+    folder of images (one folder per class, optionally under train/ val/ test/), checked as
+    `kr run` would read it; and how many canaries its test split allows."""
     from kr.data import load_dataset
 
     d = load_dataset(name, data_dir=data_dir, size=size)
