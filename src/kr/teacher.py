@@ -1,6 +1,6 @@
 """Step 1 of Knowledge Recycling: the teacher, a classifier trained on the real train split.
 
-The teacher is selected on the validation split and never released; it later labels the
+The teacher is selected on the validation split and not meant for release; it labels the
 synthetic images the student learns from (GKD) and is itself a target of the privacy audit.
 """
 
