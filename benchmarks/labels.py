@@ -61,7 +61,7 @@ def _load() -> dict:
     return json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"rows": []}
 
 
-def _row(run: Path, overrides: list[str]) -> dict:
+def _row(run: Path, overrides: list[str], commit: str) -> dict:
     res = json.loads((run / "results.json").read_text())
     with np.load(run / "audit" / "canaries" / "score" / "scores.npz") as f:
         scores = {k: f[k].tolist() for k in f.files}
@@ -73,19 +73,20 @@ def _row(run: Path, overrides: list[str]) -> dict:
             "canary": {m: (c.get("mislabelled") or {}) for m, c in res["canary"].items()},
             "scores": scores, "bits": bits, "kind": kind,
             "stage_s": {k: v for k, v in res["timings_s"].items() if v is not None},
-            "commit": _commit(), "cpu": _cpu(), "date": time.strftime("%Y-%m-%d")}
+            "commit": commit, "cpu": _cpu(), "date": time.strftime("%Y-%m-%d")}
 
 
 def run(args) -> None:
     for dataset in args.datasets:
         for seed in args.seeds:
             out = Path(args.runs) / f"{dataset}-s{seed}"
+            commit = _commit()  # the code that trains, not the one at the end
             sets = [a for o in args.set for a in ("--set", o)]
             _kr("run", "--dataset", dataset, "--seed", str(seed), "--out", str(out), "--device", "cpu",
                 "--methods", args.methods, *sets)
             _kr("audit", str(out), "--canaries", str(args.canaries), "--device", "cpu")
             data = _load()
-            row = _row(out, args.set)
+            row = _row(out, args.set, commit)
             data["rows"] = [r for r in data["rows"] if (r["dataset"], r["seed"]) != (dataset, seed)] + [row]
             RESULTS.parent.mkdir(parents=True, exist_ok=True)
             RESULTS.write_text(json.dumps(data) + "\n")
