@@ -148,7 +148,7 @@ def figure(rows: list[dict], path: Path) -> Path:
             auc, ci = auc_over_seeds(rows, m)
             points.append({"method": m, "auc": auc, "ci": ci,
                            "acc": statistics.mean(r["test"][m]["acc"] for r in rows)})
-    return canary_frontier(points, path)
+    return canary_frontier(points, path, f"mean over seeds {', '.join(str(r['seed']) for r in rows)}")
 
 
 def _ms(xs: list[float]) -> str:

@@ -86,21 +86,35 @@ def canary_points(results: dict) -> list[dict]:
     return points
 
 
-def canary_frontier(points: list[dict], path: Path) -> Path:
+def canary_frontier(points: list[dict], path: Path, what: str = "one canary run") -> Path:
     """The label-channel frontier: test ACC against canary AUC, each model a point with its
-    95 % interval over canaries; up and left is better (0.5: the audit guesses)."""
+    95 % interval over canaries, named beside it; up and left is better (0.5: the audit
+    guesses).  Marker: ★ the teacher, ■ a student that never saw a teacher label, ▲ DP-SGD,
+    ● a student of the teacher's (or the DP-SGD model's) labels."""
+    from kr.methods import METHODS, is_dp
+
+    def marker(m: str) -> str:
+        if m == "real":
+            return "*"
+        if is_dp(m):
+            return "^"
+        return "s" if m in METHODS and not METHODS[m].options.get("soft", True) else "o"
+
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    fig, ax = plt.subplots(figsize=(7.2, 5.0))
+    cmap = plt.get_cmap("tab20")
     for i, p in enumerate(points):
         lo, hi = p["ci"] or (p["auc"], p["auc"])
-        ax.errorbar([p["auc"]], [p["acc"]], xerr=[[p["auc"] - lo], [hi - p["auc"]]], fmt="o", ms=6, capsize=3,
-                    color=f"C{i % 10}", label=p["method"])
+        ax.errorbar([p["auc"]], [p["acc"]], xerr=[[p["auc"] - lo], [hi - p["auc"]]], fmt=marker(p["method"]),
+                    ms=8 if marker(p["method"]) == "*" else 6, capsize=3, color=cmap(i % 20), label=p["method"])
+        ax.annotate(p["method"], (p["auc"], p["acc"]), textcoords="offset points", xytext=(5, 4), fontsize=7)
     ax.axvline(0.5, color="k", lw=0.8, ls="--")
-    ax.set(xlabel="canary AUC, 95 % interval over canaries (0.5 = the audit guesses)", ylabel="test accuracy",
-           title="what each model's training leaks about its canaries, against its accuracy\n"
-                 "(one canary run; up and left is better)")
+    ax.set(xlabel="canary AUC, 95 % interval over canaries (0.5: the audit guesses)", ylabel="test accuracy",
+           title=f"leakage about the canaries against accuracy ({what})\n"
+                 "★ teacher, ■ no teacher label, ▲ DP-SGD, ● teacher-labelled; up and left is better")
+    ax.title.set_fontsize(9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="lower right", ncol=2)
     fig.tight_layout()
     return _save(fig, path)
 
