@@ -15,7 +15,7 @@ run's, and results.json gets their part from its one writer.
     metrics   AUC, TPR at low FPR, advantage, 95 % intervals over runs and images (metrics.py)
     write     audit/attacks/ : membership.npz, signals.npz, scores.npz, audit.json, ROC PNGs
 
-See docs/audit.md for the experiment and its traps.  kr.privacy holds the pure attack, signal
+See docs/audit-reference.md for the experiment and its traps.  kr.privacy holds the pure attack, signal
 and metric code.
 """
 

@@ -254,7 +254,7 @@ class DPConfig:
 
     epsilons: Grid = (8.0, 1.0)  # target ε values; one model each
     # 0 = min(1e-5, 1/(10·N)), N the real train size: δ ≪ 1/N, since a mechanism that publishes
-    # one record in full with probability 1/N is (0, 1/N)-DP (docs/audit.md)
+    # one record in full with probability 1/N is (0, 1/N)-DP (docs/audit-reference.md)
     delta: float = 0.0
     # secret: noise and Poisson sampling seeded from the OS's CSPRNG and never saved (a released
     # model's guarantee holds); seeded: derived from `seed`, reproducible, for tests and
@@ -295,7 +295,7 @@ class DPConfig:
 
 @dataclass(frozen=True)
 class AuditConfig:
-    """The membership-inference audit (`kr audit`, docs/audit.md): reference runs replay the
+    """The membership-inference audit (`kr audit`, docs/audit-reference.md): reference runs replay the
     whole `kr run` procedure on random halves of the pool of real train ∪ test images."""
 
     # runs of the procedure on pool halves, in complementary pairs.  8 is the least for a privacy

@@ -1,1 +1,1 @@
-"""The privacy audit: membership-inference attacks on every model of a run (docs/audit.md)."""
+"""The privacy audit: membership-inference attacks on every model of a run (docs/audit-reference.md)."""

@@ -14,7 +14,7 @@ and ε_lb is the largest ε with p(ε) below the level (5 %).  All r guesses rig
 ceiling: the most any audit with r guesses can show, whatever the model leaks (r = 100 of
 m = 100, δ = 1e-5: ε ≈ 3.49 at level 0.05, 3.05 at the 0.01 each guess count of the grid is
 held to).  The guess counts are a fixed grid, Bonferroni-corrected for taking its best
-(docs/audit.md).  Pure functions: no models, no files.
+(docs/audit-reference.md).  Pure functions: no models, no files.
 """
 
 from __future__ import annotations

@@ -50,7 +50,7 @@ def tpr_at_fpr(scores: np.ndarray, members: np.ndarray, fpr: float) -> float | N
 
 def best_threshold(scores: np.ndarray, members: np.ndarray) -> float:
     """The threshold that maximises balanced accuracy: fit it on *other* runs only, never on
-    the points it will judge (docs/audit.md, "thresholds fitted on the evaluation points")."""
+    the points it will judge (docs/audit-reference.md, "thresholds fitted on the evaluation points")."""
     members = np.asarray(members, bool)
     f, t, thresholds = roc_curve(members, np.asarray(scores, float))
     return float(thresholds[np.argmax(t - f)])
@@ -83,7 +83,7 @@ def bootstrap(scores: np.ndarray, members: np.ndarray, guesses: np.ndarray | Non
     1-D scores (one target model): the images are resampled with replacement.  2-D scores
     (targets × images, experiment 1's runs each the target in turn): targets and images are
     resampled together — a two-way bootstrap over the rows and the columns — because both the
-    training runs and the images are sources of chance (docs/audit.md); resampling the
+    training runs and the images are sources of chance (docs/audit-reference.md); resampling the
     images alone treats the runs as fixed and gives intervals that are too narrow."""
     s, m = np.atleast_2d(np.asarray(scores, float)), np.atleast_2d(np.asarray(members, bool))
     g = None if guesses is None else np.atleast_2d(np.asarray(guesses, bool))

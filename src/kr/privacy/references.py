@@ -1,6 +1,6 @@
 """Reference runs: the whole `kr run` procedure replayed on random halves of the pool.
 
-The procedure-level game of docs/audit.md (experiment 1, after LiRA and ML Privacy Meter):
+The procedure-level game of docs/audit-reference.md (experiment 1, after LiRA and ML Privacy Meter):
 the pool P is the official train ∪ test split (validation stays outside: every run uses it for
 its own selection and tuning).  Runs come in complementary pairs — one on a random half S of P,
 one on P \\ S — so every image is a member of exactly half of the runs and no run is special.

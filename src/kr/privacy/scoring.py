@@ -1,6 +1,6 @@
 """Membership-inference scoring: the attacks, experiment 1 and 2's scores, their summaries.
 
-Pure functions of logits and memberships (docs/audit.md).  `kr run`'s audit stage
+Pure functions of logits and memberships (docs/audit-reference.md).  `kr run`'s audit stage
 (kr.shipped_audit) scores its own models with the reference-free attack; `kr audit`
 (kr.audit) replays the procedure for the reference-based ones and scores with the same
 functions.
@@ -45,7 +45,7 @@ REFERENCE_ATTACKS = {
     "rmia-offline": ReferenceAttack(signals.probability, attacks.rmia, 0, 1, tuned_a=True),
 }
 # Experiment 2's references trained on other data sizes and never on the target's own split in
-# complementary fashion: only the offline attacks apply (docs/audit.md).
+# complementary fashion: only the offline attacks apply (docs/audit-reference.md).
 SHIPPED_REFERENCE_ATTACKS = ("lira-offline", "lira-offline-fixed", "rmia-offline")
 
 

@@ -163,7 +163,7 @@ def comparison_lines(comparisons: list[dict], what: str) -> list[str]:
 
 def audit_table(results: dict) -> str:
     """Membership-inference results: experiment 1 (the procedure, from `kr audit`) first, then
-    experiment 2 (the shipped model), then the memorisation check (docs/audit.md)."""
+    experiment 2 (the shipped model), then the memorisation check (docs/audit-reference.md)."""
     lines = []
     meta = results.get("audit_meta")
     if results.get("audit"):
