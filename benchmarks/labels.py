@@ -165,6 +165,17 @@ def _d(rows: list[dict], a: str, b: str) -> str:
     return f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}]{verdict}"
 
 
+def _acc_diff(rows: list[dict], a: str, b: str) -> str:
+    from scipy import stats
+
+    d = [r["test"][a]["acc"] - r["test"][b]["acc"] for r in rows]
+    if len(d) < 2:
+        return f"{d[0]:+.3f} (one seed)"
+    m, se = statistics.mean(d), statistics.stdev(d) / len(d) ** 0.5
+    h = stats.t.ppf(0.975, len(d) - 1) * se
+    return f"{m:+.3f} [{m - h:+.3f}, {m + h:+.3f}]"
+
+
 def table_text(rows: list[dict]) -> str:
     lines = [f"| dataset | method | seeds | test ACC | canary AUC [95 % CI] | − {REFERENCE} (paired) | − {DEFAULT} (paired) |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
@@ -181,6 +192,11 @@ def table_text(rows: list[dict]) -> str:
             lines.append(f"| {dataset} | {m} | {','.join(str(r['seed']) for r in rs)} | "
                          f"{_ms([r['test'][m]['acc'] for r in rs])} | {auc} | {_d(rs, m, REFERENCE)} | "
                          f"{_d(rs, m, DEFAULT)} |")
+    for dataset in dict.fromkeys(r["dataset"] for r in rows):
+        rs = [r for r in rows if r["dataset"] == dataset]
+        said = "; ".join(f"kr − {b} {_acc_diff(rs, 'kr', b)}" for b in ("real", "dpsgd-eps8", "synthetic", "regen")
+                         if all(b in r["test"] for r in rs))
+        lines.append(f"\n{dataset}, test ACC paired over seeds (95 % t-interval): {said}.")
     cpus = sorted({r["cpu"] for r in rows})
     return "\n".join(lines) + f"\n\nCPU: {', '.join(cpus)}; commits {', '.join(sorted({r['commit'] for r in rows}))}."
 
