@@ -195,15 +195,17 @@ def test_data_info_user_npz_rgb(tmp_path):
     assert "3×28×28 (RGB)" in proc.stdout
 
 
-@pytest.mark.parametrize("name, counts", [
-    ("breastmnist", ["546", "147", "399", "78", "21", "57", "156", "42", "114"]),
-    ("pneumoniamnist", ["4708", "1214", "3494", "524", "135", "389", "624", "234", "390"]),
+@pytest.mark.parametrize("name, counts, canaries", [
+    ("breastmnist", ["546", "147", "399", "78", "21", "57", "156", "42", "114"], 140),
+    ("pneumoniamnist", ["4708", "1214", "3494", "524", "135", "389", "624", "234", "390"], 561),
 ])
-def test_data_info_real_files(medmnist_dir, name, counts):
+def test_data_info_real_files(medmnist_dir, name, counts, canaries):
     proc = kr("data", "info", name, "--data-dir", str(medmnist_dir))
     assert proc.returncode == 0, proc.stderr
-    numbers = [tok for line in proc.stdout.splitlines()[-3:] for tok in line.split()[1:]]
+    lines = proc.stdout.splitlines()
+    numbers = [tok for line in lines[-4:-1] for tok in line.split()[1:]]
     assert numbers == counts
+    assert lines[-1].startswith(f"canary audit: up to {canaries} canaries from the test split")
     assert str(Path(medmnist_dir) / f"{name}.npz") in proc.stdout
 
 
