@@ -38,7 +38,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results" / "labels.json"
 sys.path.insert(0, str(ROOT))
-from table import _cpu  # noqa: E402  (one machine descriptor for every benchmark)
+from table import _commit, _cpu  # noqa: E402  (one machine descriptor for every benchmark)
+
+from kr.privacy.metrics import _auc  # noqa: E402  (ties count half, as everywhere in kr)
 
 METHODS = "synthetic,regen,kr-t1,kr-t4,kr-top1,kr-one,kr-dp,dpsgd"
 REFERENCE, DEFAULT = "regen", "kr"
@@ -47,14 +49,6 @@ RESAMPLES = 2000
 
 def _kr(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "kr", *args], check=True)
-
-
-def _commit() -> str:
-    import kr
-
-    out = subprocess.run(["git", "-C", str(Path(kr.__file__).parent), "rev-parse", "--short", "HEAD"],
-                         capture_output=True, text=True)
-    return out.stdout.strip() or "unknown"
 
 
 def _load() -> dict:
@@ -92,49 +86,35 @@ def run(args) -> None:
             RESULTS.write_text(json.dumps(data) + "\n")
 
 
-def _auc(s: np.ndarray, y: np.ndarray) -> float:
-    """AUC with ties counted half (Mann–Whitney)."""
-    pos, neg = s[y], s[~y]
-    return float(((pos[:, None] > neg[None]).sum() + 0.5 * (pos[:, None] == neg[None]).sum()) / (len(pos) * len(neg)))
+def _over_seeds(rows: list[dict], statistic, seed: int = 0) -> tuple[float, list[float]]:
+    """Mean over seeds of statistic(scores, bits) on each seed's mislabelled canaries, and its
+    95 % interval: per seed, bootstrap draws resampling canaries (every model alike), the seeds'
+    draws averaged draw by draw (the seeds are independent canary runs)."""
+    rng = np.random.default_rng(seed)
+    means, draws = [], []
+    for r in rows:
+        main = np.array(r["kind"]) == 0
+        y = np.array(r["bits"])[main]
+        scores = {m: np.array(v)[main] for m, v in r["scores"].items()}
+        means.append(statistic(scores, y))
+        d = []
+        while len(d) < RESAMPLES:
+            i = rng.integers(0, len(y), len(y))
+            if 0 < y[i].sum() < len(i):
+                d.append(statistic({m: v[i] for m, v in scores.items()}, y[i]))
+        draws.append(d)
+    mean_draws = np.mean(draws, axis=0)
+    return float(np.mean(means)), [float(np.percentile(mean_draws, 2.5)), float(np.percentile(mean_draws, 97.5))]
 
 
 def paired_over_seeds(rows: list[dict], a: str, b: str, seed: int = 0) -> tuple[float, list[float]]:
-    """Mean over seeds of canary AUC(a) − AUC(b), paired over each seed's mislabelled canaries,
-    and its 95 % interval: per seed, bootstrap draws resampling canaries (both models alike);
-    the seeds' draws averaged draw by draw."""
-    rng = np.random.default_rng(seed)
-    means, draws = [], []
-    for r in rows:
-        main = np.array(r["kind"]) == 0
-        y, sa, sb = np.array(r["bits"])[main], np.array(r["scores"][a])[main], np.array(r["scores"][b])[main]
-        means.append(_auc(sa, y) - _auc(sb, y))
-        d = []
-        while len(d) < RESAMPLES:
-            i = rng.integers(0, len(y), len(y))
-            if 0 < y[i].sum() < len(i):
-                d.append(_auc(sa[i], y[i]) - _auc(sb[i], y[i]))
-        draws.append(d)
-    mean_draws = np.mean(draws, axis=0)
-    return float(np.mean(means)), [float(np.percentile(mean_draws, 2.5)), float(np.percentile(mean_draws, 97.5))]
+    """Canary AUC(a) − AUC(b), paired over each seed's canaries, averaged over seeds."""
+    return _over_seeds(rows, lambda s, y: _auc(s[a], y) - _auc(s[b], y), seed)
 
 
 def auc_over_seeds(rows: list[dict], m: str, seed: int = 0) -> tuple[float, list[float]]:
-    """Mean over seeds of m's canary AUC (mislabelled canaries) and its 95 % interval, the
-    seeds' bootstrap draws over canaries averaged draw by draw."""
-    rng = np.random.default_rng(seed)
-    means, draws = [], []
-    for r in rows:
-        main = np.array(r["kind"]) == 0
-        y, s = np.array(r["bits"])[main], np.array(r["scores"][m])[main]
-        means.append(_auc(s, y))
-        d = []
-        while len(d) < RESAMPLES:
-            i = rng.integers(0, len(y), len(y))
-            if 0 < y[i].sum() < len(i):
-                d.append(_auc(s[i], y[i]))
-        draws.append(d)
-    mean_draws = np.mean(draws, axis=0)
-    return float(np.mean(means)), [float(np.percentile(mean_draws, 2.5)), float(np.percentile(mean_draws, 97.5))]
+    """m's canary AUC (mislabelled canaries), averaged over seeds, with its interval."""
+    return _over_seeds(rows, lambda s, y: _auc(s[m], y), seed)
 
 
 def figure(rows: list[dict], path: Path) -> Path:
