@@ -28,21 +28,10 @@ import sys
 import time
 from pathlib import Path
 
-from scipy import stats
-
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results" / "budgets.json"
 sys.path.insert(0, str(ROOT))
-from table import _cpu  # noqa: E402  (one machine descriptor for every benchmark)
-
-
-def _commit() -> str:
-    """The commit of the kr that ran (this interpreter's, as `python -m kr` imports it)."""
-    import kr
-
-    out = subprocess.run(["git", "-C", str(Path(kr.__file__).parent), "rev-parse", "--short", "HEAD"],
-                         capture_output=True, text=True)
-    return out.stdout.strip() or "unknown"
+from table import _commit, _cpu, mean_spread, paired_seeds, said  # noqa: E402  (one descriptor, one mean ± SE)
 
 
 def _load() -> dict:
@@ -100,19 +89,13 @@ def variant(args) -> None:
             _record(_row(run, args.name, args.set, wall, f"{dataset}-s{seed}" in args.shared))
 
 
-def _ms(xs: list[float], fmt: str = ".3f") -> str:
-    if len(xs) < 2:
-        return format(xs[0], fmt) if xs else "—"
-    return f"{statistics.mean(xs):{fmt}} ± {statistics.stdev(xs) / len(xs) ** 0.5:{fmt}}"
+def _ms(xs: list[float], digits: int = 3) -> str:
+    return mean_spread(xs, digits, se=True) or "—"
 
 
 def _paired(a: list[float], b: list[float]) -> str:
-    d = [x - y for x, y in zip(a, b)]
-    if len(d) < 2:
-        return "—"
-    m, se = statistics.mean(d), statistics.stdev(d) / len(d) ** 0.5
-    h = stats.t.ppf(0.975, len(d) - 1) * se
-    return f"{m:+.3f} [{m - h:+.3f}, {m + h:+.3f}]"
+    p = paired_seeds(dict(enumerate(a)), dict(enumerate(b)))
+    return "—" if p is None or p["ci"] is None else said(p["mean"], p["ci"])
 
 
 def table(args) -> None:
@@ -134,7 +117,7 @@ def table(args) -> None:
             t0 = [base_rows[s]["total_s"] for s in timed]
             lines.append(f"| {dataset} | {name} | {','.join(map(str, common))} "
                          f"| {_ms([seeds[s]['test_acc']['real'] for s in common])} | {_ms(kr)} "
-                         f"| {'—' if name == 'base' else _paired(kr, kr0)} | {_ms(t, '.0f')} "
+                         f"| {'—' if name == 'base' else _paired(kr, kr0)} | {_ms(t, 0)} "
                          f"(seeds {','.join(map(str, timed))}) | {sum(t) / sum(t0):.2f}× |")
     print("\n".join(lines))
 

@@ -16,6 +16,10 @@ shipped run).  The methods (kr.methods):
     synthetic, regen   hard conditioning labels: never a teacher label (the reference)
     dpsgd-eps<ε>       DP-SGD on the real images
 
+Each finished run also adds its rows to results/table.jsonl (study "labels"), from which
+`python benchmarks/table.py render` writes the "which model to release" blocks of the README
+and the walkthrough.
+
 `table`: per dataset, each method's test ACC (mean ± SE over seeds), canary AUC (mean over
 seeds, with its interval) and its difference to `regen` (the hard-label student on KR's regenerated images) and
 to `kr`, paired over canaries within each seed and averaged over seeds, with a 95 % interval
@@ -38,7 +42,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results" / "labels.json"
 sys.path.insert(0, str(ROOT))
-from table import _commit, _cpu  # noqa: E402  (one machine descriptor for every benchmark)
+from table import _commit, _cpu, add, mean_spread, over_seeds, paired_seeds, said  # noqa: E402  (one descriptor, one statistics)
 
 from kr.privacy.metrics import _auc  # noqa: E402  (ties count half, as everywhere in kr)
 
@@ -84,27 +88,17 @@ def run(args) -> None:
             data["rows"] = [r for r in data["rows"] if (r["dataset"], r["seed"]) != (dataset, seed)] + [row]
             RESULTS.parent.mkdir(parents=True, exist_ok=True)
             RESULTS.write_text(json.dumps(data) + "\n")
+            add([out], commit, study="labels")  # the table's rows: the README's "which model" block
 
 
 def _over_seeds(rows: list[dict], statistic, seed: int = 0) -> tuple[float, list[float]]:
-    """Mean over seeds of statistic(scores, bits) on each seed's mislabelled canaries, and its
-    95 % interval: per seed, bootstrap draws resampling canaries (every model alike), the seeds'
-    draws averaged draw by draw (the seeds are independent canary runs)."""
-    rng = np.random.default_rng(seed)
-    means, draws = [], []
+    """statistic(scores, bits) on each seed's mislabelled canaries, averaged over seeds, with
+    its 95 % interval (table.over_seeds: per-seed bootstraps averaged draw by draw)."""
+    units = []
     for r in rows:
         main = np.array(r["kind"]) == 0
-        y = np.array(r["bits"])[main]
-        scores = {m: np.array(v)[main] for m, v in r["scores"].items()}
-        means.append(statistic(scores, y))
-        d = []
-        while len(d) < RESAMPLES:
-            i = rng.integers(0, len(y), len(y))
-            if 0 < y[i].sum() < len(i):
-                d.append(statistic({m: v[i] for m, v in scores.items()}, y[i]))
-        draws.append(d)
-    mean_draws = np.mean(draws, axis=0)
-    return float(np.mean(means)), [float(np.percentile(mean_draws, 2.5)), float(np.percentile(mean_draws, 97.5))]
+        units.append(({m: np.array(v)[main] for m, v in r["scores"].items()}, np.array(r["bits"])[main]))
+    return over_seeds(units, statistic, RESAMPLES, seed)
 
 
 def paired_over_seeds(rows: list[dict], a: str, b: str, seed: int = 0) -> tuple[float, list[float]]:
@@ -132,9 +126,7 @@ def figure(rows: list[dict], path: Path) -> Path:
 
 
 def _ms(xs: list[float]) -> str:
-    if len(xs) < 2:
-        return f"{xs[0]:.3f}" if xs else "—"
-    return f"{statistics.mean(xs):.3f} ± {statistics.stdev(xs) / len(xs) ** 0.5:.3f}"
+    return mean_spread(xs, se=True) or "—"
 
 
 def _d(rows: list[dict], a: str, b: str) -> str:
@@ -146,14 +138,8 @@ def _d(rows: list[dict], a: str, b: str) -> str:
 
 
 def _acc_diff(rows: list[dict], a: str, b: str) -> str:
-    from scipy import stats
-
-    d = [r["test"][a]["acc"] - r["test"][b]["acc"] for r in rows]
-    if len(d) < 2:
-        return f"{d[0]:+.3f} (one seed)"
-    m, se = statistics.mean(d), statistics.stdev(d) / len(d) ** 0.5
-    h = stats.t.ppf(0.975, len(d) - 1) * se
-    return f"{m:+.3f} [{m - h:+.3f}, {m + h:+.3f}]"
+    p = paired_seeds({r["seed"]: r["test"][a]["acc"] for r in rows}, {r["seed"]: r["test"][b]["acc"] for r in rows})
+    return said(p["mean"], p["ci"])
 
 
 def table_text(rows: list[dict]) -> str:

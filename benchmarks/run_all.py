@@ -8,9 +8,10 @@
 Datasets: `digits` (bundled) and every MedMNIST file found in --data-dir ($KR_DATA_DIR).
 Each run is a subprocess `kr run --preset cpu` in benchmarks/results/runs/<dataset>-cpu-default-s<seed>
 (the folders benchmarks/kr_run.py and audit.py use, so finished stages are reused), then
-`kr audit` with --references reference runs, spread over --workers processes by kr's
-`processes` executor.  --references 0 skips experiment 1 (the runs keep the shipped model's reference-free
-audit); --canaries M adds the one-run canary audit on seed 0.  Results go to
+`kr audit` with --references reference runs on the --reference-seeds (default: seed 0), spread
+over --workers processes by kr's `processes` executor (--references 0 skips experiment 1), and the
+one-run canary audit on every seed with fresh bits (--canaries: max, the test split's limit, by
+default; 0 skips it).  Results go to
 benchmarks/results/<date>/ (table.json, the combined report); every run directory found adds its
 rows to benchmarks/results/table.jsonl, and benchmarks/RESULTS.md is rewritten from those rows
 (benchmarks/table.py), measured or not.
@@ -59,17 +60,18 @@ def measure(dataset: str, seed: int, args, runs: Path) -> dict:
        "--methods", "synthetic,regen,soft,dpsgd", threads=os.cpu_count() or 1)
     run_s = time.perf_counter() - start
     audit_s = None
-    if args.references:
-        start = time.perf_counter()
-        # the reference runs spread over --workers processes by kr's own executor; then the
-        # canary audit, whose calibration reads them
-        pool = ["--executor", "processes", "--workers", str(args.workers)]
+    start = time.perf_counter()
+    if args.references and seed in args.reference_seeds:
+        # experiment 1: the reference runs spread over --workers processes by kr's own executor
+        # (one worker: in-process, as two processes of 2 threads each would oversubscribe 2 cores)
+        pool = ["--executor", "processes", "--workers", str(args.workers)] if args.workers > 1 else []
         kr("audit", str(out), "--set", f"audit.references={args.references}", *pool, *common,
            threads=os.cpu_count() or 1)
-        if args.canaries and seed == 0:  # the one-run canary audit, once per dataset
-            kr("audit", str(out), "--canaries", str(args.canaries), "--set", "audit.canary_calibration=references",
-               *pool, *common, threads=os.cpu_count() or 1)
-        audit_s = time.perf_counter() - start
+    if args.canaries != "0":  # the one-run canary audit on every seed, fresh bits per seed;
+        # calibrated by the shipped run alone, so every seed's bound is read the same way
+        m = max_canaries(dataset, args.data_dir) if args.canaries == "max" else int(args.canaries)
+        kr("audit", str(out), "--canaries", str(m), *common, threads=os.cpu_count() or 1)
+    audit_s = time.perf_counter() - start
     # wall times of this invocation: cached stages make a resumed run look fast; the stage
     # seconds in each run's results.json are the cost
     return {"run": os.path.relpath(out, ROOT.parent), "dataset": dataset, "seed": seed,
@@ -77,10 +79,14 @@ def measure(dataset: str, seed: int, args, runs: Path) -> dict:
             "wall_s_this_invocation_audit": None if audit_s is None else round(audit_s, 1)}
 
 
-def table_wanted(data_dir: str | None) -> list[tuple[str, int]]:
-    """The published table covers every available dataset and the three seeds, whatever one
-    invocation measured: what is missing is listed as such."""
-    return [(d, s) for d in datasets(data_dir) for s in (0, 1, 2)]
+def max_canaries(dataset: str, data_dir: str | None) -> int:
+    """The most canaries the dataset's test split allows (kr.canaries.sizing, as `kr data info` says)."""
+    from kr.canaries import sizing
+    from kr.config import Config
+    from kr.data import load_dataset
+
+    d = load_dataset(dataset, data_dir=data_dir)
+    return sizing(len(d.train), len(d.test), Config().audit.canary_stress)["canaries"]
 
 
 def main() -> None:
@@ -89,9 +95,13 @@ def main() -> None:
     p.add_argument("--datasets", nargs="+", default=None, help="Default: every dataset available.")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--references", type=int, default=8, help="Reference runs per audit (0: skip kr audit).")
-    p.add_argument("--canaries", type=int, default=0,
-                   help="Canaries for the one-run canary audit on seed 0 (0: skip it; ≤ 90 %% of the test split).")
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--reference-seeds", nargs="+", type=int, default=[0],
+                   help="The seeds whose run gets experiment 1's reference runs (the others: the canary audit only).")
+    p.add_argument("--canaries", default="max",
+                   help="Canaries for the one-run canary audit of every seed: a number, max (90 %% of the test "
+                        "split, the most it allows) or 0 (skip it).")
+    p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 1) // 2),
+                   help="Processes for the reference runs (each at the preset's 2 threads; default: cores ÷ 2).")
     p.add_argument("--runs", default=str(ROOT / "results" / "runs"))
     p.add_argument("--table-only", action="store_true", help="Only rebuild the table, report and RESULTS.md.")
     args = p.parse_args()
@@ -103,7 +113,7 @@ def main() -> None:
     if not args.table_only:
         for dataset, seed in wanted:
             rows.append(measure(dataset, seed, args, runs))
-    present = [run_dir(runs, d, s) for d, s in dict.fromkeys(table_wanted(args.data_dir) + wanted)
+    present = [run_dir(runs, d, s) for d, s in dict.fromkeys(table.WANTED + wanted)
                if (run_dir(runs, d, s) / "results.json").is_file()]
     out.mkdir(parents=True, exist_ok=True)
     if rows:  # merged by run: one invocation per dataset or seed builds the same file
@@ -114,8 +124,8 @@ def main() -> None:
         write_report(present, out / "report")
         table.add(present)  # benchmarks/results/table.jsonl: the rows RESULTS.md is written from
     published = table.read()
-    table.write_results(published, wanted=table_wanted(args.data_dir))
-    table.write_readme(published)
+    table.write_results(published, wanted=table.WANTED)
+    table.write_readme(table.read(table.RELEASE_STUDY))
 
 
 if __name__ == "__main__":

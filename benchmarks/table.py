@@ -1,7 +1,7 @@
 """The one source of truth for the project's measured numbers: benchmarks/results/table.jsonl.
 
     python benchmarks/table.py add RUN [RUN …]     # rows from finished run directories
-    python benchmarks/table.py render              # RESULTS.md's table and the README's one result
+    python benchmarks/table.py render              # RESULTS.md's table; the "which model" blocks of the README and walkthrough
 
 One JSON object per dataset × seed × method: test and validation ACC/AUC, the commit and CPU
 that measured it, the run's stage time; where `kr audit` ran, experiment 1's strongest attack
@@ -22,12 +22,13 @@ import subprocess
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parent
 TABLE = ROOT / "results" / "table.jsonl"
 RESULTS = ROOT / "RESULTS.md"
-README = ROOT.parent / "README.md"
 MARKER = "<!-- generated above; written by hand below -->"
-README_BLOCK = ("<!-- one result: written by benchmarks/table.py -->", "<!-- end of one result -->")
+RELEASE_PAGES = (ROOT.parent / "README.md", ROOT.parent / "docs" / "your-images.md")
 ANCHORS = ("Anchors: the Knowledge Recycling paper's average CAS gap −1.24 points (Lomurno & Matteucci 2025, "
            "Table 2; their datasets, GPU scale); GaFi 1.8–4.0 points with hard labels; MedMNIST v2 ResNet-18 "
            "(28 px) test ACC: BreastMNIST 0.863, PneumoniaMNIST 0.854.")
@@ -45,7 +46,13 @@ def _cpu() -> str:
 
 
 def _commit() -> str:
-    out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    """The commit of the kr this interpreter imports (what `python -m kr` runs), else this checkout's."""
+    try:
+        import kr
+        where = Path(kr.__file__).parent
+    except ImportError:
+        where = ROOT
+    out = subprocess.run(["git", "-C", str(where), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
     return out.stdout.strip() or "unknown"
 
 
@@ -57,19 +64,22 @@ def core_hours(run: Path, res: dict | None = None) -> float:
     return sum(v for v in res.get("timings_s", {}).values() if v) * threads / 3600
 
 
-def rows_of(run: Path, commit: str | None = None, cpu: str | None = None) -> list[dict]:
+def rows_of(run: Path, commit: str | None = None, cpu: str | None = None, study: str = "table") -> list[dict]:
+    """One row per evaluated method of a finished run. `study`: which measurement the run
+    belongs to ("table": the published seeds 0–2; "labels": the label-channel seeds 10–12)."""
     res = json.loads((run / "results.json").read_text())
     # experiment 1's reference runs and the canary audit's run are whole runs of their own
     extra = [p.parent for p in sorted((run / "audit").glob("references/r*/run/results.json"))]
     extra += [p.parent for p in (run / "audit" / "canaries").glob("run/run/results.json")]
     audit, canary = res.get("audit") or {}, res.get("canary") or {}
     meta = res.get("audit_meta") or {}
+    canary_scores, canary_bits = _canary_scores(run)
     run_hours, audit_hours = round(core_hours(run, res), 3), round(sum(core_hours(p) for p in extra), 3)
     rows = []
     for method, m in res["methods"].items():
         if "test" not in m:
             continue
-        row = {"dataset": res["dataset"], "seed": res["seed"], "method": method, "preset": res["preset"],
+        row = {"dataset": res["dataset"], "seed": res["seed"], "method": method, "preset": res["preset"], "study": study,
                "test_acc": m["test"]["acc"], "test_auc": m["test"]["auc"],
                "val_acc": m["val"]["acc"], "val_auc": m["val"]["auc"],
                "commit": commit or _commit(), "cpu": cpu or _cpu(), "date": str(datetime.date.today()),
@@ -89,30 +99,179 @@ def rows_of(run: Path, commit: str | None = None, cpu: str | None = None) -> lis
                        canary_rule=res["canary_meta"]["rule_hash"][:12])
             if c.get("control"):
                 row["dp_control"] = c["control"]["reading"]
+            if method in canary_scores:  # differences between models pair over these canaries
+                row.update(canary_scores=canary_scores[method], canary_bits=canary_bits)
         rows.append(row)
     return rows
 
 
-def read() -> list[dict]:
-    return [json.loads(line) for line in TABLE.read_text().splitlines() if line.strip()] if TABLE.is_file() else []
+def _canary_scores(run: Path) -> tuple[dict[str, list[float]], list[int]]:
+    """Each model's score on the mislabelled canaries of the run's canary audit, and their bits."""
+    scores, plant = run / "audit" / "canaries" / "score" / "scores.npz", run / "audit" / "canaries" / "plant" / "canaries.npz"
+    if not (scores.is_file() and plant.is_file()):
+        return {}, []
+    with np.load(plant) as f:
+        main = f["kind"] == 0
+        bits = f["bits"].astype(int)[main].tolist()
+    with np.load(scores) as f:
+        return {m: [round(float(x), 6) for x in f[m][main]] for m in f.files}, bits
 
 
-def add(runs: list[Path], commit: str | None = None, cpu: str | None = None) -> None:
-    new = [r for run in runs for r in rows_of(Path(run), commit, cpu)]
-    keys = {(r["dataset"], r["seed"], r["method"]) for r in new}
-    kept = [r for r in read() if (r["dataset"], r["seed"], r["method"]) not in keys]
+def read(study: str | None = "table") -> list[dict]:
+    """The rows of one study (rows written before studies existed are the table's); None: all."""
+    rows = [json.loads(line) for line in TABLE.read_text().splitlines() if line.strip()] if TABLE.is_file() else []
+    return [r for r in rows if study is None or r.get("study", "table") == study]
+
+
+def _key(r: dict) -> tuple:
+    return r.get("study", "table"), r["dataset"], r["seed"], r["method"]
+
+
+def add(runs: list[Path], commit: str | None = None, cpu: str | None = None, study: str = "table") -> None:
+    new = [r for run in runs for r in rows_of(Path(run), commit, cpu, study)]
+    keys = {_key(r) for r in new}
+    kept = [r for r in read(None) if _key(r) not in keys]
     TABLE.parent.mkdir(parents=True, exist_ok=True)
-    TABLE.write_text("".join(json.dumps(r) + "\n" for r in sorted(
-        kept + new, key=lambda r: (r["dataset"], r["seed"], r["method"]))))
+    tmp = TABLE.with_suffix(".tmp")  # atomic: a crash leaves the old table, never half of one
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in sorted(kept + new, key=_key)))
+    tmp.replace(TABLE)
 
 
-def _ms(xs: list[float], digits: int = 3) -> str:
+def mean_spread(xs: list[float | None], digits: int = 3, se: bool = False) -> str:
+    """Every benchmark's one mean ± spread: the sample std over seeds, or (se=True) its
+    standard error. One value prints alone; None values (not measured) are left out."""
     xs = [x for x in xs if x is not None]
     if not xs:
         return ""
     if len(xs) == 1:
         return f"{xs[0]:.{digits}f}"
-    return f"{statistics.mean(xs):.{digits}f} ± {statistics.stdev(xs):.{digits}f}"
+    spread = statistics.stdev(xs) / (len(xs) ** 0.5 if se else 1)
+    return f"{statistics.mean(xs):.{digits}f} ± {spread:.{digits}f}"
+
+
+
+def paired_seeds(a: dict[int, float], b: dict[int, float], level: float = 0.95) -> dict | None:
+    """a − b paired over the seeds both measured: the mean and a Student t-interval over seeds
+    (None with one seed: one draw has no spread). It holds the seeds' variation, not the test
+    split's own sampling, which every seed shares."""
+    from scipy import stats
+
+    seeds = sorted(set(a) & set(b))
+    d = [a[s] - b[s] for s in seeds]
+    if not d:
+        return None
+    if len(d) < 2:
+        return {"mean": d[0], "ci": None, "seeds": seeds}
+    m, se = statistics.mean(d), statistics.stdev(d) / len(d) ** 0.5
+    h = float(stats.t.ppf(0.5 + level / 2, len(d) - 1)) * se
+    return {"mean": m, "ci": [m - h, m + h], "seeds": seeds}
+
+
+def over_seeds(units: list[tuple[dict, np.ndarray]], statistic, resamples: int = 2000,
+               seed: int = 0) -> tuple[float, list[float]]:
+    """Mean over independent canary runs of statistic(scores, bits), with its 95 % interval:
+    per run, bootstrap draws resampling canaries (every model alike, so differences stay
+    paired), the runs' draws averaged draw by draw. `units`: (scores by model, bits) per run."""
+    rng = np.random.default_rng(seed)
+    means, draws = [], []
+    for scores, y in units:
+        scores = {m: np.asarray(v, float) for m, v in scores.items()}
+        y = np.asarray(y, bool)
+        means.append(statistic(scores, y))
+        d = []
+        while len(d) < resamples:
+            i = rng.integers(0, len(y), len(y))
+            if 0 < y[i].sum() < len(i):
+                d.append(statistic({m: v[i] for m, v in scores.items()}, y[i]))
+        draws.append(d)
+    mean_draws = np.mean(draws, axis=0)
+    return float(np.mean(means)), [float(np.percentile(mean_draws, 2.5)), float(np.percentile(mean_draws, 97.5))]
+
+
+def said(mean: float, ci: list[float] | None, digits: int = 3, scale: float = 1.0) -> str:
+    """A difference as the docs print it: the mean, its interval, and whether zero is outside."""
+    if ci is None:
+        return f"{scale * mean:+.{digits}f} (one seed: no interval)"
+    lo, hi = (scale * c for c in ci)
+    verdict = "distinguishable" if lo > 0 or hi < 0 else "not distinguishable"
+    return f"{scale * mean:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}], {verdict}"
+
+
+def _dates(rows: list[dict]) -> str:
+    """The measurement dates, not the render's: the same rows render to the same text."""
+    return ", ".join(sorted({r.get("date", "undated") for r in rows}))
+
+
+def _verdict(p: dict | None, threshold: float, above: bool) -> str:
+    """A target read off a difference: `above` targets want the interval above the threshold,
+    the others the mean at or beyond it (the interval said beside it)."""
+    if p is None:
+        return "not measured"
+    m, ci = p["mean"], p["ci"]
+    if ci is None:
+        return f"{'met' if (m > threshold if above else m >= threshold) else 'missed'} on one seed"
+    if above:
+        return "met" if ci[0] > threshold else ("met on the mean, not distinguishable" if m > threshold else "missed")
+    if m >= threshold:
+        return "met" if ci[0] >= threshold else f"met on the mean (the interval reaches below {threshold:+g})"
+    return "missed"
+
+
+def differences(rows: list[dict]) -> list[str]:
+    """Every difference the table states, paired, with its interval and the target it serves:
+    test ACC and experiment 1's AUC paired over seeds; canary AUC paired over canaries within
+    each seed's canary run and averaged over seeds."""
+    out = ["Differences, paired: test ACC and experiment 1 over seeds (95 % Student t-interval; one seed "
+           "has none); canary AUC over each seed's mislabelled canaries, averaged over seeds (bootstrap). "
+           "\"not distinguishable\": the interval includes zero.", "",
+           "| dataset | difference | seeds | value [95 % CI] | target | verdict |", "|" + " --- |" * 6]
+    for dataset in sorted({r["dataset"] for r in rows}):
+        at = defaultdict(dict)
+        for r in rows:
+            if r["dataset"] == dataset:
+                at[r["method"]][r["seed"]] = r
+
+        def field(method, key, scale=1.0):
+            return {s: scale * r[key] for s, r in at.get(method, {}).items() if r.get(key) is not None}
+
+        def line(name, p, digits, target, verdict):
+            if p is not None:
+                seeds = ", ".join(str(s) for s in p["seeds"])
+                out.append(f"| {dataset} | {name} | {seeds} | {said(p['mean'], p['ci'], digits)} | {target} | {verdict} |")
+
+        acc = {m: field(m, "test_acc", 100) for m in ("kr", "real", "synthetic", "dpsgd-eps8")}
+        gap = paired_seeds(acc["kr"], acc["real"])
+        line("KR − teacher, test ACC (pp)", gap, 1, "≥ −1", _verdict(gap, -1, above=False))
+        for other, label in (("synthetic", "`synthetic`"), ("dpsgd-eps8", "DP-SGD ε = 8")):
+            p = paired_seeds(acc["kr"], acc[other])
+            line(f"KR − {label}, test ACC (pp)", p, 1, "> 0", _verdict(p, 0, above=True))
+        kr_exp1 = field("kr", "exp1_auc")
+        if kr_exp1:
+            m = statistics.mean(kr_exp1.values())
+            out.append(f"| {dataset} | KR's strongest exp. 1 AUC | {', '.join(map(str, sorted(kr_exp1)))} | "
+                       f"{mean_spread(list(kr_exp1.values()))} | ≤ 0.52 | {'met' if m <= 0.52 else 'missed'} |")
+        p = paired_seeds(field("real", "exp1_auc"), kr_exp1)
+        line("teacher − KR, strongest exp. 1 AUC", p, 3, "≥ 0.05", _verdict(p, 0.05, above=False))
+        reference = "regen" if at.get("regen") else "synthetic"
+        for model, target, name in (("real", "> 0 (the control)", "teacher"), ("kr", "—", "KR")):
+            seeds = sorted(s for s in at.get(model, {}) if "canary_scores" in at[model][s]
+                           and "canary_scores" in at.get(reference, {}).get(s, {}))
+            if not seeds:
+                continue
+            units = [({"a": at[model][s]["canary_scores"], "b": at[reference][s]["canary_scores"]},
+                      np.array(at[model][s]["canary_bits"], bool)) for s in seeds]
+            m, ci = over_seeds(units, lambda sc, y: _auc(sc["a"], y) - _auc(sc["b"], y))
+            p = {"mean": m, "ci": ci, "seeds": seeds}
+            verdict = ("passing" if ci[0] > 0 else "failing: the audit could not see the teacher's leakage") \
+                if model == "real" else ("not distinguishable" if ci[0] <= 0 <= ci[1] else "distinguishable")
+            line(f"{name} − `{reference}`, canary AUC", p, 3, target, verdict)
+    return out
+
+
+def _auc(scores, y) -> float:
+    from kr.privacy.metrics import _auc as auc  # ties count half, as everywhere in kr
+
+    return auc(np.asarray(scores), np.asarray(y, bool))
 
 
 def render(rows: list[dict], wanted: list[tuple[str, int]] | None = None) -> str:
@@ -130,20 +289,13 @@ def render(rows: list[dict], wanted: list[tuple[str, int]] | None = None) -> str
             gaps = [100 * (r["test_acc"] - teacher[r["seed"]]) for r in rs if r["seed"] in teacher and method != "real"]
             eps = [f"{r['eps_lb']:.2f} ({r['eps_ceiling']:.2f})" for r in rs if "eps_lb" in r]
             lines.append(f"| {dataset} | {method} | {', '.join(str(r['seed']) for r in rs)} | "
-                         f"{_ms([r['test_acc'] for r in rs])} | {_ms([r['test_auc'] for r in rs])} | "
-                         f"{_ms(gaps, 1)} | {_ms([r.get('exp1_auc') for r in rs])} | "
-                         f"{_ms([None if r.get('tpr_at_1pct') is None else 100 * r['tpr_at_1pct'] for r in rs], 1)} | "
+                         f"{mean_spread([r['test_acc'] for r in rs])} | {mean_spread([r['test_auc'] for r in rs])} | "
+                         f"{mean_spread(gaps, 1)} | {mean_spread([r.get('exp1_auc') for r in rs])} | "
+                         f"{mean_spread([None if r.get('tpr_at_1pct') is None else 100 * r['tpr_at_1pct'] for r in rs], 1)} | "
                          f"{', '.join(sorted({str(r['references']) for r in rs if r.get('references')}))} | "
                          f"{'; '.join(eps)} |")
-    versus = []
-    for dataset in sorted({d for d, _ in by}):
-        kr = {r["seed"]: r["test_acc"] for r in by.get((dataset, "kr"), [])}
-        dp = {r["seed"]: r["test_acc"] for r in by.get((dataset, "dpsgd-eps8"), [])}
-        diffs = [100 * (kr[s] - dp[s]) for s in kr if s in dp]
-        if diffs:
-            versus.append(f"{dataset} {_ms(diffs, 1)} ({len(diffs)} seed{'s' * (len(diffs) > 1)})")
     have = {(r["dataset"], r["seed"]) for r in rows}
-    missing = [f"{d} seed {s}" for d, s in wanted or [] if (d, s) not in have]
+    missing = [f"{d} seed {s}" for d, s in sorted(set(wanted or [])) if (d, s) not in have]
     cpus = sorted({r["cpu"] for r in rows})
     commits = sorted({r["commit"] for r in rows})
     hours = defaultdict(lambda: [0.0, 0.0])
@@ -153,17 +305,87 @@ def render(rows: list[dict], wanted: list[tuple[str, int]] | None = None) -> str
             hours[r["dataset"]][1] += r.get("audit_core_hours", 0.0)
     return "\n".join([
         "# Results", "",
-        f"Generated by `python benchmarks/table.py render` from `results/table.jsonl` on {datetime.date.today()}: "
+        f"Generated by `python benchmarks/table.py render` from `results/table.jsonl` (measured {_dates(rows)}): "
         f"`cpu` preset, CPUs {', '.join(cpus)}, commits {', '.join(commits)}. Mean ± std over the seeds listed; "
         "test chose nothing. CAS gap: test ACC minus the real-trained teacher's of the same seed, in points. "
         "Exp. 1: the strongest membership-inference attack over whole runs on pool halves (`kr audit`); "
         "canary ε_lb: the one-run canary audit's lower bound on ε (mislabelled canaries), beside its ceiling.", "",
         *lines, "", *([f"**Not measured**: {', '.join(missing)}.", ""] if missing else []),
-        "KR − DP-SGD at ε = 8, test ACC, points: " + ("; ".join(versus) or "not measured") + ".", "",
+        "DP-SGD rows: each seed is one draw of secret noise; another draw gives another model.", "",
+        *differences(rows), "",
         ANCHORS, "",
         "Compute, core-hours of stage time (stage seconds × threads): "
         + "; ".join(f"{d} {h[0]:.2f} for the runs (`kr run`) + {h[1]:.2f} for their audits' runs "
                     f"(references, canaries)" for d, h in sorted(hours.items())) + ".", ""])
+
+
+def as_results(rows: list[dict]) -> dict:
+    """One dataset's rows over seeds as a results.json the release advice reads
+    (kr.report.advice): accuracies averaged over seeds, canary AUCs and their paired
+    differences over each seed's canaries (over_seeds), the pairs a run's audit compares."""
+    from kr.privacy.scoring import comparison_pairs
+
+    by = defaultdict(dict)
+    for r in rows:
+        by[r["method"]][r["seed"]] = r
+    seeds = sorted(set.intersection(*(set(v) for v in by.values())))
+    methods = {}
+    for m, at in by.items():
+        rs = [at[s] for s in seeds]
+        methods[m] = {split: {k: statistics.mean(r[f"{split}_{k}"] for r in rs) for k in ("acc", "auc")}
+                      for split in ("test", "val")}
+        if "epsilon" in rs[0]:
+            methods[m].update(epsilon=max(r["epsilon"] for r in rs), delta=max(r["delta"] for r in rs),
+                              guarantee_holds=all(r.get("guarantee_holds") is True for r in rs))
+    scored = [m for m, at in by.items() if all("canary_scores" in at[s] for s in seeds)]
+
+    def units(*models):
+        return [({m: by[m][s]["canary_scores"] for m in models}, np.array(by[models[0]][s]["canary_bits"], bool))
+                for s in seeds]
+
+    canary, comparisons = {}, []
+    if seeds and scored:
+        for m in scored:
+            auc, ci = over_seeds(units(m), lambda sc, y, m=m: _auc(sc[m], y))
+            canary[m] = {"mislabelled": {"auc": auc, "auc_ci": ci}}
+        for a, b in comparison_pairs(scored):
+            d, ci = over_seeds(units(a, b), lambda sc, y, a=a, b=b: _auc(sc[a], y) - _auc(sc[b], y))
+            comparisons.append({"a": a, "b": b, "difference": d, "ci": ci, "distinguishable": not ci[0] <= 0 <= ci[1]})
+    return {"seeds": seeds, "methods": methods, "canary": canary, "canary_meta": {"comparisons": comparisons}}
+
+
+RELEASE_BLOCK = ("<!-- which model: written by benchmarks/table.py -->", "<!-- end of which model -->")
+# The label-channel runs (seeds 10–12, today's teacher) are the measurement with a canary audit
+# on every seed; the table's seeds 0–2 take over once each of their cells has one.
+RELEASE_STUDY = "labels"
+
+
+def release_block(rows: list[dict]) -> str:
+    """Which model to release, per dataset, from the measured rows: each need's pick by the
+    same rule a run's summary uses (kr.report.advice), over seeds."""
+    from kr.report.advice import release_advice
+
+    lines = ["| dataset | seeds | teacher (never released) | a formal guarantee (DP-SGD, the largest ε trained) | measured leakage as low as hard "
+             "labels | the audit's control: teacher − hard labels, canary AUC | best accuracy |", "|" + " --- |" * 7]
+    for dataset in sorted({r["dataset"] for r in rows}):
+        res = as_results([r for r in rows if r["dataset"] == dataset])
+        advice, methods = release_advice(res), res["methods"]
+
+        def pick(need):
+            m = advice[need]["model"]
+            return f"{m} ({methods[m]['test']['acc']:.3f})" if m else "none: " + advice[need]["text"].split(":")[0]
+
+        comps = res["canary_meta"]["comparisons"]
+        control = "; ".join(f"− {c['b']} {said(c['difference'], c['ci'])}" for c in comps if c["a"] == "real")
+        emp = advice["empirical"]["model"]
+        versus = "; ".join(f"− {c['b']} {said(c['difference'], c['ci'])}" for c in comps
+                           if c["a"] == emp and c["b"] in ("synthetic", "regen"))
+        lines.append(f"| {dataset} | {', '.join(map(str, res['seeds']))} | {methods['real']['test']['acc']:.3f} | "
+                     f"{pick('formal')} | {pick('empirical')}{': ' + versus if versus else ''} | "
+                     f"{control or 'not measured'} | {pick('accuracy')} |")
+    return "\n".join([f"Test ACC, mean over seeds; canary AUC differences paired over each seed's canaries "
+                      f"(`cpu` preset; measured {_dates(rows)} on a {', '.join(sorted({r['cpu'] for r in rows}))}; "
+                      f"commits {', '.join(sorted({r['commit'] for r in rows}))}):", "", *lines])
 
 
 def write_results(rows: list[dict], wanted: list[tuple[str, int]] | None = None) -> str:
@@ -174,33 +396,17 @@ def write_results(rows: list[dict], wanted: list[tuple[str, int]] | None = None)
     return RESULTS.read_text()
 
 
-def one_result(rows: list[dict]) -> str:
-    """The README's "one result": seed 0 of each measured dataset, one line each."""
-    at = {(r["dataset"], r["method"]): r for r in rows if r["seed"] == 0}
-    lines = ["| dataset | teacher | KR | CAS gap | `synthetic` | DP-SGD ε = 8 | KR's strongest attack (refs) "
-             "| canary ε_lb: KR (teacher, the control) |", "|" + " --- |" * 8]
-    for dataset in sorted({d for d, _ in at}):
-        real, kr, syn, dp = (at.get((dataset, m)) for m in ("real", "kr", "synthetic", "dpsgd-eps8"))
-        if not (real and kr):
-            continue
-        acc = lambda r: f"{r['test_acc']:.3f}" if r else "—"  # noqa: E731
-        attack = (f"{kr['exp1_auc']:.3f} ({kr['references']})" if kr.get("exp1_auc") is not None else "—")
-        eps = (f"{kr['eps_lb']:.2f} ({real['eps_lb']:.2f})" if kr.get("eps_lb") is not None
-               and real.get("eps_lb") is not None else "—")
-        lines.append(f"| {dataset} | {acc(real)} | {acc(kr)} | {100 * (kr['test_acc'] - real['test_acc']):+.1f} | "
-                     f"{acc(syn)} | {acc(dp)} | {attack} | {eps} |")
-    cpus = sorted({r["cpu"] for r in at.values()})
-    commits = sorted({r["commit"] for r in at.values()})
-    dates = sorted({r.get("date", "undated") for r in at.values()})
-    return "\n".join([f"Test ACC, seed 0, `cpu` preset (`kr run`, then `kr audit`; measured {', '.join(dates)} "
-                      f"on a {', '.join(cpus)}; commit {', '.join(commits)}):", "", *lines])
+def _write_block(path: Path, marks: tuple[str, str], text: str) -> None:
+    page = path.read_text()
+    head, rest = page.split(marks[0], 1)
+    path.write_text(head + marks[0] + "\n" + text + "\n" + marks[1] + rest.split(marks[1], 1)[1])
 
 
-def write_readme(rows: list[dict]) -> None:
-    text = README.read_text()
-    head, rest = text.split(README_BLOCK[0], 1)
-    tail = rest.split(README_BLOCK[1], 1)[1]
-    README.write_text(head + README_BLOCK[0] + "\n" + one_result(rows) + "\n" + README_BLOCK[1] + tail)
+def write_readme(release_rows: list[dict]) -> None:
+    """The "which model" block of the README and of the walkthrough."""
+    if release_rows:
+        for page in RELEASE_PAGES:
+            _write_block(page, RELEASE_BLOCK, release_block(release_rows))
 
 
 WANTED = [(d, s) for d in ("breastmnist", "digits", "pneumoniamnist") for s in (0, 1, 2)]
@@ -212,11 +418,13 @@ def main() -> None:
     a = sub.add_parser("add")
     a.add_argument("runs", nargs="+")
     a.add_argument("--commit", default=None, help="the commit that measured the runs (default: HEAD)")
+    a.add_argument("--study", default="table", choices=("table", "labels"),
+                   help="the measurement the runs belong to (table: seeds 0–2; labels: the label channel, seeds 10–12)")
     sub.add_parser("render")
     args = p.parse_args()
     if args.cmd == "add":
-        add([Path(r) for r in args.runs], args.commit)
-    write_readme(read())
+        add([Path(r) for r in args.runs], args.commit, study=args.study)
+    write_readme(read(RELEASE_STUDY))
     print(write_results(read(), WANTED).split(MARKER)[0])
 
 

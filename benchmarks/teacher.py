@@ -29,7 +29,7 @@ from kr.config import load_config
 ROOT = Path(__file__).resolve().parent
 OUT = ROOT / "results" / "teacher.json"
 sys.path.insert(0, str(ROOT))
-from table import _commit, _cpu  # noqa: E402  (one machine descriptor for every benchmark)
+from table import _commit, _cpu, mean_spread  # noqa: E402  (one machine descriptor for every benchmark)
 
 ANCHORS = {"breastmnist": 0.863, "pneumoniamnist": 0.854}
 CHOICE_SEEDS, REPORT_SEEDS = (20, 21, 22, 23, 24), (10, 11, 12)
@@ -68,10 +68,7 @@ def run(args) -> None:
 
 
 def _ms(xs: list[float]) -> str:
-    if not xs:
-        return "—"
-    se = statistics.stdev(xs) / len(xs) ** 0.5 if len(xs) > 1 else 0.0
-    return f"{statistics.mean(xs):.3f} ± {se:.3f}"
+    return mean_spread(xs, se=True) or "—"
 
 
 def table_text(rows: list[dict]) -> str:

@@ -1,11 +1,12 @@
 """benchmarks/table.py: the rows every published number is written from, and the tables made
-from them (RESULTS.md, the README's one result)."""
+from them (RESULTS.md, the "which model to release" blocks)."""
 
 from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,12 +60,10 @@ def test_the_table_computes_gaps_spreads_and_what_is_missing(table):
     assert cells[5] == "-3.0 ± 1.4"                         # per-seed gaps −2 and −4 points
     assert cells[6] == "0.540 ± 0.014" and cells[7] == "1.5 ± 0.7" and cells[8] == "8"
     assert cells[9] == "0.50 (3.00)"
-    assert "breastmnist 4.5 ± 2.1 (2 seeds)" in text       # KR − DP-SGD: +3 and +6 points
+    # KR − DP-SGD: +3 and +6 points, paired over the two seeds (t(1) = 12.71, se 1.5)
+    assert "| 0, 1 | +4.5 [-14.6, +23.6], not distinguishable | > 0 |" in text
     assert "**Not measured**: breastmnist seed 2." in text
     assert "breastmnist 2.00 for the runs" in text          # core-hours counted once per run
-    line = next(x for x in table.one_result(rows).splitlines() if x.startswith("| breastmnist"))
-    assert [c.strip() for c in line.split("|")[1:-1]] == ["breastmnist", "0.800", "0.780", "-2.0", "—",
-                                                          "0.750", "0.550 (8)", "0.50 (1.20)"]
 
 
 def test_rebuilding_results_keeps_the_hand_written_part(table):
@@ -74,3 +73,57 @@ def test_rebuilding_results_keeps_the_hand_written_part(table):
     assert "old table" not in text and text.endswith(table.MARKER + "\nwhy we fall short\n")
     assert "| digits | kr | 0 | 0.980 |" in text
     assert not table.TABLE.exists()  # rendering adds no rows
+
+
+def test_differences_are_paired_over_seeds_with_a_t_interval(table):
+    # KR − DP-SGD: +3, +6 and +3 points: mean 4, sd √3, t(2) = 4.303 → half-width 4.303
+    rows = [_row("digits", s, m, acc) for s, (kr, dp, real) in enumerate([(0.93, 0.90, 0.94), (0.96, 0.90, 0.97),
+                                                                         (0.93, 0.90, 0.935)])
+            for m, acc in (("kr", kr), ("dpsgd-eps8", dp), ("real", real))]
+    p = table.paired_seeds({r["seed"]: 100 * r["test_acc"] for r in rows if r["method"] == "kr"},
+                           {r["seed"]: 100 * r["test_acc"] for r in rows if r["method"] == "dpsgd-eps8"})
+    assert p["mean"] == pytest.approx(4.0) and p["ci"] == pytest.approx([4 - 4.3027, 4 + 4.3027], abs=1e-3)
+    assert table.said(p["mean"], p["ci"], 1) == "+4.0 [-0.3, +8.3], not distinguishable"
+    assert table._verdict(p, 0, above=True) == "met on the mean, not distinguishable"
+    text = "\n".join(table.differences(rows))
+    assert "| digits | KR − DP-SGD ε = 8, test ACC (pp) | 0, 1, 2 | +4.0 [-0.3, +8.3], not distinguishable | > 0 |" in text
+    # KR − teacher: −1, −1, −0.5 points: the mean −0.83 meets ≥ −1 while its interval reaches below
+    assert "met on the mean (the interval reaches below -1)" in text
+    assert table._verdict({"mean": -2.0, "ci": [-3.0, -1.5]}, -1, above=False) == "missed"
+    assert table._verdict({"mean": 2.0, "ci": None}, 0, above=True) == "met on one seed"
+
+
+def test_the_canary_control_passes_only_where_the_teacher_outscores_the_hard_label_student(table):
+    rng = np.random.default_rng(0)
+    rows = []
+    for seed in range(2):
+        bits = (rng.random(200) < 0.5).astype(int).tolist()
+        blind = rng.normal(size=200).tolist()
+        for method, leak in (("real", 3.0), ("kr", 0.0), ("regen", 0.0)):
+            scores = (rng.normal(size=200) + leak * np.array(bits)).tolist() if leak else blind
+            rows.append(_row("digits", seed, method, 0.9, canary_scores=scores, canary_bits=bits))
+    text = "\n".join(table.differences(rows))
+    control = next(x for x in text.splitlines() if "teacher − `regen`, canary AUC" in x)
+    assert control.endswith("| > 0 (the control) | passing |")
+    kr = next(x for x in text.splitlines() if "KR − `regen`, canary AUC" in x)
+    assert "+0.000 [+0.000, +0.000], not distinguishable" in kr  # the same scores: exactly zero
+    for r in rows:  # a teacher as blind as the hard-label student: the control fails
+        if r["method"] == "real":
+            r["canary_scores"] = next(x["canary_scores"] for x in rows if x["method"] == "regen" and x["seed"] == r["seed"])
+    assert "failing" in "\n".join(table.differences(rows))
+
+
+def test_the_published_blocks_are_what_the_table_renders():
+    """RESULTS.md's generated part and the "which model" blocks of the README and walkthrough
+    equal a fresh rendering of results/table.jsonl: no number there is typed by hand or stale."""
+    spec = importlib.util.spec_from_file_location("published_table", ROOT / "benchmarks" / "table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rows = module.read()
+    assert rows, "benchmarks/results/table.jsonl has no rows"
+    generated = module.RESULTS.read_text().split(module.MARKER)[0]
+    assert generated == module.render(rows, module.WANTED) + "\n"
+    release = module.release_block(module.read(module.RELEASE_STUDY))
+    for page in module.RELEASE_PAGES:
+        block = page.read_text().split(module.RELEASE_BLOCK[0])[1].split(module.RELEASE_BLOCK[1])[0]
+        assert block == "\n" + release + "\n", f"{page.name}: rerun `python benchmarks/table.py render`"
