@@ -158,3 +158,15 @@ def test_the_citation_file_is_valid_and_agrees_with_the_readme():
     readme = (ROOT / "README.md").read_text()
     assert cff["preferred-citation"]["title"].split(":")[0] in readme.replace("\n             ", " ")
     assert f"version = {{{version}}}" in readme
+
+
+# Pages for contributors, not users: they may be long and carry the project's history.
+CONTRIBUTOR_PAGES = {"history.md", "architecture.md", "api.md", "benchmarks.md"}
+
+
+def test_user_pages_are_short_enough_to_read_in_one_sitting():
+    """No user page is over 1,500 words (the reference splits into pages before it grows past it)."""
+    for page in sorted((ROOT / "docs").glob("*.md")):
+        if page.name not in CONTRIBUTOR_PAGES:
+            words = len(page.read_text().split())
+            assert words <= 1500, f"docs/{page.name}: {words} words; split it or move history to docs/history.md"

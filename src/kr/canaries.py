@@ -7,7 +7,7 @@ empirical lower bound on ε for every model a run ships, on DP-SGD's scale.
               reported apart); each included with probability ½, and the canary run's seed,
               drawn from the OS's CSPRNG; written to audit/canaries/canaries.npz before anything
               trains, together with the scoring rule and its hash
-    rule      fixed before the bits exist (docs/audit-reference.md): the calibration runs and their models'
+    rule      fixed before the bits exist (docs/canary-audit.md): the calibration runs and their models'
               content hashes, which of them saw each canary's image, the statistic, the guess
               grid, M, the stress fraction and copies, the queries and the scorer's source code.
               Scoring under any other rule is refused: scoring the same bits again under a rule
@@ -24,7 +24,7 @@ empirical lower bound on ε for every model a run ships, on DP-SGD's scale.
               canaries, and paired differences of canary AUC between models (kr.privacy.canary)
 
 The canary run evaluates on the test split less the canaries; its figures are for context,
-never the run's.  See docs/audit-reference.md.
+never the run's.  See docs/canary-audit.md.
 """
 
 from __future__ import annotations

@@ -254,7 +254,7 @@ class DPConfig:
 
     epsilons: Grid = (8.0, 1.0)  # target ε values; one model each
     # 0 = min(1e-5, 1/(10·N)), N the real train size: δ ≪ 1/N, since a mechanism that publishes
-    # one record in full with probability 1/N is (0, 1/N)-DP (docs/audit-reference.md)
+    # one record in full with probability 1/N is (0, 1/N)-DP (docs/dpsgd.md)
     delta: float = 0.0
     # secret: noise and Poisson sampling seeded from the OS's CSPRNG and never saved (a released
     # model's guarantee holds); seeded: derived from `seed`, reproducible, for tests and
