@@ -84,6 +84,9 @@ class RunDir:
                         "splits": {s: len(dataset.split(s)) for s in ("train", "val", "test")}},
             "created": manifest.get("created", _now()),
             "updated": _now(),
+            # every command that opened the run, oldest first: "command" alone is only the last
+            # one (a `kr audit` after the `kr run`), which a report must not pass off as the run's
+            "history": (manifest.get("history", []) + [{"at": _now(), "command": sys.argv}])[-50:],
             MARKER: FORMAT,
         })
         manifest.setdefault("stages", {})

@@ -183,3 +183,19 @@ def test_a_shareable_report_holds_no_real_image_and_says_so_first(run, tmp_path)
     assert ("grid.png" in " ".join(names)) == (copies == 0)
     # the run's own report is untouched, and still warns
     assert "share it only where the training data itself may go" in (path / "report" / "report.md").read_text()
+
+
+def test_provenance_stamps_each_command_that_opened_the_run_apart_from_the_report(run, tmp_path):
+    from kr.report.document import _history_rows
+
+    manifest = {"created": "2026-01-01T10:00:00+0000", "updated": "2026-01-02T09:00:00+0000",
+                "history": [{"at": "2026-01-01T10:00:00+0000", "command": ["/venv/bin/kr", "run", "--dataset", "digits"]},
+                            {"at": "2026-01-02T09:00:00+0000", "command": ["/src/kr/__main__.py", "audit", "RUN"]}]}
+    rows = dict(_history_rows(manifest)[:2])
+    assert rows == {"run created": "2026-01-01T10:00:00+0000 (`kr run --dataset digits`)",
+                    "then": "2026-01-02T09:00:00+0000 (`kr audit RUN`)"}
+    assert _history_rows(manifest)[-1][0] == "report written"
+    # the run a test wrote through the library: one entry, the process's own argv
+    path, _ = run
+    history = json.loads((path / "manifest.json").read_text())["history"]
+    assert len(history) == 1 and isinstance(history[0]["command"], list) and history[0]["at"]

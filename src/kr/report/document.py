@@ -8,6 +8,7 @@ import base64
 import html
 import json
 import statistics
+import time
 from pathlib import Path
 
 from kr.artifacts import atomic_path, read_json
@@ -338,12 +339,31 @@ def _run_sections(page: Page, run: Run, figs: Path, prefix: str, shareable: bool
                 ["dataset", f"{res['dataset']} ({res.get('task', '')})"],
                 ["preset / seed", f"{res['preset']} / {res['seed']}"],
                 ["versions", ", ".join(f"{k} {v}" for k, v in m.get("versions", {}).items())],
-                ["command", " ".join(m.get("command", []))],
+                *_history_rows(m),
                 ["data fingerprint", m.get("dataset", {}).get("fingerprint", "")],
-                ["created / updated", f"{m.get('created', '')} / {m.get('updated', '')}"],
                 ["stage seconds", ", ".join(f"{k} {v:.1f}" for k, v in res.get("timings_s", {}).items())]])
     config = run.file("config.yaml")
     page.pre(config.read_text() if config else "(config.yaml missing)")
+
+
+def _command(argv: list[str]) -> str:
+    """`kr …` as typed, whether through the `kr` script or `python -m kr`; a library caller's argv as is."""
+    if argv and Path(argv[0]).name in ("kr", "__main__.py"):
+        return " ".join(["kr", *argv[1:]])
+    return " ".join(argv)
+
+
+def _history_rows(manifest: dict) -> list[list[str]]:
+    """When the run was created and by which command, each later command that opened it (the
+    last ten), and when this report was written: one stamp per event, never one for two."""
+    history = manifest.get("history")
+    if history:
+        rows = [["run created", f"{history[0]['at']} (`{_command(history[0]['command'])}`)"]]
+        rows += [["then", f"{h['at']} (`{_command(h['command'])}`)"] for h in history[1:][-10:]]
+    else:  # a run directory from before the history was kept: its last command only
+        rows = [["run created", manifest.get("created", "")],
+                ["last opened", f"{manifest.get('updated', '')} (`{_command(manifest.get('command', []))}`)"]]
+    return rows + [["report written", time.strftime("%Y-%m-%dT%H:%M:%S%z")]]
 
 
 def write_report(run_paths: list[str | Path], out: str | Path | None = None, shareable: bool = False) -> Path:
