@@ -16,13 +16,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from table import _cpu  # noqa: E402  (one machine descriptor for every benchmark)
 
 HEADLINE = ("loss", "lira-offline-fixed", "lira-online", "rmia-online", "rmia-offline")
 
@@ -80,8 +82,8 @@ def main() -> None:
            "reference_seconds_total": round(sum(sum(v.values()) for v in ref_seconds.values()), 1),
            "wall_s_this_invocation": round(end - start, 1),
            "attack_s": (res.get("timings_s") or {}).get("audit/attacks"),
-           "machine": {"cpus": os.cpu_count(), "torch_threads_per_worker": threads,
-                       "workers": args.workers, "platform": platform.platform(),
+           "machine": {"cpu": _cpu(), "torch_threads_per_worker": threads,
+                       "workers": args.workers,
                        "torch": torch.__version__}}
     out = Path(args.out)
     rows = json.loads(out.read_text())["runs"] if out.is_file() else []

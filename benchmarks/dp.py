@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import fcntl
 import json
-import platform
+import sys
 import tempfile
 from collections import defaultdict
 from pathlib import Path
@@ -32,6 +32,9 @@ from kr.config import load_config
 from kr.data import load_dataset
 from kr.dpsgd import train_dpsgd
 from kr.train import score
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from table import _cpu  # noqa: E402  (one machine descriptor for every benchmark)
 
 LINEAR = ["dpsgd.model=scatter-linear", "dpsgd.lr=4", "dpsgd.max_grad_norm=0.1"]
 VARIANTS = {
@@ -52,13 +55,6 @@ VARIANTS = {
 OUT = Path("benchmarks/results/dp.jsonl")
 MD = Path("benchmarks/DP.md")
 MARKER = "<!-- generated above; written by hand below -->"
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def rows() -> list[dict]:
@@ -87,7 +83,7 @@ def measure(dataset: str, variant: str, epsilon: float, seed: int, data_dir: str
             "accountant": out["accountant"], "noise_multiplier": out["noise_multiplier"],
             "steps": out["steps"], "sample_rate": out["sample_rate"], "best_epoch": out["best_epoch"],
             "val": out["val"], "test": test, "test_majority_acc": majority, "seconds": out["seconds"],
-            "threads": torch.get_num_threads(), "cpu": cpu_name(), "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "cpu": _cpu(), "torch": torch.__version__,
             "delta_rule": DELTA_RULE}
 
 

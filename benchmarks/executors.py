@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from table import _cpu  # noqa: E402  (one machine descriptor for every benchmark)
 
 ROOT = Path(__file__).resolve().parent
 
@@ -38,7 +39,7 @@ def main() -> None:
     run = ROOT / "results" / "runs" / f"executors-{args.dataset}-{args.preset}"
     kr("run", "--dataset", args.dataset, "--preset", args.preset, "--out", str(run))
     row = {"preset": args.preset, "dataset": args.dataset, "references": args.references,
-           "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()}
+           "cpu": _cpu()}
     for workers in (1, 2):
         shutil.rmtree(run / "audit", ignore_errors=True)
         row[f"seconds_{workers}_workers"] = kr("audit", str(run), "--set", f"audit.references={args.references}",

@@ -26,8 +26,8 @@ import argparse
 import fcntl
 import json
 import os
-import platform
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -39,6 +39,9 @@ from kr.data import load_dataset
 from kr.distill import train_student
 from kr.generators import load_generator
 from kr.models import load_classifier
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from table import _cpu  # noqa: E402  (one machine descriptor for every benchmark)
 
 # Each variant: overrides on the `cpu` preset, whose generator is "lean-ms" (issue 19).
 # "guided-resnet" is the default before issue 19: residual BigGAN blocks, teacher guidance,
@@ -112,14 +115,6 @@ def measure(dataset: str, variant: str, seed: int, data_dir: str | None, runs: P
             "all_checkpoints": checkpoints, "grid": str(grid)}
 
 
-def cpu_name() -> str:
-    try:
-        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                    if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
-
-
 def save(row: dict) -> None:
     """Merge one row into the JSON, under a lock: several benchmark processes may save at once."""
     OUT.parent.mkdir(parents=True, exist_ok=True)
@@ -129,8 +124,7 @@ def save(row: dict) -> None:
         rows = [r for r in rows if (r["dataset"], r["variant"], r["seed"]) !=
                 (row["dataset"], row["variant"], row["seed"])] + [row]
         tmp = OUT.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"machine": {"cpu": cpu_name(),
-                                           "cpus": os.cpu_count(), "torch": torch.__version__},
+        tmp.write_text(json.dumps({"machine": {"cpu": _cpu(), "torch": torch.__version__},
                                    "rows": rows}, indent=2) + "\n")
         tmp.replace(OUT)
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -23,6 +22,9 @@ import time
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from table import _cpu  # noqa: E402  (one machine descriptor for every benchmark)
 
 METHODS = ("real", "kr", "synthetic", "regen", "soft")
 
@@ -63,8 +65,7 @@ def main() -> None:
                          "total_stage_s": round(sum(stage_s.values()), 1),
                          "wall_s_this_call": wall})  # small when the run was already cached
             print(json.dumps(rows[-1]), flush=True)
-    machine = {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-               "processor": platform.processor() or platform.machine(),
+    machine = {"cpu": _cpu(), "torch_threads": torch.get_num_threads(),
                "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}
     out.write_text(json.dumps({"preset": args.preset, "machine": machine, "runs": rows}, indent=2) + "\n")
     print(table(rows))

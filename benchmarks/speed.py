@@ -36,6 +36,9 @@ import torch
 
 from kr.cores import available_cores
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from table import _cpu  # noqa: E402  (one machine descriptor for every benchmark)
+
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results" / "speed.json"
 RUNS = ROOT / "results" / "runs"
@@ -67,17 +70,6 @@ GENERATORS = {
 
 def load() -> dict:
     return json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-
-
-def _cpu() -> str:
-    """The CPU's model name and whether it has AVX-512 (oneDNN picks other kernels with it)."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or platform.machine()
-    name = re.search(r"model name\s*:\s*(.+)", info)
-    avx = " with AVX-512" if re.search(r"\bavx512f\b", info) else ", no AVX-512"
-    return (name.group(1).strip() if name else platform.machine()) + avx
 
 
 def save(key: str, rows) -> None:

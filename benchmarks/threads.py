@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from table import _cpu  # noqa: E402  (one machine descriptor for every benchmark)
 
 ROOT = Path(__file__).resolve().parent
 SHORT = {"teacher": ["teacher.train.epochs=4"], "generator": ["generator.kimg=6", "generator.checkpoint_kimg=6"]}
@@ -76,7 +78,7 @@ def main() -> None:
         rows.append(row)
     out = ROOT / "results" / "threads.json"
     kept = json.loads(out.read_text())["runs"] if out.is_file() else []
-    kept.append({"platform": platform.platform(), "processor": platform.processor(), "rows": rows,
+    kept.append({"cpu": _cpu(), "rows": rows,
                  "date": time.strftime("%Y-%m-%d")})
     out.write_text(json.dumps({"runs": kept}, indent=2) + "\n")
 
