@@ -105,6 +105,8 @@ def main() -> None:
     p.add_argument("--runs", default=str(ROOT / "results" / "runs"))
     p.add_argument("--table-only", action="store_true", help="Only rebuild the table, report and RESULTS.md.")
     args = p.parse_args()
+    if args.canaries != "max" and not args.canaries.isdigit():
+        p.error(f"--canaries {args.canaries}: give a number of canaries, max, or 0")
     names = args.datasets or datasets(args.data_dir)
     runs = Path(args.runs)
     out = ROOT / "results" / str(datetime.date.today())

@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parent
 TABLE = ROOT / "results" / "table.jsonl"
 RESULTS = ROOT / "RESULTS.md"
 MARKER = "<!-- generated above; written by hand below -->"
+RESAMPLES = 2000  # bootstrap draws per canary run
 RELEASE_PAGES = (ROOT.parent / "README.md", ROOT.parent / "docs" / "your-images.md")
 ANCHORS = ("Anchors: the Knowledge Recycling paper's average CAS gap −1.24 points (Lomurno & Matteucci 2025, "
            "Table 2; their datasets, GPU scale); GaFi 1.8–4.0 points with hard labels; MedMNIST v2 ResNet-18 "
@@ -151,9 +152,11 @@ def mean_spread(xs: list[float | None], digits: int = 3, se: bool = False) -> st
 
 
 def paired_seeds(a: dict[int, float], b: dict[int, float], level: float = 0.95) -> dict | None:
-    """a − b paired over the seeds both measured: the mean and a Student t-interval over seeds
-    (None with one seed: one draw has no spread). It holds the seeds' variation, not the test
-    split's own sampling, which every seed shares."""
+    """a − b paired over the seeds both measured: the mean and a Student t-interval over seeds.
+    No interval (`ci` None, `why` says so) with one seed, or where every seed differs by the
+    same amount: a spread of zero over three seeds of a 156-image test split is the split's
+    granularity, not certainty. The interval holds the seeds' variation, not the test split's
+    own sampling, which every seed shares."""
     from scipy import stats
 
     seeds = sorted(set(a) & set(b))
@@ -161,25 +164,36 @@ def paired_seeds(a: dict[int, float], b: dict[int, float], level: float = 0.95) 
     if not d:
         return None
     if len(d) < 2:
-        return {"mean": d[0], "ci": None, "seeds": seeds}
+        return {"mean": d[0], "ci": None, "seeds": seeds, "why": "one seed"}
     m, se = statistics.mean(d), statistics.stdev(d) / len(d) ** 0.5
+    if se < 1e-9 * max(1.0, abs(m)):
+        return {"mean": m, "ci": None, "seeds": seeds, "why": "no spread over seeds"}
     h = float(stats.t.ppf(0.5 + level / 2, len(d) - 1)) * se
     return {"mean": m, "ci": [m - h, m + h], "seeds": seeds}
 
 
-def over_seeds(units: list[tuple[dict, np.ndarray]], statistic, resamples: int = 2000,
+def mean_interval(xs: dict[int, float], level: float = 0.95) -> dict | None:
+    """A mean over seeds with its Student t-interval (the one-sample form of paired_seeds)."""
+    return paired_seeds(xs, {s: 0.0 for s in xs}, level)
+
+
+def over_seeds(units: list[tuple[dict, np.ndarray]], statistic, resamples: int | None = None,
                seed: int = 0) -> tuple[float, list[float]]:
     """Mean over independent canary runs of statistic(scores, bits), with its 95 % interval:
     per run, bootstrap draws resampling canaries (every model alike, so differences stay
-    paired), the runs' draws averaged draw by draw. `units`: (scores by model, bits) per run."""
-    rng = np.random.default_rng(seed)
+    paired), the runs' draws averaged draw by draw. The interval holds the canaries' sampling
+    with each run's trained models fixed, not the variation of training between runs.
+    `units`: (scores by model, bits) per run; each run needs members and non-members."""
+    rng, resamples = np.random.default_rng(seed), resamples or RESAMPLES
     means, draws = [], []
     for scores, y in units:
         scores = {m: np.asarray(v, float) for m, v in scores.items()}
         y = np.asarray(y, bool)
+        if not 0 < y.sum() < len(y):
+            raise ValueError(f"a canary run with {int(y.sum())} of {len(y)} canaries in: no AUC without both")
         means.append(statistic(scores, y))
         d = []
-        while len(d) < resamples:
+        while len(d) < resamples:  # a draw with one side only has no AUC: drawn again
             i = rng.integers(0, len(y), len(y))
             if 0 < y[i].sum() < len(i):
                 d.append(statistic({m: v[i] for m, v in scores.items()}, y[i]))
@@ -188,10 +202,10 @@ def over_seeds(units: list[tuple[dict, np.ndarray]], statistic, resamples: int =
     return float(np.mean(means)), [float(np.percentile(mean_draws, 2.5)), float(np.percentile(mean_draws, 97.5))]
 
 
-def said(mean: float, ci: list[float] | None, digits: int = 3, scale: float = 1.0) -> str:
+def said(mean: float, ci: list[float] | None, digits: int = 3, scale: float = 1.0, why: str = "one seed") -> str:
     """A difference as the docs print it: the mean, its interval, and whether zero is outside."""
     if ci is None:
-        return f"{scale * mean:+.{digits}f} (one seed: no interval)"
+        return f"{scale * mean:+.{digits}f} ({why}: no interval)"
     lo, hi = (scale * c for c in ci)
     verdict = "distinguishable" if lo > 0 or hi < 0 else "not distinguishable"
     return f"{scale * mean:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}], {verdict}"
@@ -202,14 +216,21 @@ def _dates(rows: list[dict]) -> str:
     return ", ".join(sorted({r.get("date", "undated") for r in rows}))
 
 
-def _verdict(p: dict | None, threshold: float, above: bool) -> str:
-    """A target read off a difference: `above` targets want the interval above the threshold,
-    the others the mean at or beyond it (the interval said beside it)."""
+def _verdict(p: dict | None, threshold: float, above: bool | None) -> str:
+    """A target read off a value with its interval: above=True wants the interval above the
+    threshold, above=False the mean at or above it (the interval said beside it), above=None
+    the interval at or below it (an upper bound: the strongest attack's AUC)."""
     if p is None:
         return "not measured"
     m, ci = p["mean"], p["ci"]
+    if above is None:
+        if ci is None:
+            return f"{'met' if m <= threshold else 'missed'} on the mean ({p.get('why', 'one seed')}: no interval)"
+        return "met" if ci[1] <= threshold else (
+            f"met on the mean (the interval reaches above {threshold:g})" if m <= threshold else "missed")
     if ci is None:
-        return f"{'met' if (m > threshold if above else m >= threshold) else 'missed'} on one seed"
+        met = m > threshold if above else m >= threshold
+        return f"{'met' if met else 'missed'} on the mean ({p.get('why', 'one seed')}: no interval)"
     if above:
         return "met" if ci[0] > threshold else ("met on the mean, not distinguishable" if m > threshold else "missed")
     if m >= threshold:
@@ -221,9 +242,10 @@ def differences(rows: list[dict]) -> list[str]:
     """Every difference the table states, paired, with its interval and the target it serves:
     test ACC and experiment 1's AUC paired over seeds; canary AUC paired over canaries within
     each seed's canary run and averaged over seeds."""
-    out = ["Differences, paired: test ACC and experiment 1 over seeds (95 % Student t-interval; one seed "
-           "has none); canary AUC over each seed's mislabelled canaries, averaged over seeds (bootstrap). "
-           "\"not distinguishable\": the interval includes zero.", "",
+    out = ["Differences, paired: test ACC and experiment 1 over seeds (95 % Student t-interval; none with "
+           "one seed or no spread over seeds; a single seed's experiment-1 AUC: its interval over runs and "
+           "images); canary AUC over each seed's mislabelled canaries, averaged over seeds (bootstrap over "
+           "canaries, each seed's models fixed). \"not distinguishable\": the interval includes zero.", "",
            "| dataset | difference | seeds | value [95 % CI] | target | verdict |", "|" + " --- |" * 6]
     for dataset in sorted({r["dataset"] for r in rows}):
         at = defaultdict(dict)
@@ -237,7 +259,8 @@ def differences(rows: list[dict]) -> list[str]:
         def line(name, p, digits, target, verdict):
             if p is not None:
                 seeds = ", ".join(str(s) for s in p["seeds"])
-                out.append(f"| {dataset} | {name} | {seeds} | {said(p['mean'], p['ci'], digits)} | {target} | {verdict} |")
+                value = said(p["mean"], p["ci"], digits, why=p.get("why", "one seed"))
+                out.append(f"| {dataset} | {name} | {seeds} | {value} | {target} | {verdict} |")
 
         acc = {m: field(m, "test_acc", 100) for m in ("kr", "real", "synthetic", "dpsgd-eps8")}
         gap = paired_seeds(acc["kr"], acc["real"])
@@ -247,24 +270,28 @@ def differences(rows: list[dict]) -> list[str]:
             line(f"KR − {label}, test ACC (pp)", p, 1, "> 0", _verdict(p, 0, above=True))
         kr_exp1 = field("kr", "exp1_auc")
         if kr_exp1:
-            m = statistics.mean(kr_exp1.values())
-            out.append(f"| {dataset} | KR's strongest exp. 1 AUC | {', '.join(map(str, sorted(kr_exp1)))} | "
-                       f"{mean_spread(list(kr_exp1.values()))} | ≤ 0.52 | {'met' if m <= 0.52 else 'missed'} |")
+            p = mean_interval(kr_exp1)
+            if p["ci"] is None and len(kr_exp1) == 1:  # one seed: its interval over runs and images
+                p["ci"] = next(iter(at["kr"][s] for s in kr_exp1)).get("exp1_auc_ci")
+            ci = f"[{p['ci'][0]:.3f}, {p['ci'][1]:.3f}]" if p["ci"] else f"({p['why']}: no interval)"
+            out.append(f"| {dataset} | KR's strongest exp. 1 AUC | {', '.join(map(str, p['seeds']))} | "
+                       f"{p['mean']:.3f} {ci} | ≤ 0.52 | {_verdict(p, 0.52, above=None)} |")
         p = paired_seeds(field("real", "exp1_auc"), kr_exp1)
         line("teacher − KR, strongest exp. 1 AUC", p, 3, "≥ 0.05", _verdict(p, 0.05, above=False))
-        reference = "regen" if at.get("regen") else "synthetic"
-        for model, target, name in (("real", "> 0 (the control)", "teacher"), ("kr", "—", "KR")):
-            seeds = sorted(s for s in at.get(model, {}) if "canary_scores" in at[model][s]
-                           and "canary_scores" in at.get(reference, {}).get(s, {}))
-            if not seeds:
-                continue
-            units = [({"a": at[model][s]["canary_scores"], "b": at[reference][s]["canary_scores"]},
-                      np.array(at[model][s]["canary_bits"], bool)) for s in seeds]
-            m, ci = over_seeds(units, lambda sc, y: _auc(sc["a"], y) - _auc(sc["b"], y))
-            p = {"mean": m, "ci": ci, "seeds": seeds}
-            verdict = ("passing" if ci[0] > 0 else "failing: the audit could not see the teacher's leakage") \
-                if model == "real" else ("not distinguishable" if ci[0] <= 0 <= ci[1] else "distinguishable")
-            line(f"{name} − `{reference}`, canary AUC", p, 3, target, verdict)
+        # the control must hold against every hard-label student, as the release advice asks
+        hard = [h for h in ("synthetic", "regen") if any("canary_scores" in r for r in at.get(h, {}).values())]
+        for reference in hard:
+            for model, target, name in (("real", "> 0 (the control)", "teacher"), ("kr", "—", "KR")):
+                seeds = sorted(s for s in at.get(model, {}) if "canary_scores" in at[model][s]
+                               and "canary_scores" in at[reference].get(s, {}))
+                if not seeds:
+                    continue
+                units = [({"a": at[model][s]["canary_scores"], "b": at[reference][s]["canary_scores"]},
+                          np.array(at[model][s]["canary_bits"], bool)) for s in seeds]
+                m, ci = over_seeds(units, lambda sc, y: _auc(sc["a"], y) - _auc(sc["b"], y))
+                verdict = ("passing" if ci[0] > 0 else "failing: the audit could not see the teacher's leakage") \
+                    if model == "real" else ("not distinguishable" if ci[0] <= 0 <= ci[1] else "distinguishable")
+                line(f"{name} − `{reference}`, canary AUC", {"mean": m, "ci": ci, "seeds": seeds}, 3, target, verdict)
     return out
 
 
@@ -288,10 +315,14 @@ def render(rows: list[dict], wanted: list[tuple[str, int]] | None = None) -> str
                 continue
             gaps = [100 * (r["test_acc"] - teacher[r["seed"]]) for r in rs if r["seed"] in teacher and method != "real"]
             eps = [f"{r['eps_lb']:.2f} ({r['eps_ceiling']:.2f})" for r in rs if "eps_lb" in r]
+            audited = [r for r in rs if r.get("exp1_auc") is not None]
+            only = f" (seed{'s' * (len(audited) > 1)} {', '.join(str(r['seed']) for r in audited)})" \
+                if audited and len(audited) < len(rs) else ""
             lines.append(f"| {dataset} | {method} | {', '.join(str(r['seed']) for r in rs)} | "
                          f"{mean_spread([r['test_acc'] for r in rs])} | {mean_spread([r['test_auc'] for r in rs])} | "
-                         f"{mean_spread(gaps, 1)} | {mean_spread([r.get('exp1_auc') for r in rs])} | "
-                         f"{mean_spread([None if r.get('tpr_at_1pct') is None else 100 * r['tpr_at_1pct'] for r in rs], 1)} | "
+                         f"{mean_spread(gaps, 1)} | {mean_spread([r['exp1_auc'] for r in audited])}{only} | "
+                         f"{mean_spread([100 * r['tpr_at_1pct'] for r in audited if r.get('tpr_at_1pct') is not None], 1)}"
+                         f"{only} | "
                          f"{', '.join(sorted({str(r['references']) for r in rs if r.get('references')}))} | "
                          f"{'; '.join(eps)} |")
     have = {(r["dataset"], r["seed"]) for r in rows}

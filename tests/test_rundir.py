@@ -162,3 +162,14 @@ def test_an_audit_is_current_only_for_the_model_contents_it_read(tmp_path):
         assert run.current("audit/never", {}) is None
     finally:
         run.close()
+
+
+def test_the_history_keeps_the_creation_and_marks_an_unrecorded_one():
+    from kr.rundir import _history
+
+    legacy = {"created": "2026-01-01T00:00:00+0000", "command": ["kr", "run"]}
+    h = _history(legacy)
+    assert h[0] == {"at": "2026-01-01T00:00:00+0000", "command": None} and len(h) == 2
+    long = {"history": [{"at": str(i), "command": [str(i)]} for i in range(60)]}
+    h = _history(long, keep=50)
+    assert len(h) == 50 and h[0]["at"] == "0" and h[1]["at"] == "12"  # 61 with this one: creation + the last 49

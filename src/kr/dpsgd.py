@@ -16,7 +16,7 @@ Poisson-sampled, as the accountant assumes.  The best epoch is chosen on the val
 every iterate of a DP run is covered by its guarantee, and validation images are not the train
 split it protects.
 
-What makes the guarantee real (docs/audit-reference.md): a released model's noise and batch sampling
+What makes the guarantee real (docs/dpsgd.md): a released model's noise and batch sampling
 come from secret randomness — two 64-bit seeds from the OS's CSPRNG (`secrets`), never written
 anywhere — and the noise is drawn as Opacus' secure mode draws it (the sum of four Gaussians,
 against floating-point attacks; Opacus' own secure mode needs torchcsprng, which no longer

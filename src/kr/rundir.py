@@ -86,7 +86,7 @@ class RunDir:
             "updated": _now(),
             # every command that opened the run, oldest first: "command" alone is only the last
             # one (a `kr audit` after the `kr run`), which a report must not pass off as the run's
-            "history": (manifest.get("history", []) + [{"at": _now(), "command": sys.argv}])[-50:],
+            "history": _history(manifest),
             MARKER: FORMAT,
         })
         manifest.setdefault("stages", {})
@@ -339,3 +339,14 @@ def _holder(file: Path) -> str:
 
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def _history(manifest: dict[str, Any], keep: int = 50) -> list[dict]:
+    """The commands that opened the run, this one appended: the first (the run's creation) and
+    the last `keep` − 1. A run directory from before the history was kept starts it with its
+    creation time and an unrecorded command, so no later command passes for the one that made it."""
+    history = manifest.get("history")
+    if history is None:
+        history = [{"at": manifest["created"], "command": None}] if "created" in manifest else []
+    history = history + [{"at": _now(), "command": sys.argv}]
+    return history[:1] + history[1:][-(keep - 1):]

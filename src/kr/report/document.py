@@ -346,8 +346,10 @@ def _run_sections(page: Page, run: Run, figs: Path, prefix: str, shareable: bool
     page.pre(config.read_text() if config else "(config.yaml missing)")
 
 
-def _command(argv: list[str]) -> str:
+def _command(argv: list[str] | None) -> str:
     """`kr …` as typed, whether through the `kr` script or `python -m kr`; a library caller's argv as is."""
+    if argv is None:
+        return "command not recorded"
     if argv and Path(argv[0]).name in ("kr", "__main__.py"):
         return " ".join(["kr", *argv[1:]])
     return " ".join(argv)
