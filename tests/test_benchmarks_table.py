@@ -185,3 +185,14 @@ def test_the_two_studies_share_the_file_and_never_mix(table):
         _row("digits", 0, "kr", 0.9), _row("digits", 10, "kr", 0.8, study="labels")]))
     assert [r["seed"] for r in table.read()] == [0] and [r["seed"] for r in table.read("labels")] == [10]
     assert len(table.read(None)) == 2
+
+
+def test_only_the_mislabelled_canaries_reach_the_rows(table, tmp_path):
+    (tmp_path / "audit" / "canaries" / "score").mkdir(parents=True)
+    (tmp_path / "audit" / "canaries" / "plant").mkdir(parents=True)
+    kind = np.array([0, 1, 0, 1, 0])  # 0: mislabelled, 1: duplicated
+    np.savez(tmp_path / "audit" / "canaries" / "plant" / "canaries.npz", kind=kind, bits=np.array([1, 1, 0, 0, 1]))
+    np.savez(tmp_path / "audit" / "canaries" / "score" / "scores.npz", kr=np.arange(5.0), real=np.ones(5))
+    scores, bits = table._canary_scores(tmp_path)
+    assert scores == {"kr": [0.0, 2.0, 4.0], "real": [1.0, 1.0, 1.0]} and bits == [1, 0, 1]
+    assert table._canary_scores(tmp_path / "nowhere") == ({}, [])
