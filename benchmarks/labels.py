@@ -116,13 +116,18 @@ def figure(rows: list[dict], path: Path) -> Path:
     the interval over canaries and seeds (kr.report.figures.canary_frontier)."""
     from kr.report.figures import canary_frontier
 
-    points = []
+    points, same = [], []
     for m in rows[0]["scores"]:
         if all(m in r["scores"] and m in r["test"] for r in rows):
+            twin = next((p["method"] for p in points if all(r["scores"][p["method"]] == r["scores"][m] for r in rows)), None)
+            if twin:  # kr-one with a one-network teacher is kr itself: one point, said in the title
+                same.append(f"{m} = {twin}")
+                continue
             auc, ci = auc_over_seeds(rows, m)
             points.append({"method": m, "auc": auc, "ci": ci,
                            "acc": statistics.mean(r["test"][m]["acc"] for r in rows)})
-    return canary_frontier(points, path, f"mean over seeds {', '.join(str(r['seed']) for r in rows)}")
+    note = f" ({', '.join(same)})" if same else ""
+    return canary_frontier(points, path, f"mean over seeds {', '.join(str(r['seed']) for r in rows)}{note}")
 
 
 def _ms(xs: list[float]) -> str:
