@@ -127,7 +127,8 @@ def figure(rows: list[dict], path: Path) -> Path:
             points.append({"method": m, "auc": auc, "ci": ci,
                            "acc": statistics.mean(r["test"][m]["acc"] for r in rows)})
     note = f" ({', '.join(same)})" if same else ""
-    return canary_frontier(points, path, f"mean over seeds {', '.join(str(r['seed']) for r in rows)}{note}")
+    seeds = f"seed{'s' * (len(rows) > 1)} {', '.join(str(r['seed']) for r in rows)}"
+    return canary_frontier(points, path, f"mean over {seeds}{note}")
 
 
 def _ms(xs: list[float]) -> str:
