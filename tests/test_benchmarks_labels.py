@@ -47,3 +47,19 @@ def test_a_leaking_model_is_distinguishable_and_a_blind_one_is_not(labels):
     assert lo < 0 < hi
     # the Mann–Whitney AUC counts ties half: a constant score is 0.5
     assert labels._auc(np.zeros(6), np.array([1, 0, 1, 0, 1, 0], bool)) == pytest.approx(0.5)
+
+
+def test_a_student_identical_to_another_is_drawn_once_and_said(labels, monkeypatch, tmp_path):
+    import kr.report.figures as figures
+
+    seen = {}
+    monkeypatch.setattr(figures, "canary_frontier",
+                        lambda points, path, subtitle: seen.update(points=points, subtitle=subtitle) or path)
+    rows = _rows(seeds=2)
+    for r in rows:  # a one-network teacher: kr-one's labels, and so its scores, are kr's
+        r["scores"]["kr-one"] = list(r["scores"]["kr"])
+        r["test"]["kr-one"] = r["test"]["kr"]
+        r["seed"] = len(seen) + rows.index(r)
+    labels.figure(rows, tmp_path / "f.png")
+    assert [p["method"] for p in seen["points"]] == ["kr", "regen"]
+    assert seen["subtitle"] == "mean over seeds 0, 1 (kr-one = kr)"
