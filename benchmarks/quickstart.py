@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from table import _cpu  # noqa: E402  (one machine descriptor for every benchmark)
+from table import _cpu, _write_block  # noqa: E402  (one machine descriptor, one block writer)
 
 ROOT = Path(__file__).resolve().parent
 REPO = ROOT.parent
@@ -75,12 +75,6 @@ def time_text(record: dict) -> str:
 def summary_text(record: dict) -> str:
     return (f"Printed by `kr run` on a fresh clone at commit {record['commit']} ({record['date']}, "
             f"{record['cpu']}, {record['threads']} threads):\n\n```\n{record['printed'].rstrip()}\n```")
-
-
-def _write_block(path: Path, marks: tuple[str, str], text: str) -> None:
-    page = path.read_text()
-    head, rest = page.split(marks[0], 1)
-    path.write_text(head + marks[0] + "\n" + text + "\n" + marks[1] + rest.split(marks[1], 1)[1])
 
 
 def render(record: dict) -> None:

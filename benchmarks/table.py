@@ -428,7 +428,10 @@ def write_results(rows: list[dict], wanted: list[tuple[str, int]] | None = None)
 
 
 def _write_block(path: Path, marks: tuple[str, str], text: str) -> None:
+    """Replace what lies between a page's two markers (every generated block of the docs)."""
     page = path.read_text()
+    if marks[0] not in page or marks[1] not in page:
+        raise SystemExit(f"{path.name} has no generated block: add the lines {marks[0]} and {marks[1]} where it goes")
     head, rest = page.split(marks[0], 1)
     path.write_text(head + marks[0] + "\n" + text + "\n" + marks[1] + rest.split(marks[1], 1)[1])
 
