@@ -139,7 +139,7 @@ def test_ctrl_c_says_how_to_resume(tmp_path):
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and "Traceback" not in err
+    assert proc.returncode == 130 and "Traceback" not in err, err
     assert "rerun the same command to resume" in err.strip().splitlines()[-1]
 
 
@@ -159,6 +159,30 @@ def test_ctrl_c_inside_exec_still_exits_130(tmp_path):
                           env={**os.environ, "PYTHONPATH": str(tmp_path)},
                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert proc.returncode == 130 and "Traceback" not in proc.stderr
+    assert "rerun the same command to resume" in proc.stderr
+
+
+@pytest.mark.parametrize("error", ["RuntimeError('lazy import failed')", "cli.KRError('no data')"])
+def test_ctrl_c_swallowed_by_a_library_still_exits_130(tmp_path, error):
+    import os
+    import signal
+
+    # A library's bare `except:` catches the interrupt and raises its own error in its place.
+    (tmp_path / "fake_kr.py").write_text(
+        "import os, signal, time\n"
+        "from kr import cli\n"
+        "def swallowing(**kwargs):\n"
+        "    try:\n"
+        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        "        time.sleep(30)\n"
+        "    except:\n"
+        f"        raise {error}\n"
+        "cli.cli.main = swallowing\n"
+        "cli.main()\n")
+    proc = subprocess.run([sys.executable, "-m", "fake_kr"], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(tmp_path)},
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert proc.returncode == 130 and "Traceback" not in proc.stderr, proc.stderr
     assert "rerun the same command to resume" in proc.stderr
 
 

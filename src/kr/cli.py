@@ -403,8 +403,19 @@ class _Interrupted(BaseException):
     """
 
 
+_sigint_seen = False
+
+
 def _on_sigint(signum, frame):
+    global _sigint_seen
+    _sigint_seen = True
     raise _Interrupted
+
+
+def _resume_exit() -> None:
+    click.echo("kr: interrupted; finished stages and epochs are kept: rerun the same command "
+               "to resume", err=True)
+    sys.exit(130)
 
 
 def main() -> None:
@@ -421,10 +432,14 @@ def main() -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except (click.Abort, KeyboardInterrupt, _Interrupted):
-        click.echo("kr: interrupted; finished stages and epochs are kept: rerun the same command "
-                   "to resume", err=True)
-        sys.exit(130)
-    except KRError as exc:
+        _resume_exit()
+    except Exception as exc:
+        # A library that swallows our interrupt (a bare `except:` around a lazy import) raises an
+        # error of its own in its place; what the user did is still Ctrl-C.
+        if _sigint_seen:
+            _resume_exit()
+        if not isinstance(exc, KRError):
+            raise
         click.echo(f"kr: error: {exc}", err=True)
         sys.exit(1)
 
