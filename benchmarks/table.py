@@ -76,6 +76,7 @@ def rows_of(run: Path, commit: str | None = None, cpu: str | None = None, study:
     meta = res.get("audit_meta") or {}
     canary_scores, canary_bits = _canary_scores(run)
     run_hours, audit_hours = round(core_hours(run, res), 3), round(sum(core_hours(p) for p in extra), 3)
+    commit = commit or _stage_commits(run)
     rows = []
     for method, m in res["methods"].items():
         if "test" not in m:
@@ -83,7 +84,7 @@ def rows_of(run: Path, commit: str | None = None, cpu: str | None = None, study:
         row = {"dataset": res["dataset"], "seed": res["seed"], "method": method, "preset": res["preset"], "study": study,
                "test_acc": m["test"]["acc"], "test_auc": m["test"]["auc"],
                "val_acc": m["val"]["acc"], "val_auc": m["val"]["auc"],
-               "commit": commit or _commit(), "cpu": cpu or _cpu(), "date": str(datetime.date.today()),
+               "commit": commit, "cpu": cpu or _cpu(), "date": str(datetime.date.today()),
                "run_core_hours": run_hours, "audit_core_hours": audit_hours}
         if "epsilon" in m:
             row.update(epsilon=m["epsilon"], delta=m.get("delta"), guarantee_holds=m.get("guarantee_holds"))
@@ -104,6 +105,14 @@ def rows_of(run: Path, commit: str | None = None, cpu: str | None = None, study:
                 row.update(canary_scores=canary_scores[method], canary_bits=canary_bits)
         rows.append(row)
     return rows
+
+
+def _stage_commits(run: Path) -> str:
+    """The commit(s) that computed a run's stages, as its manifest records them (runs of a kr
+    before stages recorded their source: the kr this interpreter imports)."""
+    stages = json.loads((run / "manifest.json").read_text()).get("stages", {}).values()
+    found = sorted({s["source"] for s in stages if s.get("source")})
+    return " + ".join(found) if found else _commit()
 
 
 def _canary_scores(run: Path) -> tuple[dict[str, list[float]], list[int]]:
@@ -396,7 +405,7 @@ def release_block(rows: list[dict]) -> str:
     same rule a run's summary uses (kr.report.advice), over seeds."""
     from kr.report.advice import release_advice
 
-    lines = ["| dataset | seeds | teacher (never released) | a formal guarantee (DP-SGD, the largest ε trained) | measured leakage as low as hard "
+    lines = ["| dataset | seeds | teacher (not for release) | a formal guarantee (DP-SGD, the largest ε trained) | measured leakage as low as hard "
              "labels | the audit's control: teacher − hard labels, canary AUC | best accuracy |", "|" + " --- |" * 7]
     for dataset in sorted({r["dataset"] for r in rows}):
         res = as_results([r for r in rows if r["dataset"] == dataset])

@@ -196,3 +196,31 @@ def test_only_the_mislabelled_canaries_reach_the_rows(table, tmp_path):
     scores, bits = table._canary_scores(tmp_path)
     assert scores == {"kr": [0.0, 2.0, 4.0], "real": [1.0, 1.0, 1.0]} and bits == [1, 0, 1]
     assert table._canary_scores(tmp_path / "nowhere") == ({}, [])
+
+
+def test_the_quick_start_time_and_summary_are_what_a_fresh_clone_printed():
+    """README's command-1 time and docs/run.md's summary are rendered from the record of
+    `benchmarks/quickstart.py run` (a fresh clone, timed), not typed by hand."""
+    import json
+
+    spec = importlib.util.spec_from_file_location("quickstart", ROOT / "benchmarks" / "quickstart.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    record = json.loads(module.RESULTS.read_text())
+    assert record["printed"].startswith("digits · preset cpu · seed 0")
+    for page, marks, text in ((module.PAGES["readme"], module.README_BLOCK, module.time_text(record)),
+                              (module.PAGES["run"], module.SUMMARY_BLOCK, module.summary_text(record))):
+        block = page.read_text().split(marks[0])[1].split(marks[1])[0]
+        assert block == "\n" + text + "\n", f"{page.name}: rerun `python benchmarks/quickstart.py render`"
+
+
+def test_a_row_names_the_commits_that_computed_its_run_not_todays(table, tmp_path):
+    import json
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "manifest.json").write_text(json.dumps({"stages": {
+        "teacher": {"source": "aaa1111"}, "generator": {"source": "aaa1111"}, "audit": {"source": "bbb2222"}}}))
+    assert table._stage_commits(run) == "aaa1111 + bbb2222"
+    (run / "manifest.json").write_text(json.dumps({"stages": {"teacher": {"key": "k"}}}))  # older kr
+    assert table._stage_commits(run) == table._commit()

@@ -173,3 +173,23 @@ def test_the_history_keeps_the_creation_and_marks_an_unrecorded_one():
     long = {"history": [{"at": str(i), "command": [str(i)]} for i in range(60)]}
     h = _history(long, keep=50)
     assert len(h) == 50 and h[0]["at"] == "0" and h[1]["at"] == "12"  # 61 with this one: creation + the last 49
+
+
+def test_each_stage_records_the_commit_that_computed_it(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    import kr.rundir as rundir
+
+    here = Path(rundir.__file__).resolve().parent
+    head = subprocess.run(["git", "-C", str(here), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    rundir.source.cache_clear()
+    here_commit = rundir.source()
+    if head.returncode == 0:  # a checkout: HEAD, marked when the source differs from it
+        assert here_commit.split("+")[0] == head.stdout.strip()
+    run = _open(tmp_path / "run")
+    _stage(run, "teacher", {"a": 1}, {"ok": 1})
+    monkeypatch.setattr(rundir, "source", lambda: "abc1234")  # the run resumed at another commit
+    _stage(run, "generator", {"b": 1}, {"ok": 1})
+    stages = json.loads((tmp_path / "run" / "manifest.json").read_text())["stages"]
+    assert stages["teacher"]["source"] == here_commit and stages["generator"]["source"] == "abc1234"
+    run.close()

@@ -17,6 +17,7 @@ recomputed since, is redone, and a model whose files no longer match is refused 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -182,7 +183,8 @@ class RunDir:
                                                      "inputs": inputs, "outputs": outputs, "files": files,
                                                      "content": content, "upstream": upstream or {}})
         manifest = self.manifest()
-        manifest.setdefault("stages", {})[name] = {"key": key, "seconds": seconds, "threads": threads}
+        manifest.setdefault("stages", {})[name] = {"key": key, "seconds": seconds, "threads": threads,
+                                                   "source": source()}
         write_json(self.path / "manifest.json", manifest)
         append_metrics(self.path, name, {"event": "done", "seconds": seconds})
         return content
@@ -335,6 +337,25 @@ def _holder(file: Path) -> str:
         return f"pid {h['pid']} on {h['host']}, since {h['since']}: {h['command']}"
     except (OSError, ValueError, KeyError):
         return "its details are unreadable"
+
+
+@functools.lru_cache(maxsize=1)
+def source() -> str | None:
+    """The git commit of the kr source that ran ("+changes" when it differs from that commit), or
+    None for an installed package: a run resumed across commits records which computed each stage."""
+    import subprocess
+
+    here = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "-C", str(here), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, timeout=10)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--", "."],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):  # no git on this machine
+        return None
+    return head.stdout.strip() + ("+changes" if dirty else "")
 
 
 def _now() -> str:
