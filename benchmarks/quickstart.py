@@ -63,12 +63,14 @@ def run(args) -> None:
 
 
 def _minutes(seconds: float) -> str:
+    if seconds < 60:
+        return f"{round(seconds):d} s"
     return f"{int(seconds // 60)} min {round(seconds % 60):d} s"
 
 
 def time_text(record: dict) -> str:
     return (f"Command 1 trains every stage on `digits`: {_minutes(record['run_s'])} for `kr run` (after "
-            f"{_minutes(record['install_s'])} of install) on a {record['cpu']}, from a fresh clone at commit "
+            f"{_minutes(record['install_s'])} of install there) on a {record['cpu']}, from a fresh clone at commit "
             f"{record['commit']}, {record['date']}.")
 
 

@@ -460,7 +460,7 @@ def main() -> None:
     sub = p.add_subparsers(dest="cmd", required=True)
     a = sub.add_parser("add")
     a.add_argument("runs", nargs="+")
-    a.add_argument("--commit", default=None, help="the commit that measured the runs (default: HEAD)")
+    a.add_argument("--commit", default=None, help="the commit that measured the runs (default: the commits each run's manifest records per stage, else HEAD)")
     a.add_argument("--study", default="table", choices=("table", "labels"),
                    help="the measurement the runs belong to (table: seeds 0–2; labels: the label channel, seeds 10–12)")
     sub.add_parser("render")
