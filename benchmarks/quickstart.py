@@ -76,7 +76,7 @@ def time_text(record: dict) -> str:
 
 def summary_text(record: dict) -> str:
     return (f"Printed by `kr run` on a fresh clone at commit {record['commit']} ({record['date']}, "
-            f"{record['cpu']}, {record['threads']} threads):\n\n```\n{record['printed'].rstrip()}\n```")
+            f"{record['cpu']}, {record['threads']} threads):\n\n```text\n{record['printed'].rstrip()}\n```")
 
 
 def render(record: dict) -> None:
