@@ -88,7 +88,7 @@ def run(args) -> None:
             data["rows"] = [r for r in data["rows"] if (r["dataset"], r["seed"]) != (dataset, seed)] + [row]
             RESULTS.parent.mkdir(parents=True, exist_ok=True)
             RESULTS.write_text(json.dumps(data) + "\n")
-            add([out], commit, study="labels")  # the table's rows: the README's "which model" block
+            add([out], study="labels")  # the table's rows (commits: the run's own, stage by stage)
 
 
 def _over_seeds(rows: list[dict], statistic, seed: int = 0) -> tuple[float, list[float]]:

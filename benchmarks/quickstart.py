@@ -63,15 +63,14 @@ def run(args) -> None:
 
 
 def _minutes(seconds: float) -> str:
-    if seconds < 60:
-        return f"{round(seconds):d} s"
-    return f"{int(seconds // 60)} min {round(seconds % 60):d} s"
+    minutes, seconds = divmod(round(seconds), 60)
+    return f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
 
 
 def time_text(record: dict) -> str:
-    return (f"Command 1 trains every stage on `digits`: {_minutes(record['run_s'])} for `kr run` (after "
-            f"{_minutes(record['install_s'])} of install there) on a {record['cpu']}, from a fresh clone at commit "
-            f"{record['commit']}, {record['date']}.")
+    # the install's time is the user's network's (PyTorch is a large download), not kr's
+    return (f"Command 1 trains every stage on `digits`: {_minutes(record['run_s'])} for `kr run` on a "
+            f"{record['cpu']}, from a fresh clone at commit {record['commit']}, {record['date']}.")
 
 
 def summary_text(record: dict) -> str:

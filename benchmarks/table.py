@@ -110,9 +110,12 @@ def rows_of(run: Path, commit: str | None = None, cpu: str | None = None, study:
 def _stage_commits(run: Path) -> str:
     """The commit(s) that computed a run's stages, as its manifest records them (runs of a kr
     before stages recorded their source: the kr this interpreter imports)."""
-    stages = json.loads((run / "manifest.json").read_text()).get("stages", {}).values()
+    stages = list(json.loads((run / "manifest.json").read_text()).get("stages", {}).values())
     found = sorted({s["source"] for s in stages if s.get("source")})
-    return " + ".join(found) if found else _commit()
+    if not found:
+        return _commit()
+    # stages of an older kr, or of a kr outside a checkout, are not credited to the others' commit
+    return ", ".join(found + ["unrecorded"] * any(not s.get("source") for s in stages))
 
 
 def _canary_scores(run: Path) -> tuple[dict[str, list[float]], list[int]]:

@@ -221,6 +221,8 @@ def test_a_row_names_the_commits_that_computed_its_run_not_todays(table, tmp_pat
     run.mkdir()
     (run / "manifest.json").write_text(json.dumps({"stages": {
         "teacher": {"source": "aaa1111"}, "generator": {"source": "aaa1111"}, "audit": {"source": "bbb2222"}}}))
-    assert table._stage_commits(run) == "aaa1111 + bbb2222"
+    assert table._stage_commits(run) == "aaa1111, bbb2222"
+    (run / "manifest.json").write_text(json.dumps({"stages": {"teacher": {"key": "k"}, "audit": {"source": "bbb2222"}}}))
+    assert table._stage_commits(run) == "bbb2222, unrecorded"  # resumed by a newer kr: not all its work
     (run / "manifest.json").write_text(json.dumps({"stages": {"teacher": {"key": "k"}}}))  # older kr
     assert table._stage_commits(run) == table._commit()

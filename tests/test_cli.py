@@ -186,6 +186,21 @@ def test_ctrl_c_swallowed_by_a_library_still_exits_130(tmp_path, error):
     assert "rerun the same command to resume" in proc.stderr
 
 
+def test_a_bug_without_ctrl_c_still_shows_its_traceback(tmp_path):
+    import os
+
+    # only an interrupt or a user error is one line; kr's own bugs must stay visible
+    (tmp_path / "fake_kr.py").write_text(
+        "from kr import cli\n"
+        "def buggy(**kwargs):\n"
+        "    raise RuntimeError('a bug in kr')\n"
+        "cli.cli.main = buggy\n"
+        "cli.main()\n")
+    proc = subprocess.run([sys.executable, "-m", "fake_kr"], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert proc.returncode == 1 and "Traceback" in proc.stderr and "a bug in kr" in proc.stderr
+
+
 def test_offline_missing_medmnist_file_says_where_to_put_it(tmp_path):
     # A dead proxy makes the download fail fast whether or not this machine is online.
     proc = kr("data", "info", "bloodmnist", "--data-dir", str(tmp_path),

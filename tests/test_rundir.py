@@ -193,3 +193,23 @@ def test_each_stage_records_the_commit_that_computed_it(tmp_path, monkeypatch):
     stages = json.loads((tmp_path / "run" / "manifest.json").read_text())["stages"]
     assert stages["teacher"]["source"] == here_commit and stages["generator"]["source"] == "abc1234"
     run.close()
+
+
+def test_a_kr_installed_inside_another_repository_names_no_commit(tmp_path, monkeypatch):
+    import importlib.util
+    import shutil
+    from pathlib import Path
+
+    import kr.rundir as rundir
+
+    # a user's project repository holding a venv with kr installed (not a checkout of kr)
+    if subprocess.run(["git", "init", "-q", str(tmp_path)], capture_output=True).returncode != 0:
+        pytest.skip("no git on this machine")
+    installed = tmp_path / ".venv" / "site-packages" / "kr"
+    installed.mkdir(parents=True)
+    shutil.copy(Path(rundir.__file__), installed / "rundir.py")
+    spec = importlib.util.spec_from_file_location("installed_rundir", installed / "rundir.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setenv("GIT_DIR", str(Path(rundir.__file__).resolve().parents[2] / ".git"))  # a hook's GIT_DIR
+    assert module.source() is None

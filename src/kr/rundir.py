@@ -346,16 +346,22 @@ def source() -> str | None:
     import subprocess
 
     here = Path(__file__).resolve().parent
+    # not a GIT_DIR set by a hook, and not a repository that merely holds a venv with kr installed:
+    # only a checkout that tracks this very file names kr's commit
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", "-C", str(here), *args], capture_output=True, text=True, timeout=10, env=env)
+
     try:
-        head = subprocess.run(["git", "-C", str(here), "rev-parse", "--short", "HEAD"],
-                              capture_output=True, text=True, timeout=10)
-        if head.returncode != 0:
+        if git("ls-files", "--error-unmatch", Path(__file__).name).returncode != 0:
             return None
-        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--", "."],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        head, status = git("rev-parse", "--short", "HEAD"), git("status", "--porcelain", "--", ".")
     except (OSError, subprocess.SubprocessError):  # no git on this machine
         return None
-    return head.stdout.strip() + ("+changes" if dirty else "")
+    if head.returncode != 0 or status.returncode != 0:
+        return None
+    return head.stdout.strip() + ("+changes" if status.stdout.strip() else "")
 
 
 def _now() -> str:
