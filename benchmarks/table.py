@@ -75,7 +75,7 @@ def rows_of(run: Path, commit: str | None = None, cpu: str | None = None, study:
     audit, canary = res.get("audit") or {}, res.get("canary") or {}
     meta = res.get("audit_meta") or {}
     canary_scores, canary_bits = _canary_scores(run)
-    run_hours, audit_hours = round(core_hours(run, res), 3), round(sum(core_hours(p) for p in extra), 3)
+    run_hours, audit_hours = _hours(run, res, extra)
     commit = commit or _stage_commits(run)
     rows = []
     for method, m in res["methods"].items():
@@ -105,6 +105,18 @@ def rows_of(run: Path, commit: str | None = None, cpu: str | None = None, study:
                 row.update(canary_scores=canary_scores[method], canary_bits=canary_bits)
         rows.append(row)
     return rows
+
+
+def _hours(run: Path, res: dict, extra: list[Path]) -> tuple[float, float]:
+    """Core-hours of `kr run`'s stages and of the audit's. Audits are stages of the run: their
+    seconds (reference runs, attacks, the canary run and its scoring) are in the run's timings and
+    count once, as the audit's; older runs kept them only in the audit's own run directories."""
+    timings = {k: v for k, v in res.get("timings_s", {}).items() if v}
+    threads = json.loads((run / "manifest.json").read_text()).get("threads", 1)
+    audit = sum(v for k, v in timings.items() if k.startswith("audit/") and k != "audit/shipped")
+    run_h = (sum(timings.values()) - audit) * threads / 3600
+    audit_h = audit * threads / 3600 if audit else sum(core_hours(p) for p in extra)
+    return round(run_h, 3), round(audit_h, 3)
 
 
 def _stage_commits(run: Path) -> str:

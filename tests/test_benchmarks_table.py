@@ -226,3 +226,14 @@ def test_a_row_names_the_commits_that_computed_its_run_not_todays(table, tmp_pat
     assert table._stage_commits(run) == "bbb2222, unrecorded"  # resumed by a newer kr: not all its work
     (run / "manifest.json").write_text(json.dumps({"stages": {"teacher": {"key": "k"}}}))  # older kr
     assert table._stage_commits(run) == table._commit()
+
+
+def test_an_audit_that_is_a_stage_of_the_run_is_counted_once_as_the_audits(table, tmp_path):
+    import json
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "manifest.json").write_text(json.dumps({"threads": 2, "stages": {}}))
+    res = {"timings_s": {"teacher": 1800.0, "audit/shipped": 1800.0, "audit/references/r0": 3600.0,
+                         "audit/attacks": 1800.0, "audit/canaries/run": 1800.0, "evaluate": None}}
+    assert table._hours(run, res, extra=[run]) == (2.0, 4.0)  # its reference run's folder not again
