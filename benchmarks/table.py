@@ -18,7 +18,6 @@ import datetime
 import json
 import os
 import statistics
-import subprocess
 from collections import defaultdict
 from pathlib import Path
 
@@ -47,14 +46,11 @@ def _cpu() -> str:
 
 
 def _commit() -> str:
-    """The commit of the kr this interpreter imports (what `python -m kr` runs), else this checkout's."""
-    try:
-        import kr
-        where = Path(kr.__file__).parent
-    except ImportError:
-        where = ROOT
-    out = subprocess.run(["git", "-C", str(where), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    return out.stdout.strip() or "unknown"
+    """The commit of the kr this interpreter imports (what `python -m kr` runs): the one each
+    stage records (kr.rundir.source)."""
+    from kr.rundir import source
+
+    return source() or "unknown"
 
 
 def core_hours(run: Path, res: dict | None = None) -> float:
