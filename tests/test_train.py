@@ -73,3 +73,19 @@ def test_divergence_is_reported(digits):
 
     with pytest.raises(KRError, match="lower the learning rate"):
         _fit(digits, dataclasses.replace(CFG, epochs=1, lr=1e12, weight_decay=0))
+
+
+def test_inference_chunks_change_only_the_speed(digits):
+    """Evaluation, the judge and the audit run inference in chunks of EVAL_BATCH for speed; the
+    numbers must not depend on the chunk size, or an audit's scores would depend on it."""
+    from kr.privacy import signals
+    from kr.train import EVAL_BATCH, predict_proba
+    model, _ = _fit(digits, dataclasses.replace(CFG, epochs=1))
+    images = digits.train.images[:600]  # a remainder at every chunk size
+    probs = {b: predict_proba(model, images, False, batch_size=b) for b in (64, EVAL_BATCH, 512)}
+    assert probs[64].shape == (600, 10)
+    assert all((p == probs[512]).all() for p in probs.values())
+    qs = signals.queries(2, True)
+    logits = {b: signals.query(model, images, qs, batch_size=b) for b in (64, EVAL_BATCH, 512)}
+    assert logits[512].shape == (600, len(qs), 10)
+    assert all((q == logits[512]).all() for q in logits.values())

@@ -28,11 +28,11 @@ from scipy import linalg
 
 from kr.config import ClassifierConfig, TrainConfig
 from kr.data import Split
-from kr.train import CL
+from kr.train import CL, EVAL_BATCH
 
 
 @torch.no_grad()
-def teacher_outputs(teacher: torch.nn.Module, images: torch.Tensor, batch_size: int = 512):
+def teacher_outputs(teacher: torch.nn.Module, images: torch.Tensor, batch_size: int = EVAL_BATCH):
     """(probabilities, penultimate features) of a classifier (teacher or judge), in eval mode."""
     teacher.eval()
     device = next(teacher.parameters()).device

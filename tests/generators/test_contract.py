@@ -51,12 +51,13 @@ def test_shapes_and_range(kind, channels, size):
 
 def test_determinism_per_seed(kind):
     gen = build_generator(tiny(kind), 1, 28, 3)
-    labels = torch.tensor([0, 1, 2] * 30)
+    labels = torch.tensor([0, 1, 2] * 70)  # more than one chunk at the default batch size
     a = gen.sample(labels, 7)
     assert torch.equal(a, gen.sample(labels, 7))
     assert torch.equal(a, gen.sample(labels, make_generator(7)))  # a Generator works like its seed
     assert torch.equal(a[:64], gen.sample(labels[:64], 7))       # batching does not change noise
     assert torch.equal(a, gen.sample(labels, 7, batch_size=64))
+    assert torch.equal(a, gen.sample(labels, 7, batch_size=512))
     b = gen.sample(labels, 8)
     assert not torch.allclose(a, b)
 

@@ -102,7 +102,7 @@ class ConditionalGenerator(ABC):
     # --- sampling ------------------------------------------------------------------------
     @torch.no_grad()
     def sample(self, labels: torch.Tensor | list[int], seed: int | torch.Generator,
-               batch_size: int = 512, **knobs: Any) -> torch.Tensor:
+               batch_size: int = 128, **knobs: Any) -> torch.Tensor:
         """Deterministic: the same labels and seed give the same images, whatever batch_size
         (rounded to a multiple of 64)."""
         unknown = set(knobs) - set(self.knobs)

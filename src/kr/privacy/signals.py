@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from kr.train import EVAL_BATCH
+
 Query = tuple[int, int, bool]  # (dy, dx, flip): a crop offset from the centre, then the mirror
 
 
@@ -47,7 +49,7 @@ def augmented(x: torch.Tensor, q: Query) -> torch.Tensor:
 
 @torch.no_grad()
 def query(model: torch.nn.Module, images: torch.Tensor, qs: tuple[Query, ...] = ((0, 0, False),),
-          batch_size: int = 512) -> np.ndarray:
+          batch_size: int = EVAL_BATCH) -> np.ndarray:
     """Logits N × len(qs) × C, in eval mode; the model's mode is restored afterwards."""
     was_training = model.training
     model.eval()
