@@ -2,7 +2,7 @@
 accuracy and what it leaks, measured by the one-run canary audit.
 
     python benchmarks/labels.py run --runs DIR --datasets breastmnist --seeds 10 11 12 --canaries 140
-    python benchmarks/labels.py table        # Markdown from results/labels.json, and the frontier figure
+    python benchmarks/labels.py table        # Markdown from results/table.jsonl, and the frontier figure
 
 `run`: per dataset and seed, one `kr run` with every label-channel method beside the students
 that never saw a teacher label and DP-SGD, then `kr audit RUN --canaries M` (calibrated by the
@@ -16,9 +16,10 @@ shipped run).  The methods (kr.methods):
     synthetic, regen   hard conditioning labels: never a teacher label (the reference)
     dpsgd-eps<ε>       DP-SGD on the real images
 
-Each finished run also adds its rows to results/table.jsonl (study "labels"), from which
-`python benchmarks/table.py render` writes the "which model to release" blocks of the README
-and the walkthrough.
+Each finished run adds its rows to results/table.jsonl (study "labels"), the one store of
+these numbers (each model's test ACC and its scores on the mislabelled canaries): `table` reads
+them there, and `python benchmarks/table.py render` writes from them the "which model to
+release" blocks of the README and the walkthrough.
 
 `table`: per dataset, each method's test ACC (mean ± SE over seeds), canary AUC (mean over
 seeds, with its interval) and its difference to `regen` (the hard-label student on KR's regenerated images) and
@@ -30,24 +31,23 @@ The test split is read to report, never to choose.  Runs resume: a finished stag
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent
-RESULTS = ROOT / "results" / "labels.json"
 sys.path.insert(0, str(ROOT))
-from table import _commit, _cpu, add, mean_spread, over_seeds, paired_seeds, said  # noqa: E402  (one descriptor, one statistics)
+from table import add, mean_spread, over_seeds, paired_seeds, read, said  # noqa: E402  (one store, one statistics)
 
 from kr.privacy.metrics import _auc  # noqa: E402  (ties count half, as everywhere in kr)
 
 METHODS = "synthetic,regen,kr-t1,kr-t4,kr-top1,kr-one,kr-dp,dpsgd"
 REFERENCE, DEFAULT = "regen", "kr"
+ORDER = ("real", "kr", "synthetic", "regen", "soft", "kr-t1", "kr-t4", "kr-top1", "kr-one",
+         "dpsgd-eps8", "dpsgd-eps1", "kr-dp")  # a run's order of methods; others after, by name
 RESAMPLES = 2000
 
 
@@ -55,49 +55,42 @@ def _kr(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "kr", *args], check=True)
 
 
-def _load() -> dict:
-    return json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"rows": []}
-
-
-def _row(run: Path, overrides: list[str], commit: str) -> dict:
-    res = json.loads((run / "results.json").read_text())
-    with np.load(run / "audit" / "canaries" / "score" / "scores.npz") as f:
-        scores = {k: f[k].tolist() for k in f.files}
-    with np.load(run / "audit" / "canaries" / "plant" / "canaries.npz") as f:
-        bits, kind = f["bits"].astype(bool).tolist(), f["kind"].tolist()
-    return {"dataset": res["dataset"], "seed": res["seed"], "overrides": overrides, "run": str(run),
-            "test": {m: v["test"] for m, v in res["methods"].items()},
-            "val": {m: v["val"] for m, v in res["methods"].items()},
-            "canary": {m: (c.get("mislabelled") or {}) for m, c in res["canary"].items()},
-            "scores": scores, "bits": bits, "kind": kind,
-            "stage_s": {k: v for k, v in res["timings_s"].items() if v is not None},
-            "commit": commit, "cpu": _cpu(), "date": time.strftime("%Y-%m-%d")}
+def runs_of(table_rows: list[dict]) -> list[dict]:
+    """The table's rows of the labels study, one dict per dataset × seed: each method's test ACC
+    and its scores on that seed's mislabelled canaries (whose bits every method shares)."""
+    out: dict[tuple, dict] = {}
+    for r in table_rows:
+        run = out.setdefault((r["dataset"], r["seed"]), {
+            "dataset": r["dataset"], "seed": r["seed"], "test": {}, "scores": {}, "bits": None,
+            "cpu": r["cpu"], "commits": set()})
+        run["test"][r["method"]] = {"acc": r["test_acc"], "auc": r["test_auc"]}
+        run["commits"].update(c.strip() for c in r["commit"].split(","))
+        if r.get("canary_scores") is not None:
+            bits = [bool(b) for b in r["canary_bits"]]
+            if run["bits"] is not None and run["bits"] != bits:
+                raise ValueError(f"{r['dataset']} seed {r['seed']}: {r['method']}'s canaries are not the run's")
+            run["bits"], run["scores"][r["method"]] = bits, r["canary_scores"]
+    rank = {m: i for i, m in enumerate(ORDER)}
+    for run in out.values():
+        run["test"] = dict(sorted(run["test"].items(), key=lambda kv: (rank.get(kv[0], len(ORDER)), kv[0])))
+    return list(out.values())
 
 
 def run(args) -> None:
     for dataset in args.datasets:
         for seed in args.seeds:
             out = Path(args.runs) / f"{dataset}-s{seed}"
-            commit = _commit()  # the code that trains, not the one at the end
             sets = [a for o in args.set for a in ("--set", o)]
             _kr("run", "--dataset", dataset, "--seed", str(seed), "--out", str(out), "--device", "cpu",
                 "--methods", args.methods, *sets)
             _kr("audit", str(out), "--canaries", str(args.canaries), "--device", "cpu")
-            data = _load()
-            row = _row(out, args.set, commit)
-            data["rows"] = [r for r in data["rows"] if (r["dataset"], r["seed"]) != (dataset, seed)] + [row]
-            RESULTS.parent.mkdir(parents=True, exist_ok=True)
-            RESULTS.write_text(json.dumps(data) + "\n")
-            add([out], study="labels")  # the table's rows (commits: the run's own, stage by stage)
+            add([out], study="labels")  # the rows (commits: the run's own, stage by stage)
 
 
 def _over_seeds(rows: list[dict], statistic, seed: int = 0) -> tuple[float, list[float]]:
     """statistic(scores, bits) on each seed's mislabelled canaries, averaged over seeds, with
     its 95 % interval (table.over_seeds: per-seed bootstraps averaged draw by draw)."""
-    units = []
-    for r in rows:
-        main = np.array(r["kind"]) == 0
-        units.append(({m: np.array(v)[main] for m, v in r["scores"].items()}, np.array(r["bits"])[main]))
+    units = [({m: np.array(v) for m, v in r["scores"].items()}, np.array(r["bits"])) for r in rows]
     return over_seeds(units, statistic, RESAMPLES, seed)
 
 
@@ -170,7 +163,8 @@ def table_text(rows: list[dict]) -> str:
                          if all(b in r["test"] for r in rs))
         lines.append(f"\n{dataset}, test ACC paired over seeds (95 % t-interval): {said}.")
     cpus = sorted({r["cpu"] for r in rows})
-    return "\n".join(lines) + f"\n\nCPU: {', '.join(cpus)}; commits {', '.join(sorted({r['commit'] for r in rows}))}."
+    commits = sorted(set().union(*(r["commits"] for r in rows)))
+    return "\n".join(lines) + f"\n\nCPU: {', '.join(cpus)}; commits {', '.join(commits)}."
 
 
 def main() -> None:
@@ -188,7 +182,7 @@ def main() -> None:
     if args.cmd == "run":
         run(args)
     else:
-        rows = _load()["rows"]
+        rows = runs_of(read("labels"))
         print(table_text(rows))
         for dataset in dict.fromkeys(r["dataset"] for r in rows):
             print(figure([r for r in rows if r["dataset"] == dataset], ROOT / "results" / f"labels-{dataset}.png"))

@@ -63,3 +63,29 @@ def test_a_student_identical_to_another_is_drawn_once_and_said(labels, monkeypat
     labels.figure(rows, tmp_path / "f.png")
     assert [p["method"] for p in seen["points"]] == ["kr", "regen"]
     assert seen["subtitle"] == "mean over seeds 0, 1 (kr-one = kr)"
+
+
+def _table_rows(seeds=2, m=40):
+    """Rows as benchmarks/table.py stores them: one per dataset × seed × method."""
+    out = []
+    for s, run in enumerate(_rows(seeds=seeds, m=m)):
+        for method in ("regen", "real", "kr"):  # stored by name, not in a run's order
+            scores = run["scores"].get(method, run["scores"]["kr"])
+            out.append({"dataset": "digits", "seed": s, "method": method, "test_acc": 0.9, "test_auc": 0.95,
+                        "cpu": "cpu", "commit": f"c{s}, d0", "canary_scores": scores, "canary_bits": run["bits"]})
+    out.append({"dataset": "digits", "seed": 0, "method": "dpsgd-eps8", "test_acc": 0.8, "test_auc": 0.9,
+                "cpu": "cpu", "commit": "c0", "canary_scores": None, "canary_bits": None})
+    return out
+
+
+def test_the_table_rows_are_the_one_store_of_a_runs_canary_scores(labels):
+    runs = labels.runs_of(_table_rows())
+    assert [(r["dataset"], r["seed"]) for r in runs] == [("digits", 0), ("digits", 1)]
+    assert list(runs[0]["test"]) == ["real", "kr", "regen", "dpsgd-eps8"]  # a run's order
+    assert set(runs[0]["scores"]) == {"real", "kr", "regen"} and runs[0]["commits"] == {"c0", "d0"}
+    text = labels.table_text(runs)
+    assert "| digits | kr | 0,1 |" in text and text.endswith("commits c0, c1, d0.")
+    bad = _table_rows()
+    bad[0]["canary_bits"] = [not b for b in bad[0]["canary_bits"]]
+    with pytest.raises(ValueError, match="canaries are not the run's"):
+        labels.runs_of(bad)
