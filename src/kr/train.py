@@ -36,8 +36,8 @@ CL = torch.channels_last
 
 # Inference runs in chunks of this many images.  It changes only the speed: every image's logits
 # are the same at any chunk size (eval mode; tests/test_train.py).  Chunks of 64–128 keep a small
-# network's activations in cache: against 512 they query a ResNet-20 at 28 px 1.2–1.8× faster on
-# a 2-core AVX-512 EPYC (docs/executors.md), which is most of an audit's scoring stage.
+# network's activations in cache: against 512 they query a ResNet-20 at 28 px 1.5–1.8× faster on
+# 2 idle cores of an AVX-512 EPYC (docs/executors.md), which is most of an audit's scoring stage.
 EVAL_BATCH = 128
 
 

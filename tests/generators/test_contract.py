@@ -1,5 +1,6 @@
 """One contract, run against every generator backend at tiny size (diffusers-style mixin test)."""
 
+import inspect
 import math
 
 import pytest
@@ -58,6 +59,8 @@ def test_determinism_per_seed(kind):
     assert torch.equal(a[:64], gen.sample(labels[:64], 7))       # batching does not change noise
     assert torch.equal(a, gen.sample(labels, 7, batch_size=64))
     assert torch.equal(a, gen.sample(labels, 7, batch_size=512))
+    from kr.train import EVAL_BATCH  # the default chunk: kr's one inference chunk size, written out there
+    assert inspect.signature(type(gen).sample).parameters["batch_size"].default == EVAL_BATCH
     b = gen.sample(labels, 8)
     assert not torch.allclose(a, b)
 

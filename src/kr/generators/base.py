@@ -104,7 +104,8 @@ class ConditionalGenerator(ABC):
     def sample(self, labels: torch.Tensor | list[int], seed: int | torch.Generator,
                batch_size: int = 128, **knobs: Any) -> torch.Tensor:
         """Deterministic: the same labels and seed give the same images, whatever batch_size
-        (rounded to a multiple of 64)."""
+        (rounded to a multiple of 64; the default is kr.train.EVAL_BATCH, written out because
+        kr.train imports kr.config, which imports this package)."""
         unknown = set(knobs) - set(self.knobs)
         if unknown:
             raise KRError(f"{self.kind} generator has no knob {sorted(unknown)}; "
